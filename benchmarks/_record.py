@@ -1,0 +1,38 @@
+"""Benchmark results as JSON lines: one object per measured figure.
+
+Each line: ``{"name", "value", "unit", "data", "machine", "recorded_at"}`` appended to
+``benchmarks/results/<suite>.jsonl``, so results accumulate and can be compared over time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def machine_description() -> str:
+    cores = os.cpu_count() or 0
+    return f"{platform.machine()} {cores} cores, {platform.python_implementation()} {platform.python_version()}"
+
+
+def record(suite: str, name: str, value: float, unit: str, data: str, **extra) -> dict:
+    """Append one figure to ``results/<suite>.jsonl`` and echo it on stdout."""
+    line = {
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "data": data,
+        "machine": machine_description(),
+        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    with (RESULTS_DIR / f"{suite}.jsonl").open("a") as handle:
+        handle.write(json.dumps(line) + "\n")
+    print(json.dumps(line), flush=True)
+    return line
