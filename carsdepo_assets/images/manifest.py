@@ -64,7 +64,7 @@ class BatchManifest:
         }
 
     @classmethod
-    def from_dict(cls, payload: dict) -> "BatchManifest":
+    def from_dict(cls, payload: dict) -> BatchManifest:
         return cls(
             batch=payload["batch"],
             source=payload["source"],
@@ -75,5 +75,5 @@ class BatchManifest:
         atomic_write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: Path) -> "BatchManifest":
+    def load(cls, path: Path) -> BatchManifest:
         return cls.from_dict(json.loads(path.read_text()))

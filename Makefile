@@ -1,0 +1,68 @@
+# carsdepo — the two commands are `make demo` and `make test`; everything else is a building block.
+# Every target is idempotent and works from a fresh clone (Python 3.11 on the PATH is all it needs).
+
+PYTHON ?= python3
+VENV := .venv
+LS_VENV := .venv-label-studio
+BIN := $(VENV)/bin
+export CARSDEPO_HOME ?= $(CURDIR)/.carsdepo
+export DAGSTER_HOME := $(CARSDEPO_HOME)/dagster
+DAGSTER_PORT ?= 3000
+MLFLOW_PORT ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-label-studio demo test dev lint bench clean-state \
+        labelstudio-start labelstudio-stop labelstudio-status mlflow-ui
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@echo "==> creating $(VENV) and installing carsdepo with the dev extra"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(LS_VENV)/.installed: label_studio/requirements.txt
+	@echo "==> creating $(LS_VENV) for the Label Studio server (it has dependency pins of its own)"
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/pip install --quiet -r label_studio/requirements.txt
+	touch $@
+
+install: $(VENV)/.installed $(LS_VENV)/.installed ## Create both virtual environments
+
+install-label-studio: $(LS_VENV)/.installed
+
+demo: install ## Set everything up and run the main job end to end on embedded defaults
+	$(BIN)/carsdepo demo
+
+test: install ## Set everything up, validate the code location and run the test suite
+	env -u DAGSTER_HOME $(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/pytest
+
+dev: install ## Run the Dagster UI on 127.0.0.1:$(DAGSTER_PORT)
+	$(BIN)/carsdepo init
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
+
+labelstudio-start: install ## Start the local Label Studio server
+	$(BIN)/carsdepo labelstudio start
+
+labelstudio-stop: install ## Stop the local Label Studio server
+	$(BIN)/carsdepo labelstudio stop
+
+labelstudio-status: install ## Is the local Label Studio server running?
+	$(BIN)/carsdepo labelstudio status
+
+mlflow-ui: install ## Open MLflow's UI on 127.0.0.1:$(MLFLOW_PORT) over the local store
+	$(BIN)/carsdepo mlflow-ui --port $(MLFLOW_PORT)
+
+lint: install ## Ruff over the package, tests and benchmarks
+	$(BIN)/ruff check carsdepo_assets carsdepo_assets_tests benchmarks
+
+bench: install ## Run the benchmarks (JSON lines in benchmarks/results/)
+	$(BIN)/python -m benchmarks.run_all
+
+clean-state: ## Delete all local state under $(CARSDEPO_HOME)
+	rm -rf "$(CARSDEPO_HOME)"

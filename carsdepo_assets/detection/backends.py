@@ -1,0 +1,224 @@
+"""One detector interface, several backends.
+
+Every backend trains on COCO splits with a ``DetectorConfig`` and returns a ``TrainedDetector``
+that predicts ``Detection`` lists in original pixel coordinates and saves itself as a
+self-describing folder (``detector.json`` + weights), which ``load_detector`` reopens without
+being told which backend made it — what the MLflow pyfunc needs.
+
+Backends are registered by import path, so a backend whose library is missing (detectron2)
+costs nothing until it is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from PIL import Image
+
+from carsdepo_assets.detection.config import ConfigError, DetectorConfig
+from carsdepo_assets.detection.data import CocoSplit
+from carsdepo_assets.detection.types import Detection, damage_answer
+from carsdepo_assets.fileio import atomic_write_json
+
+DETECTOR_FILE = "detector.json"
+FORMAT = "carsdepo-detector/1"
+
+# backend name -> "module:Class" of its DetectorBackend
+BACKENDS: dict[str, str] = {
+    "torchvision": "carsdepo_assets.detection.torchvision_backend:TorchvisionBackend",
+    "detectron2": "carsdepo_assets.detection.detectron2_backend:Detectron2Backend",
+}
+# the library a backend needs, probed by ``auto``
+REQUIRED_LIBRARY: dict[str, str] = {"detectron2": "detectron2"}
+AUTO_PREFERENCE = ("detectron2", "torchvision")
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """Reported after every training iteration."""
+
+    iteration: int
+    iterations: int
+    losses: dict[str, float]  # each loss term and "total"
+    lr: float
+    images_per_second: float  # over the whole run so far
+    elapsed_s: float
+    val_metrics: dict[str, float] | None = None  # only on iterations where validation ran
+
+
+@dataclass
+class TrainingSummary:
+    """How training went; saved beside the weights and logged to MLflow."""
+
+    backend: str
+    iterations: int
+    images_seen: int
+    wall_s: float
+    images_per_second: float
+    final_losses: dict[str, float]
+    best_iteration: int | None = None  # the kept weights, when a val split chose them
+    best_val_metric: float | None = None
+    val_metric_name: str = "val_AP50"
+    val_history: list[dict] = field(default_factory=list)
+    train_images: int = 0
+    val_images: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; training stopped, the last good weights were kept."""
+
+    def __init__(self, iteration: int, losses: dict[str, float], checkpoint: Path | None):
+        self.iteration = iteration
+        self.losses = losses
+        self.checkpoint = checkpoint
+        kept = (f"the last good checkpoint is {checkpoint}" if checkpoint
+                else "no checkpoint had been written yet")
+        super().__init__(
+            f"training diverged at iteration {iteration}: non-finite loss {losses}; {kept}. "
+            "Lower lr (or raise warmup_iterations / clip_grad_norm)."
+        )
+
+
+class TrainedDetector(ABC):
+    """A trained model: predicts, saves itself, loads back from the folder alone."""
+
+    backend: ClassVar[str]
+
+    def __init__(self, config: DetectorConfig, summary: TrainingSummary | None = None):
+        self.config = config
+        self.summary = summary
+
+    @abstractmethod
+    def predict(self, images: list[Image.Image]) -> list[list[Detection]]:
+        """Detections per image (score >= ``config.box_score_thresh``, best first), boxes in
+        the pixel coordinates of the image as given, labels from the taxonomy."""
+
+    def answers(self, images: list[Image.Image], threshold: float | None = None) -> list:
+        """The public answer per image: ``"None"`` or detections at the operating point."""
+        cut = self.config.score_threshold if threshold is None else threshold
+        return [damage_answer(found, cut) for found in self.predict(images)]
+
+    def save(self, directory: Path) -> Path:
+        """Write weights and ``detector.json`` into ``directory`` (created if needed)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save_weights(directory)
+        atomic_write_json(directory / DETECTOR_FILE, {
+            "format": FORMAT,
+            "backend": self.backend,
+            "config": self.config.to_dict(),
+            "training": self.summary.to_dict() if self.summary else None,
+        })
+        return directory
+
+    @abstractmethod
+    def _save_weights(self, directory: Path) -> None: ...
+
+    @classmethod
+    @abstractmethod
+    def _load(cls, directory: Path, config: DetectorConfig,
+              summary: TrainingSummary | None) -> TrainedDetector: ...
+
+
+class DetectorBackend(ABC):
+    name: ClassVar[str]
+    detector_class: ClassVar[type[TrainedDetector]]
+
+    @abstractmethod
+    def train(
+        self,
+        train: CocoSplit,
+        val: CocoSplit | None,
+        config: DetectorConfig,
+        workdir: Path,
+        on_progress: Callable[[TrainProgress], None] | None = None,
+    ) -> TrainedDetector:
+        """Train on ``train``; with ``val``, keep the weights that score best on it."""
+
+
+def backend_available(name: str) -> bool:
+    """Are the backend's module and the library behind it importable (detectron2 is built
+    locally, if at all)?"""
+    if name not in BACKENDS or importlib.util.find_spec(BACKENDS[name].partition(":")[0]) is None:
+        return False
+    library = REQUIRED_LIBRARY.get(name)
+    if library is None:
+        return True
+    try:
+        importlib.import_module(library)
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(name: str) -> str:
+    """``auto`` -> detectron2 when importable, else torchvision; other names are checked."""
+    if name == "auto":
+        return next(choice for choice in AUTO_PREFERENCE if backend_available(choice))
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}: registered are {sorted(BACKENDS)}")
+    if not backend_available(name):
+        module = BACKENDS[name].partition(":")[0]
+        library = REQUIRED_LIBRARY.get(name, module)
+        raise ConfigError(
+            f"backend {name!r} is not available here: it needs {library!r} and {module} "
+            "to be importable (use backend 'auto' or 'torchvision')"
+        )
+    return name
+
+
+def resolve_config(config: DetectorConfig) -> DetectorConfig:
+    """The concrete config a run uses: backend, device and norm decided, no ``auto`` left."""
+    device = config.device
+    if device == "auto" or device == "cuda":
+        import torch
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device='cuda' but no CUDA device is available here")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return config.replace(backend=resolve_backend(config.backend), device=device,
+                          norm=config.resolved_norm)
+
+
+def get_backend(name: str) -> DetectorBackend:
+    module_name, _, class_name = BACKENDS[resolve_backend(name)].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)()
+
+
+def train_detector(
+    train: CocoSplit,
+    val: CocoSplit | None,
+    config: DetectorConfig,
+    workdir: Path,
+    on_progress: Callable[[TrainProgress], None] | None = None,
+) -> TrainedDetector:
+    """Resolve ``config`` and train with the backend it names (the entry point for assets)."""
+    resolved = resolve_config(config)
+    return get_backend(resolved.backend).train(train, val, resolved, Path(workdir), on_progress)
+
+
+def load_detector(directory: Path) -> TrainedDetector:
+    """Reopen a folder written by ``TrainedDetector.save`` (any backend)."""
+    path = Path(directory) / DETECTOR_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{directory} is not a saved detector: {DETECTOR_FILE} missing")\
+            from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: unsupported detector format {meta.get('format')!r}")
+    backend = get_backend(meta["backend"])
+    summary = TrainingSummary(**meta["training"]) if meta.get("training") else None
+    return backend.detector_class._load(
+        Path(directory), DetectorConfig.from_dict(meta["config"]), summary
+    )

@@ -1,0 +1,181 @@
+"""The detector's configuration: one JSON-serialisable dataclass shared by every backend.
+
+The defaults are the ``cpu`` preset (trains on the demo's synthetic data in minutes on two
+cores); ``gpu`` is the preset for real photos. ``auto`` values (backend, device, norm) are
+resolved once, before training, and the resolved copy is what gets saved with the weights and
+logged to MLflow, so a model always says how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+BACKEND_CHOICES = ("auto", "detectron2", "torchvision")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+NORM_CHOICES = ("auto", "frozen_bn", "bn", "gn")
+OPTIMIZER_CHOICES = ("sgd", "adamw")
+
+
+class ConfigError(ValueError):
+    """A detector configuration that cannot work; the message names the field."""
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    # what to build
+    backend: str = "auto"
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True  # the backbone's packaged ImageNet weights
+    weights_path: str | None = None  # backbone weights the user brings (a local file)
+    norm: str = "auto"  # frozen_bn when starting from weights, gn from scratch
+    freeze_at: int = 3  # backbone stages kept frozen when starting from weights
+    fpn_channels: int = 64
+    anchor_sizes: tuple[int, ...] = (16, 32, 64, 128)  # one per feature level, small first
+    aspect_ratios: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    box_head_dim: int = 256
+    # input
+    min_size: int = 384  # short side after resizing
+    max_size: int = 512  # cap on the long side
+    # optimisation
+    iterations: int = 600
+    batch_size: int = 4
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_iterations: int = 50
+    clip_grad_norm: float = 10.0
+    # proposals and detections
+    rpn_pre_nms_top_n_train: int = 600
+    rpn_post_nms_top_n_train: int = 300
+    rpn_pre_nms_top_n_test: int = 300
+    rpn_post_nms_top_n_test: int = 100
+    rpn_batch_size_per_image: int = 128
+    box_batch_size_per_image: int = 64
+    box_detections_per_img: int = 20
+    box_score_thresh: float = 0.05  # lowest score a prediction keeps (for AP and ranking)
+    score_threshold: float = 0.5  # the operating point: "damage" vs "None"
+    # augmentation
+    brightness: float = 0.3  # factor drawn from [1 - b, 1 + b]
+    contrast: float = 0.3
+    hflip: bool = True
+    # run
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0  # 0: every core torch sees
+    eval_period: int = 200  # validate (model selection) every N iterations and at the end
+    checkpoint_period: int = 50  # keep the last good weights every N iterations
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; keep tuples so configs compare and hash the same either way
+        object.__setattr__(self, "anchor_sizes", tuple(int(v) for v in self.anchor_sizes))
+        object.__setattr__(self, "aspect_ratios", tuple(float(v) for v in self.aspect_ratios))
+        self._validate()
+
+    def _validate(self) -> None:
+        for name, choices in (
+            ("backend", BACKEND_CHOICES),
+            ("device", DEVICE_CHOICES),
+            ("norm", NORM_CHOICES),
+            ("optimizer", OPTIMIZER_CHOICES),
+        ):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: expected one of {choices}")
+        for name in (
+            "fpn_channels", "box_head_dim", "min_size", "max_size", "iterations", "batch_size",
+            "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test",
+            "rpn_post_nms_top_n_test", "rpn_batch_size_per_image", "box_batch_size_per_image",
+            "box_detections_per_img", "eval_period", "checkpoint_period",
+        ):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: must be at least 1")
+        for name in ("freeze_at", "warmup_iterations", "num_threads"):
+            if int(getattr(self, name)) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: must not be negative")
+        if self.min_size > self.max_size:
+            raise ConfigError(f"min_size={self.min_size} is larger than max_size={self.max_size}")
+        if not (self.lr > 0 and self.weight_decay >= 0 and self.clip_grad_norm >= 0):
+            raise ConfigError("lr must be positive; weight_decay and clip_grad_norm not negative")
+        for name in ("box_score_thresh", "score_threshold", "brightness", "contrast"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: must be within [0, 1]")
+        if not self.anchor_sizes or not self.aspect_ratios:
+            raise ConfigError("anchor_sizes and aspect_ratios must not be empty")
+        if self.norm == "gn" and self.starts_from_weights:
+            raise ConfigError(
+                "norm='gn' cannot start from BatchNorm weights: use pretrained=False and no "
+                "weights_path to train from scratch, or norm='frozen_bn'/'bn'"
+            )
+
+    @property
+    def starts_from_weights(self) -> bool:
+        return bool(self.pretrained or self.weights_path)
+
+    @property
+    def resolved_norm(self) -> str:
+        """``auto`` -> frozen BatchNorm over given weights, GroupNorm from scratch."""
+        if self.norm != "auto":
+            return self.norm
+        return "frozen_bn" if self.starts_from_weights else "gn"
+
+    def replace(self, **changes: Any) -> DetectorConfig:
+        unknown = sorted(set(changes) - _field_names())
+        if unknown:
+            raise ConfigError(f"unknown detector config field(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["anchor_sizes"] = list(self.anchor_sizes)
+        data["aspect_ratios"] = list(self.aspect_ratios)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
+        """Build from JSON/YAML data; unknown keys are an error, so a typo never goes unnoticed."""
+        unknown = sorted(set(data) - _field_names())
+        if unknown:
+            raise ConfigError(
+                f"unknown detector config field(s): {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(_field_names()))}"
+            )
+        return cls(**data)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> DetectorConfig:
+        """A named preset (``cpu`` or ``gpu``) with optional field overrides."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown detector preset {name!r}: expected one of {sorted(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+
+def _field_names() -> set[str]:
+    return {field.name for field in dataclasses.fields(DetectorConfig)}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # the dataclass defaults: small input, light backbone, few proposals, two CPU cores
+    "cpu": {},
+    # real photos on a GPU: scratches are ~3% of the image side, so resolution matters most
+    "gpu": {
+        "min_size": 800,
+        "max_size": 1024,
+        "fpn_channels": 128,
+        "box_head_dim": 512,
+        "freeze_at": 2,
+        "iterations": 6000,
+        "batch_size": 8,
+        "lr": 5e-4,
+        "warmup_iterations": 300,
+        "rpn_pre_nms_top_n_train": 2000,
+        "rpn_post_nms_top_n_train": 1000,
+        "rpn_pre_nms_top_n_test": 1000,
+        "rpn_post_nms_top_n_test": 500,
+        "rpn_batch_size_per_image": 256,
+        "box_batch_size_per_image": 256,
+        "box_detections_per_img": 50,
+        "eval_period": 500,
+        "checkpoint_period": 250,
+    },
+}

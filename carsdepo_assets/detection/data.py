@@ -1,0 +1,268 @@
+"""COCO splits as the detector sees them: validated records, resized tensors, augmentation.
+
+A ``CocoSplit`` is a COCO json plus the folder its ``file_name`` entries are relative to — what
+curated datasets and the synthetic generator both write. ``load_split`` checks everything that
+would otherwise fail (or silently learn nothing) hours into training, and names the file and
+the entry at fault. Images with no boxes are kept: they teach the model to answer "None".
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
+
+from carsdepo_assets.taxonomy import (
+    CATEGORY_ID_BY_NAME,
+    CLASS_NAME_BY_ID,
+    CLASS_NAMES,
+    coco_categories,
+)
+
+# A box may overshoot its image by this much (rounding in annotation tools); more is an error.
+EDGE_TOLERANCE_PX = 1.0
+
+
+class DatasetError(ValueError):
+    """A training or validation split that cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class CocoSplit:
+    """A COCO json whose image ``file_name`` entries are relative to ``image_root``."""
+
+    annotations: Path
+    image_root: Path
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> CocoSplit:
+        """The synthetic generator's layout: ``annotations.json`` beside ``images/``."""
+        return cls(Path(folder) / "annotations.json", Path(folder) / "images")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image with its boxes (x1, y1, x2, y2 pixels) and taxonomy category ids."""
+
+    image_id: int
+    path: Path
+    width: int
+    height: int
+    boxes: np.ndarray  # float32, shape (n, 4)
+    labels: np.ndarray  # int64, shape (n,)
+
+
+@dataclass(frozen=True)
+class LoadedSplit:
+    split: CocoSplit
+    records: list[ImageRecord]
+
+    def instances_per_class(self) -> dict[str, int]:
+        counts = Counter(int(label) for record in self.records for label in record.labels)
+        return {name: counts.get(CATEGORY_ID_BY_NAME[name], 0) for name in CLASS_NAMES}
+
+    @property
+    def negatives(self) -> int:
+        """Images with no box: their ground truth is "None"."""
+        return sum(1 for record in self.records if len(record.labels) == 0)
+
+    def coco_ground_truth(self) -> dict:
+        """The split as an in-memory COCO dict with taxonomy category ids (for evaluation)."""
+        images, annotations = [], []
+        for record in self.records:
+            images.append({"id": record.image_id, "file_name": str(record.path),
+                           "width": record.width, "height": record.height})
+            for (x1, y1, x2, y2), label in zip(record.boxes.tolist(), record.labels.tolist()):
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": record.image_id,
+                    "category_id": int(label), "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1), "iscrowd": 0,
+                })
+        return {"images": images, "annotations": annotations, "categories": coco_categories()}
+
+
+def load_split(split: CocoSplit, *, require_every_class: bool) -> LoadedSplit:
+    """Read and check a split. Training splits pass ``require_every_class=True``."""
+    where = str(split.annotations)
+    coco = _read_json(split.annotations)
+    images = coco.get("images") or []
+    if not images:
+        raise DatasetError(f"{where} has no images: there is nothing to train or validate on")
+    category_map = _category_map(coco.get("categories") or [], where)
+    boxes_by_image: dict[int, list[tuple[list[float], int]]] = {image["id"]: [] for image in images}
+    size_by_image = {image["id"]: (image["width"], image["height"]) for image in images}
+    for annotation in coco.get("annotations") or []:
+        box, label = _checked_annotation(annotation, category_map, size_by_image, where)
+        boxes_by_image[annotation["image_id"]].append((box, label))
+
+    records = [_record(image, boxes_by_image[image["id"]], split.image_root) for image in images]
+    _check_files(records, split.image_root)
+    loaded = LoadedSplit(split, records)
+    if require_every_class:
+        per_class = loaded.instances_per_class()
+        if not any(per_class.values()):
+            raise DatasetError(
+                f"{where} has no boxes at all (every image is 'None'): a detector needs damage "
+                "examples to learn from"
+            )
+        missing = [name for name, count in per_class.items() if count == 0]
+        if missing:
+            raise DatasetError(
+                f"class(es) {', '.join(missing)} have no instances in {where}: the detector "
+                f"cannot learn them (instances per class: {per_class})"
+            )
+    return loaded
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"COCO annotations file {path} does not exist") from None
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"COCO annotations file {path} cannot be read as JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path} is not a COCO object (expected keys images/annotations)")
+    return data
+
+
+def _category_map(categories: list[dict], where: str) -> dict[int, int]:
+    """Source category id -> taxonomy id, matched by name so any id numbering works."""
+    mapping, unknown = {}, []
+    for category in categories:
+        name = category.get("name")
+        if name in CATEGORY_ID_BY_NAME:
+            mapping[category["id"]] = CATEGORY_ID_BY_NAME[name]
+        else:
+            unknown.append(name)
+    if unknown:
+        raise DatasetError(
+            f"{where} has categories {unknown} outside carsdepo's classes {list(CLASS_NAMES)}; "
+            "map them first (carsdepo import-coco --category-map)"
+        )
+    return mapping
+
+
+def _checked_annotation(
+    annotation: dict, category_map: dict[int, int], size_by_image: dict, where: str
+) -> tuple[list[float], int]:
+    ident = f"annotation id={annotation.get('id')} in {where}"
+    if annotation.get("image_id") not in size_by_image:
+        raise DatasetError(f"{ident} refers to image_id={annotation.get('image_id')}, not listed")
+    if annotation.get("category_id") not in category_map:
+        raise DatasetError(f"{ident} has unknown category_id={annotation.get('category_id')}")
+    x, y, w, h = (float(v) for v in annotation["bbox"])
+    width, height = size_by_image[annotation["image_id"]]
+    if w <= 0 or h <= 0:
+        raise DatasetError(f"{ident} has an empty box {annotation['bbox']} (width/height <= 0)")
+    x1, y1, x2, y2 = x, y, x + w, y + h
+    tol = EDGE_TOLERANCE_PX
+    if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
+        raise DatasetError(
+            f"{ident} box {annotation['bbox']} lies outside its {width}x{height} image"
+        )
+    box = [max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)]
+    return box, category_map[annotation["category_id"]]
+
+
+def _record(image: dict, boxes: list[tuple[list[float], int]], root: Path) -> ImageRecord:
+    return ImageRecord(
+        image_id=int(image["id"]),
+        path=Path(root) / image["file_name"],
+        width=int(image["width"]),
+        height=int(image["height"]),
+        boxes=np.array([box for box, _ in boxes], dtype=np.float32).reshape(-1, 4),
+        labels=np.array([label for _, label in boxes], dtype=np.int64),
+    )
+
+
+def _check_files(records: list[ImageRecord], root: Path) -> None:
+    """Every image exists and has the size the json claims (header only: no decoding)."""
+    missing, wrong_size = [], []
+    for record in records:
+        try:
+            with Image.open(record.path) as image:
+                size = image.size
+        except FileNotFoundError:
+            missing.append(record.path.name)
+            continue
+        except OSError as error:
+            raise DatasetError(f"image {record.path} cannot be read: {error}") from None
+        if size != (record.width, record.height):
+            wrong_size.append(f"{record.path.name} is {size[0]}x{size[1]}, "
+                              f"json says {record.width}x{record.height}")
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} image(s) missing under {root}: {', '.join(missing[:5])}"
+            + (" ..." if len(missing) > 5 else "")
+        )
+    if wrong_size:
+        raise DatasetError(f"image sizes disagree with the annotations: {'; '.join(wrong_size[:5])}")
+
+
+def resize_scale(width: int, height: int, min_size: int, max_size: int) -> float:
+    """The factor that brings the short side to ``min_size`` without the long one passing
+    ``max_size`` (the Faster R-CNN convention)."""
+    return min(min_size / min(width, height), max_size / max(width, height))
+
+
+def image_tensor(image: Image.Image, min_size: int, max_size: int) -> tuple[torch.Tensor, float]:
+    """RGB float tensor (C, H, W) in [0, 1] at the model's input size, and the scale applied.
+
+    Resizing here (with Pillow, before the model) keeps large photos cheap: the model never
+    sees more pixels than it uses.
+    """
+    image = image.convert("RGB")
+    scale = resize_scale(image.width, image.height, min_size, max_size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return pil_to_tensor(image).float().div_(255.0), scale
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    brightness: float
+    contrast: float
+    hflip: bool
+
+    def apply(
+        self, tensor: torch.Tensor, boxes: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.contrast:
+            mean = tensor.mean()
+            tensor = (tensor - mean) * rng.uniform(1 - self.contrast, 1 + self.contrast) + mean
+        if self.brightness:
+            tensor = tensor * rng.uniform(1 - self.brightness, 1 + self.brightness)
+        if self.hflip and rng.random() < 0.5:
+            tensor = tensor.flip(-1)
+            width = tensor.shape[-1]
+            boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0],
+                                 boxes[:, 3]], dim=1)
+        return tensor.clamp_(0.0, 1.0), boxes
+
+
+def training_sample(
+    record: ImageRecord,
+    min_size: int,
+    max_size: int,
+    augmentation: Augmentation | None,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Decode, resize and augment one image; boxes follow. Empty targets have shape (0, 4)."""
+    with Image.open(record.path) as image:
+        tensor, scale = image_tensor(image, min_size, max_size)
+    boxes = torch.from_numpy(record.boxes * scale)
+    if augmentation is not None:
+        tensor, boxes = augmentation.apply(tensor, boxes, rng)
+    return tensor, {"boxes": boxes.reshape(-1, 4), "labels": torch.from_numpy(record.labels)}
+
+
+def class_name(category_id: int) -> str:
+    return CLASS_NAME_BY_ID[int(category_id)]

@@ -1,0 +1,198 @@
+"""Faster R-CNN from ``torchvision.models.detection`` on a registered backbone body + FPN.
+
+Sized for small damage on a CPU: anchors from 16 px on stride-8 features with elongated
+aspect ratios for scratches, GroupNorm in the FPN (stable from scratch and with tiny batches),
+a slim two-layer box head, and proposal counts from the config. Images are resized with Pillow
+before the model (``data.image_tensor``), so the model's own transform only normalises and
+batches.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.rpn import AnchorGenerator, RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from carsdepo_assets.detection.backbones import (
+    FEATURE_NAMES,
+    BackboneBody,
+    build_backbone_body,
+    group_norm,
+)
+from carsdepo_assets.detection.backends import (
+    DetectorBackend,
+    TrainedDetector,
+    TrainingSummary,
+    TrainProgress,
+    resolve_config,
+)
+from carsdepo_assets.detection.config import ConfigError, DetectorConfig
+from carsdepo_assets.detection.data import CocoSplit, image_tensor, load_split
+from carsdepo_assets.detection.training import fit
+from carsdepo_assets.detection.types import Detection
+from carsdepo_assets.fileio import atomic_write_bytes
+from carsdepo_assets.taxonomy import CLASS_NAME_BY_ID, CLASS_NAMES
+
+WEIGHTS_FILE = "model.pt"
+PREDICT_BATCH = 8
+LEVELS = (*FEATURE_NAMES, "pool")  # FPN outputs: c3, c4, c5 and a max-pooled extra level
+
+
+class FpnBackbone(nn.Module):
+    """A backbone body with a GroupNorm FPN on top, as torchvision's FasterRCNN expects."""
+
+    def __init__(self, body: BackboneBody, channels: int):
+        super().__init__()
+        self.body = body
+        self.fpn = FeaturePyramidNetwork(
+            [body.out_channels[name] for name in FEATURE_NAMES], channels,
+            extra_blocks=LastLevelMaxPool(), norm_layer=group_norm,
+        )
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        return self.fpn(self.body(x))
+
+
+class _PreResizedTransform(GeneralizedRCNNTransform):
+    """Normalise and batch only: images arrive already resized by ``data.image_tensor``."""
+
+    def resize(self, image, target=None):
+        return image, target
+
+
+def build_model(config: DetectorConfig, *, load_backbone_weights: bool = True) -> FasterRCNN:
+    """The Faster R-CNN for ``config`` (resolved: ``norm`` is not ``auto``).
+
+    ``load_backbone_weights=False`` builds the same architecture without reading ImageNet
+    weights, for loading a saved detector.
+    """
+    if len(config.anchor_sizes) != len(LEVELS):
+        raise ConfigError(
+            f"anchor_sizes has {len(config.anchor_sizes)} entries, the torchvision backend has "
+            f"{len(LEVELS)} feature levels ({', '.join(LEVELS)}): give one size per level"
+        )
+    body = build_backbone_body(
+        config.backbone, norm=config.resolved_norm,
+        pretrained=config.pretrained and load_backbone_weights,
+        weights_path=config.weights_path if load_backbone_weights else None,
+        freeze_at=config.freeze_at,
+    )
+    backbone = FpnBackbone(body, config.fpn_channels)
+    anchors = AnchorGenerator(
+        sizes=tuple((size,) for size in config.anchor_sizes),
+        aspect_ratios=(config.aspect_ratios,) * len(LEVELS),
+    )
+    roi_pool = MultiScaleRoIAlign(featmap_names=list(FEATURE_NAMES), output_size=7,
+                                  sampling_ratio=2)
+    model = FasterRCNN(
+        backbone,
+        rpn_anchor_generator=anchors,
+        rpn_head=RPNHead(config.fpn_channels, len(config.aspect_ratios)),
+        rpn_pre_nms_top_n_train=config.rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=config.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=config.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_test=config.rpn_post_nms_top_n_test,
+        rpn_batch_size_per_image=config.rpn_batch_size_per_image,
+        box_roi_pool=roi_pool,
+        box_head=TwoMLPHead(config.fpn_channels * 7 * 7, config.box_head_dim),
+        box_predictor=FastRCNNPredictor(config.box_head_dim, len(CLASS_NAMES) + 1),
+        box_batch_size_per_image=config.box_batch_size_per_image,
+        box_detections_per_img=config.box_detections_per_img,
+        box_score_thresh=config.box_score_thresh,
+    )
+    model.transform = _PreResizedTransform(
+        config.min_size, config.max_size, list(body.pixel_mean), list(body.pixel_std)
+    )
+    return model
+
+
+class TorchvisionDetector(TrainedDetector):
+    backend = "torchvision"
+
+    def __init__(self, model: FasterRCNN, config: DetectorConfig,
+                 summary: TrainingSummary | None = None):
+        super().__init__(config, summary)
+        self.model = model
+        self.device = next(model.parameters()).device
+
+    def predict(self, images: list[Image.Image]) -> list[list[Detection]]:
+        self.model.eval()
+        results: list[list[Detection]] = []
+        for start in range(0, len(images), PREDICT_BATCH):
+            chunk = images[start:start + PREDICT_BATCH]
+            tensors = [image_tensor(image, self.config.min_size, self.config.max_size)[0]
+                       for image in chunk]
+            with torch.inference_mode():
+                outputs = self.model([tensor.to(self.device) for tensor in tensors])
+            for image, tensor, output in zip(chunk, tensors, outputs):
+                results.append(_detections(output, tensor.shape, image.size))
+        return results
+
+    def _save_weights(self, directory: Path) -> None:
+        buffer = io.BytesIO()
+        torch.save(self.model.state_dict(), buffer)
+        atomic_write_bytes(directory / WEIGHTS_FILE, buffer.getvalue())
+
+    @classmethod
+    def _load(cls, directory: Path, config: DetectorConfig,
+              summary: TrainingSummary | None) -> TorchvisionDetector:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = build_model(config, load_backbone_weights=False)
+        state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        return cls(model.to(device).eval(), config, summary)
+
+
+def _detections(output: dict, tensor_shape: torch.Size, size: tuple[int, int]) -> list[Detection]:
+    """Model output at input scale -> detections in the original image's pixels."""
+    width, height = size
+    fx, fy = width / tensor_shape[-1], height / tensor_shape[-2]
+    boxes = output["boxes"].cpu() * torch.tensor([fx, fy, fx, fy])
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    return [
+        Detection(CLASS_NAME_BY_ID[int(label)], float(score), tuple(box))
+        for box, label, score in zip(boxes.tolist(), output["labels"].tolist(),
+                                     output["scores"].tolist())
+    ]
+
+
+class TorchvisionBackend(DetectorBackend):
+    name = "torchvision"
+    detector_class = TorchvisionDetector
+
+    def train(
+        self,
+        train: CocoSplit,
+        val: CocoSplit | None,
+        config: DetectorConfig,
+        workdir: Path,
+        on_progress: Callable[[TrainProgress], None] | None = None,
+    ) -> TorchvisionDetector:
+        train_split = load_split(train, require_every_class=True)
+        val_split = load_split(val, require_every_class=False) if val is not None else None
+        config = resolve_config(config.replace(backend=self.name))
+        previous_threads = torch.get_num_threads()
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        try:
+            torch.manual_seed(config.seed)
+            model = build_model(config)
+            return fit(
+                model, train_split, val_split, config, Path(workdir),
+                lambda summary: TorchvisionDetector(model, config, summary), on_progress,
+            )
+        finally:
+            torch.set_num_threads(previous_threads)

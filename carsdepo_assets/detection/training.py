@@ -1,0 +1,172 @@
+"""The training loop for torch detection models that take ``model(images, targets) -> losses``.
+
+CPU-friendly: no worker processes (images are decoded in the loop; on two cores a worker would
+only compete with the model), a fixed thread count, a deterministic seed for sampling,
+augmentation and initialisation. Every iteration reports progress; every ``eval_period`` the
+validation split picks the best weights by AP50; every ``checkpoint_period`` the current
+weights are kept — but only weights that have just produced a finite loss, so that when the
+loss diverges the checkpoint on disk is known to be good.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from carsdepo_assets.detection.backends import (
+    TrainedDetector,
+    TrainingDiverged,
+    TrainingSummary,
+    TrainProgress,
+)
+from carsdepo_assets.detection.config import DetectorConfig
+from carsdepo_assets.detection.data import Augmentation, LoadedSplit, training_sample
+from carsdepo_assets.detection.metrics import evaluate_detections
+
+VAL_METRIC = "AP50"
+LAST_CHECKPOINT = "last"
+BEST_CHECKPOINT = "best"
+
+
+def fit(
+    model: nn.Module,
+    train: LoadedSplit,
+    val: LoadedSplit | None,
+    config: DetectorConfig,
+    workdir: Path,
+    as_detector: Callable[[TrainingSummary | None], TrainedDetector],
+    on_progress: Callable[[TrainProgress], None] | None = None,
+) -> TrainedDetector:
+    """Train ``model`` in place and return the kept detector (best on val, else the last).
+
+    ``as_detector`` wraps the model being trained as a ``TrainedDetector`` (for validation
+    predictions and checkpoints).
+    """
+    device = torch.device(config.device)
+    model.to(device)
+    rng = np.random.default_rng(config.seed)
+    augmentation = Augmentation(config.brightness, config.contrast, config.hflip)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _optimizer(parameters, config)
+    batches = _batch_indices(len(train.records), config.batch_size, rng)
+    checkpoints = Path(workdir)
+    last_good: Path | None = None
+    best: float | None = None
+    best_iteration: int | None = None
+    history: list[dict] = []
+    losses: dict[str, float] = {}
+    train_seconds, images_seen, started = 0.0, 0, time.perf_counter()
+
+    for iteration in range(1, config.iterations + 1):
+        step_started = time.perf_counter()
+        model.train()
+        samples = [training_sample(train.records[i], config.min_size, config.max_size,
+                                   augmentation, rng) for i in next(batches)]
+        images = [image.to(device) for image, _ in samples]
+        targets = [{k: v.to(device) for k, v in target.items()} for _, target in samples]
+        loss_terms = model(images, targets)
+        total = sum(loss_terms.values())
+        losses = {name: float(value.detach()) for name, value in loss_terms.items()}
+        losses["total"] = float(total.detach())
+        if not all(math.isfinite(value) for value in losses.values()):
+            raise TrainingDiverged(iteration, losses, last_good)
+        completed = iteration - 1  # optimizer steps behind the weights that gave this loss
+        if completed and completed % config.checkpoint_period == 0:
+            last_good = as_detector(None).save(checkpoints / LAST_CHECKPOINT)
+        lr = _learning_rate(iteration, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if config.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm)
+        optimizer.step()
+        train_seconds += time.perf_counter() - step_started
+        images_seen += len(images)
+
+        val_metrics = None
+        if val is not None and (iteration % config.eval_period == 0
+                                or iteration == config.iterations):
+            val_metrics = validate(as_detector(None), val)
+            history.append({"iteration": iteration, **val_metrics})
+            score = val_metrics.get(VAL_METRIC, -1.0)
+            if best is None or score > best:
+                best, best_iteration = score, iteration
+                as_detector(None).save(checkpoints / BEST_CHECKPOINT)
+        if on_progress is not None:
+            on_progress(TrainProgress(
+                iteration=iteration, iterations=config.iterations, losses=losses, lr=lr,
+                images_per_second=images_seen / train_seconds,
+                elapsed_s=time.perf_counter() - started, val_metrics=val_metrics,
+            ))
+
+    summary = TrainingSummary(
+        backend=config.backend, iterations=config.iterations, images_seen=images_seen,
+        wall_s=round(time.perf_counter() - started, 3),
+        images_per_second=round(images_seen / train_seconds, 3), final_losses=losses,
+        best_iteration=best_iteration, best_val_metric=best,
+        val_metric_name=f"val_{VAL_METRIC}", val_history=history,
+        train_images=len(train.records), val_images=len(val.records) if val else 0,
+    )
+    if best_iteration is not None and best_iteration != config.iterations:
+        state = torch.load(checkpoints / BEST_CHECKPOINT / "model.pt", map_location=device,
+                           weights_only=True)
+        model.load_state_dict(state)
+    detector = as_detector(summary)
+    detector.save(checkpoints / LAST_CHECKPOINT)
+    return detector
+
+
+def validate(detector: TrainedDetector, val: LoadedSplit) -> dict[str, float]:
+    """COCO AP/AP50 and the "None" accuracy of ``detector`` on ``val`` (via metrics.py)."""
+    predictions = {}
+    for start in range(0, len(val.records), 8):
+        chunk = val.records[start:start + 8]
+        images = [_open_rgb(record.path) for record in chunk]
+        for record, found in zip(chunk, detector.predict(images)):
+            predictions[record.image_id] = found
+    result = evaluate_detections(val.coco_ground_truth(), predictions,
+                                 detector.config.score_threshold)
+    metrics = result.flat_metrics()
+    return {name: metrics[name] for name in ("AP", "AP50", "none_accuracy") if name in metrics}
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def _optimizer(parameters: list[nn.Parameter], config: DetectorConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9,
+                               weight_decay=config.weight_decay)
+    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _learning_rate(iteration: int, config: DetectorConfig) -> float:
+    """Linear warm-up from lr/100, then cosine decay to lr/100 at the last iteration."""
+    floor = config.lr / 100
+    if iteration <= config.warmup_iterations:
+        return floor + (config.lr - floor) * iteration / config.warmup_iterations
+    span = max(1, config.iterations - config.warmup_iterations)
+    progress = (iteration - config.warmup_iterations) / span
+    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _batch_indices(count: int, batch_size: int, rng: np.random.Generator):
+    """Endless shuffled batches; every image is seen once per epoch."""
+    order: list[int] = []
+    while True:
+        batch = []
+        while len(batch) < batch_size:
+            if not order:
+                order = rng.permutation(count).tolist()
+            batch.append(order.pop())
+        yield batch

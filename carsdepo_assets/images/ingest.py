@@ -1,0 +1,266 @@
+"""Ingest one batch folder into the image store and write its manifest.
+
+The folder is walked recursively; files are handled one at a time in sorted path order, so
+memory holds one image at a time (besides the batch's paths and manifest rows), however large
+the batch. Every file gets exactly one manifest row:
+
+- ``stored``: a valid photo this batch was the first to store (still ``stored`` on re-runs);
+- ``duplicate``: the same stored bytes as an earlier file of the batch ("same image as a.jpg")
+  or as an image another batch stored first ("already stored by batch b1");
+- ``quarantined``: copied to ``quarantine/<batch>/<path>`` next to ``<name>.reason.txt``;
+- ``ignored``: hidden or operating-system files (``.DS_Store``, ``Thumbs.db``, ``._*``, anything
+  whose name or folder starts with a dot, macOS ``__MACOSX`` folders).
+
+Every write (image, owner record, quarantine copy, manifest) goes to a temporary name first
+and is renamed into place, so a crash leaves no half-written file; re-running the batch then
+completes it with the same manifest, storing nothing twice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from carsdepo_assets.fileio import atomic_write_text
+from carsdepo_assets.images.manifest import (
+    DUPLICATE,
+    IGNORED,
+    QUARANTINED,
+    STORED,
+    BatchManifest,
+    ManifestRow,
+)
+from carsdepo_assets.images.store import ImageStore, sha256_hex
+from carsdepo_assets.images.validate import (
+    ImagePolicy,
+    RejectedImage,
+    decode_image,
+    file_too_big_reason,
+)
+from carsdepo_assets.state import StateLayout
+
+Progress = Callable[[int, int], None]
+DEFAULT_POLICY = ImagePolicy()  # frozen, so one shared default is safe
+REASON_SUFFIX = ".reason.txt"
+_BATCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SYSTEM_FILES = {".ds_store": "macOS folder metadata", "thumbs.db": "Windows thumbnail cache",
+                 "desktop.ini": "Windows folder settings"}
+_SYSTEM_FOLDERS = {"__macosx": "macOS archive metadata folder"}
+
+
+class BatchSourceError(Exception):
+    """The batch as a whole cannot be processed (its folder is missing or unreadable)."""
+
+
+def validate_batch_name(batch: str) -> str:
+    """A batch name becomes a folder and file name: letters, digits, ``.``, ``_``, ``-``."""
+    if not _BATCH_NAME.fullmatch(batch or ""):
+        raise ValueError(
+            f"invalid batch name {batch!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return batch
+
+
+def default_batch_name(source_dir: Path) -> str:
+    """A valid batch name from a folder's name ("Lot 12 (June)" -> "Lot-12-June")."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source_dir).resolve().name).strip("._-")
+    return validate_batch_name(name[:128] or "batch")
+
+
+def list_source_files(source_dir: Path) -> list[str]:
+    """Every file under ``source_dir`` (hidden ones included), as sorted relative POSIX paths."""
+    source_dir = Path(source_dir)
+    if not source_dir.is_dir():
+        problem = "is not a folder" if source_dir.exists() else "does not exist"
+        raise BatchSourceError(f"batch source {source_dir} {problem}")
+
+    def fail(error: OSError) -> None:
+        raise BatchSourceError(f"cannot read batch source {source_dir}: {error}") from error
+
+    found = []
+    for folder, _dirs, files in os.walk(source_dir, onerror=fail):
+        relative = Path(folder).relative_to(source_dir)
+        found.extend((relative / name).as_posix() for name in files)
+    return sorted(found)
+
+
+def ignore_reason(relative_path: str) -> str | None:
+    """Why a file is skipped as system clutter, or None for a file that should be examined."""
+    *folders, name = relative_path.split("/")
+    for folder in folders:
+        if folder.startswith("."):
+            return f"inside hidden folder {folder}"
+        if folder.lower() in _SYSTEM_FOLDERS:
+            return f"inside {_SYSTEM_FOLDERS[folder.lower()]} {folder}"
+    if name.lower() in _SYSTEM_FILES:
+        return f"system file: {_SYSTEM_FILES[name.lower()]}"
+    if name.startswith("._"):
+        return "system file: macOS AppleDouble resource fork"
+    if name.startswith("."):
+        return "hidden file"
+    return None
+
+
+def ingest_batch(
+    source_dir: Path,
+    batch: str,
+    layout: StateLayout,
+    policy: ImagePolicy = DEFAULT_POLICY,
+    progress: Progress | None = None,
+) -> BatchManifest:
+    """Validate, store and account for every file of ``source_dir`` as batch ``batch``."""
+    validate_batch_name(batch)
+    source_dir = Path(source_dir).resolve()
+    paths = list_source_files(source_dir)
+    ingestor = _BatchIngestor(source_dir, batch, layout, policy)
+    manifest = BatchManifest(batch=batch, source=str(source_dir))
+    for done, relative in enumerate(paths, start=1):
+        manifest.rows.append(ingestor.ingest(relative))
+        if progress is not None:
+            progress(done, len(paths))
+    manifest.save(layout.manifest_path(batch))
+    return manifest
+
+
+class _BatchIngestor:
+    """The per-file decisions of one batch run; remembers only the hashes seen so far."""
+
+    def __init__(self, source_dir: Path, batch: str, layout: StateLayout, policy: ImagePolicy):
+        self.source_dir = source_dir
+        self.batch = batch
+        self.policy = policy
+        self.store = ImageStore(layout.images)
+        self.quarantine_dir = layout.quarantine / batch
+        self.first_path_by_sha: dict[str, str] = {}
+
+    def ingest(self, relative: str) -> ManifestRow:
+        reason = ignore_reason(relative)
+        if reason is not None:
+            return ManifestRow(path=relative, status=IGNORED, reason=reason)
+        source = self.source_dir / relative
+        try:
+            size_bytes = source.stat().st_size
+            if size_bytes > self.policy.max_file_bytes:
+                raise RejectedImage(file_too_big_reason(size_bytes, self.policy))
+            accepted = decode_image(source.read_bytes(), self.policy)
+        except RejectedImage as rejected:
+            self._quarantine(relative, rejected.reason)
+            width, height = rejected.size or (None, None)
+            return ManifestRow(relative, QUARANTINED, width=width, height=height,
+                               reason=rejected.reason)
+        except OSError as error:
+            reason = f"unreadable: {error.strerror or error}"
+            self._quarantine(relative, reason)
+            return ManifestRow(relative, QUARANTINED, reason=reason)
+        return self._store(relative, accepted.data, accepted.ext, accepted.size)
+
+    def _store(self, relative: str, data: bytes, ext: str, size: tuple[int, int]) -> ManifestRow:
+        sha = sha256_hex(data)
+        # Claim before writing: a crash in between leaves an owner whose re-run stores the file.
+        owner = self.store.claim(sha, self.batch)
+        self.store.put(data, ext)
+        width, height = size
+        first_path = self.first_path_by_sha.setdefault(sha, relative)
+        if first_path != relative:
+            reason = f"same image as {first_path}"
+        elif owner != self.batch:
+            reason = f"already stored by batch {owner}"
+        else:
+            return ManifestRow(relative, STORED, sha256=sha, width=width, height=height)
+        return ManifestRow(relative, DUPLICATE, sha256=sha, width=width, height=height,
+                           reason=reason)
+
+    def _quarantine(self, relative: str, reason: str) -> None:
+        """Copy the file aside with its reason; an unreadable file gets the reason alone."""
+        target = self.quarantine_dir / relative
+        try:
+            _atomic_copy(self.source_dir / relative, target)
+        except OSError as error:
+            reason = f"{reason} (the file could not be copied here: {error.strerror or error})"
+        atomic_write_text(target.with_name(target.name + REASON_SUFFIX), reason + "\n")
+
+
+def _atomic_copy(source: Path, target: Path) -> None:
+    """Stream ``source`` to a temporary file beside ``target``, then rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle, source.open("rb") as reader:
+            shutil.copyfileobj(reader, handle, length=1024 * 1024)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def load_manifest(layout: StateLayout, batch: str) -> BatchManifest:
+    """The batch's manifest, or a FileNotFoundError saying how to produce it."""
+    path = layout.manifest_path(batch)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"batch {batch!r} has no manifest at {path}: materialize raw_images for it first"
+        )
+    return BatchManifest.load(path)
+
+
+def iter_stored_images(layout: StateLayout, batch: str) -> Iterator[tuple[str, Path]]:
+    """(sha256, path in the store) of each distinct image of the batch, in manifest order.
+
+    Duplicates of images first stored by another batch are included: they are part of this
+    batch's photos all the same.
+    """
+    store = ImageStore(layout.images)
+    for sha in load_manifest(layout, batch).image_hashes():
+        yield sha, store.path_for(sha)
+
+
+@dataclass(frozen=True)
+class ManifestAudit:
+    """Differences between a batch folder as it is now and its manifest."""
+
+    unlisted: list[str]
+    vanished: list[str]
+
+    @property
+    def complete(self) -> bool:
+        return not self.unlisted and not self.vanished
+
+
+def audit_manifest(manifest: BatchManifest) -> ManifestAudit:
+    """Compare the files now in the manifest's source folder with the manifest's rows."""
+    on_disk = set(list_source_files(Path(manifest.source)))
+    listed = {row.path for row in manifest.rows}
+    return ManifestAudit(unlisted=sorted(on_disk - listed), vanished=sorted(listed - on_disk))
+
+
+def quarantined_share(manifest: BatchManifest) -> float:
+    """Quarantined files over examined files (ignored system files do not count)."""
+    counts = manifest.counts
+    examined = len(manifest.rows) - counts[IGNORED]
+    return counts[QUARANTINED] / examined if examined else 0.0
+
+
+def find_undecodable_images(layout: StateLayout, manifest: BatchManifest) -> dict[str, str]:
+    """sha256 -> problem for each image of the batch that is missing, altered or undecodable."""
+    store = ImageStore(layout.images)
+    problems: dict[str, str] = {}
+    for sha in manifest.image_hashes():
+        try:
+            path = store.path_for(sha)
+            if sha256_hex(path.read_bytes()) != sha:
+                problems[sha] = f"{path.name}: content no longer matches its sha256"
+                continue
+            store.open(sha)
+        except FileNotFoundError:
+            problems[sha] = "missing from the image store"
+        except Exception as error:  # any decoder failure is the finding, not a crash
+            problems[sha] = f"does not decode: {error}"
+    return problems

@@ -1,0 +1,69 @@
+"""Which folders of the landing zone are complete batches, ready to ingest.
+
+A folder ``landing/<batch>/`` is ready when all of these hold:
+
+- its name is a valid batch name (``ingest.validate_batch_name``) and does not start with a dot;
+- it holds no ``.incomplete`` marker file: an uploader that copies a batch slowly creates the
+  marker first and deletes it when done;
+- it holds at least one file;
+- nothing in it (file or sub-folder) changed during the last ``quiet_seconds`` (default 10 s),
+  for uploaders that write no marker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from carsdepo_assets.images.ingest import validate_batch_name
+
+INCOMPLETE_MARKER = ".incomplete"
+QUIET_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class LandingFolder:
+    name: str
+    waiting_reason: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.waiting_reason is None
+
+
+def scan_landing(
+    landing: Path, known: Collection[str], now: float, quiet_seconds: float = QUIET_SECONDS
+) -> list[LandingFolder]:
+    """The landing folders not in ``known`` (batches already registered), ready or not."""
+    if not landing.is_dir():
+        return []
+    return [
+        LandingFolder(entry.name, _waiting_reason(entry, now, quiet_seconds))
+        for entry in sorted(landing.iterdir())
+        if entry.is_dir() and not entry.name.startswith(".") and entry.name not in known
+    ]
+
+
+def _waiting_reason(folder: Path, now: float, quiet_seconds: float) -> str | None:
+    try:
+        validate_batch_name(folder.name)
+    except ValueError as error:
+        return str(error)
+    if (folder / INCOMPLETE_MARKER).exists():
+        return f"still being written ({INCOMPLETE_MARKER} marker present)"
+    newest, files = folder.stat().st_mtime, 0
+    for root, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            try:
+                newest = max(newest, os.stat(os.path.join(root, name)).st_mtime)
+            except FileNotFoundError:  # removed while we looked: the folder is changing
+                newest = now
+        files += len(names)
+    if files == 0:
+        return "empty folder"
+    quiet_for = now - newest
+    if quiet_for < quiet_seconds:
+        return f"changed {quiet_for:.0f} s ago; waiting for {quiet_seconds:.0f} s without changes"
+    return None

@@ -1,0 +1,124 @@
+"""Simulated annotators: label a synthetic batch in Label Studio from its ground truth.
+
+The demo and the tests need annotators without a person at the keyboard. This one works like
+a slightly careless human. Each box edge lands a few pixels off (Gaussian jitter). A box is
+sometimes missed. Some tasks are skipped. A clean panel gets the explicit "no damage" choice.
+Each image draws from its own random stream, seeded by ``(seed, sha256)``, so the outcome of
+an image does not depend on which other images are in the batch. A task that already has an
+annotation is left alone, which makes a re-run a no-op.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from carsdepo_assets.images.ingest import load_manifest
+from carsdepo_assets.images.manifest import BatchManifest
+from carsdepo_assets.labeling.coco_import import ParsedCoco, parse_coco
+from carsdepo_assets.labeling.results import annotation_result
+from carsdepo_assets.labeling.snapshot import LabeledBox
+from carsdepo_assets.labeling.tasks import LabelingBackend, match_manifest_rows
+from carsdepo_assets.state import StateLayout
+
+GROUND_TRUTH_FILE = "annotations.json"  # written by `carsdepo synth` next to images/
+MIN_SIDE_PX = 1.0
+
+
+@dataclass(frozen=True)
+class AnnotatorProfile:
+    """How careless the simulated annotator is."""
+
+    jitter_px: float = 2.0  # standard deviation of each box edge's error
+    miss_rate: float = 0.05  # chance to overlook a box
+    skip_rate: float = 0.05  # chance to skip a task
+    seed: int = 0
+
+    def rng(self, sha256: str) -> random.Random:
+        return random.Random(f"{self.seed}:{sha256}")
+
+
+def imperfect_boxes(
+    truth: Sequence[LabeledBox], width: int, height: int, profile: AnnotatorProfile,
+    rng: random.Random,
+) -> list[LabeledBox]:
+    """The boxes the annotator draws for ``truth``: jittered, clipped, some missed."""
+    drawn = []
+    for box in truth:
+        if rng.random() < profile.miss_rate:
+            continue
+        x, y, w, h = box.bbox
+        x1 = min(max(0.0, x + rng.gauss(0, profile.jitter_px)), width - MIN_SIDE_PX)
+        y1 = min(max(0.0, y + rng.gauss(0, profile.jitter_px)), height - MIN_SIDE_PX)
+        x2 = min(max(x1 + MIN_SIDE_PX, x + w + rng.gauss(0, profile.jitter_px)), width)
+        y2 = min(max(y1 + MIN_SIDE_PX, y + h + rng.gauss(0, profile.jitter_px)), height)
+        drawn.append(LabeledBox(box.label, (x1, y1, x2 - x1, y2 - y1)))
+    return drawn
+
+
+@dataclass
+class SimulationReport:
+    batch: str
+    submitted: int = 0
+    skipped: int = 0
+    negatives: int = 0
+    boxes: int = 0
+    missed_boxes: int = 0
+    already_annotated: int = 0
+    without_ground_truth: int = 0  # tasks of the batch whose image the COCO file lacks
+
+    def summary(self) -> dict:
+        return dict(vars(self))
+
+
+def annotate_simulated(
+    backend: LabelingBackend, manifest: BatchManifest, truth: ParsedCoco,
+    profile: AnnotatorProfile = AnnotatorProfile(),
+) -> SimulationReport:
+    """Submit one simulated annotation per unannotated task of the batch."""
+    rows = match_manifest_rows(manifest, [image.file_name for image in truth.images])
+    truth_by_sha = {rows[image.file_name].sha256: image
+                    for image in truth.images if image.file_name in rows}
+    batch_shas = set(manifest.image_hashes())
+    tasks = sorted((task for task in backend.list_tasks() if task.sha256 in batch_shas),
+                   key=lambda task: task.sha256)
+    if not tasks and batch_shas:
+        raise LookupError(
+            f"batch {manifest.batch!r} has no tasks in Label Studio yet: materialize "
+            f"label_studio_tasks for partition {manifest.batch!r} first"
+        )
+    report = SimulationReport(batch=manifest.batch)
+    for task in tasks:
+        if task.annotations:
+            report.already_annotated += 1
+            continue
+        image = truth_by_sha.get(task.sha256)
+        if image is None:
+            report.without_ground_truth += 1
+            continue
+        rng = profile.rng(task.sha256)
+        if rng.random() < profile.skip_rate:
+            backend.submit_annotation(task.id, [], skipped=True, lead_time=rng.uniform(2, 10))
+            report.skipped += 1
+            continue
+        boxes = imperfect_boxes(image.boxes, image.width, image.height, profile, rng)
+        backend.submit_annotation(
+            task.id, annotation_result(boxes, image.width, image.height),
+            lead_time=rng.uniform(5, 60),
+        )
+        report.submitted += 1
+        report.negatives += not boxes
+        report.boxes += len(boxes)
+        report.missed_boxes += len(image.boxes) - len(boxes)
+    return report
+
+
+def annotate_batch_simulated(
+    backend: LabelingBackend, layout: StateLayout, batch: str, synth_dir: Path,
+    profile: AnnotatorProfile = AnnotatorProfile(),
+) -> SimulationReport:
+    """``carsdepo annotate-simulated``: the batch's manifest + ``synth_dir/annotations.json``."""
+    truth = parse_coco(Path(synth_dir) / GROUND_TRUTH_FILE)
+    return annotate_simulated(backend, load_manifest(layout, batch), truth, profile)

@@ -1,0 +1,49 @@
+"""MLflow for Dagster: dagster-mlflow's tracking resource, plus the registry settings.
+
+``mlflow_tracking`` opens one MLflow run per Dagster run (tagged with the Dagster run id), as
+dagster-mlflow does; ours first points MLflow at the store under CARSDEPO_HOME (or
+``$MLFLOW_TRACKING_URI``), fails fast when a server there is unreachable, and creates the
+experiment with its artifacts under the store rather than in the working directory.
+"""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource, InitResourceContext, resource
+from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
+from pydantic import Field
+
+from carsdepo_assets.detection.registry import configure_mlflow
+from carsdepo_assets.state import StateLayout
+
+DEFAULT_EXPERIMENT = "carsdepo-detector"
+DEFAULT_MODEL_NAME = "carsdepo-damage-detector"
+
+
+@resource(
+    config_schema=CONFIG_SCHEMA,
+    description="dagster-mlflow's mlflow_tracking over carsdepo's MLflow store.",
+)
+def mlflow_tracking(context: InitResourceContext) -> MlFlow:
+    configure_mlflow(StateLayout.from_env(), context.resource_config["experiment_name"])
+    return MlFlow(context)
+
+
+class ModelRegistry(ConfigurableResource):
+    """Which registered model the platform trains and serves, and the quality gate's rules."""
+
+    model_name: str = Field(default=DEFAULT_MODEL_NAME, description="MLflow registered model.")
+    min_ap50: float = Field(default=0.5, description="Gate: challenger's AP50 must reach this.")
+    min_none_accuracy: float = Field(
+        default=0.7, description='Gate: accuracy of the damaged-vs-"None" answer must reach this.'
+    )
+    tolerance: float = Field(
+        default=0.02, description="Gate: how far below the champion a challenger may fall."
+    )
+
+    @property
+    def minimums(self) -> dict[str, float]:
+        return {"AP50": self.min_ap50, "none_accuracy": self.min_none_accuracy}
+
+    def connect(self) -> str:
+        """Point MLflow at the store; returns its URI (fails fast when unreachable)."""
+        return configure_mlflow(StateLayout.from_env())

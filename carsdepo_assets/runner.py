@@ -1,0 +1,77 @@
+"""Run carsdepo's jobs in the local Dagster instance, so CLI runs show in the UI like any other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dagster import DagsterInstance, ExecuteInProcessResult
+
+from carsdepo_assets.images.manifest import BatchManifest
+from carsdepo_assets.instance import local_instance
+from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
+from carsdepo_assets.state import StateLayout
+
+
+# Dagster's console logger defaults to DEBUG (every step event); people at a terminal want INFO.
+CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+class RunFailed(RuntimeError):
+    """A Dagster run ended in failure; the message names the failed steps and their errors."""
+
+
+def add_batch_partition(instance: DagsterInstance, batch: str) -> None:
+    if not instance.has_dynamic_partition(BATCHES_PARTITIONS_NAME, batch):
+        instance.add_dynamic_partitions(BATCHES_PARTITIONS_NAME, [batch])
+
+
+def _failure_summary(result: ExecuteInProcessResult) -> str:
+    messages = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            messages.append(f"{event.step_key}: {error.message.strip()}")
+    return "; ".join(messages) or "run failed (see the run in the Dagster UI)"
+
+
+def run_job(
+    job_name: str,
+    *,
+    partition_key: str | None = None,
+    run_config: dict[str, Any] | None = None,
+    instance: DagsterInstance | None = None,
+    tags: dict[str, str] | None = None,
+) -> ExecuteInProcessResult:
+    """Execute a job from the code location in-process, recorded in the (local) instance."""
+    from carsdepo_assets.definitions import defs
+
+    layout = StateLayout.from_env().ensure()
+    instance = instance or local_instance(layout)
+    if partition_key is not None:
+        add_batch_partition(instance, partition_key)
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance,
+        partition_key=partition_key,
+        run_config={**CONSOLE_INFO, **(run_config or {})},
+        tags=tags,
+        raise_on_error=False,
+    )
+    if not result.success:
+        raise RunFailed(f"{job_name} run {result.run_id}: {_failure_summary(result)}")
+    return result
+
+
+def ingest_batch_through_dagster(
+    source: Path, batch: str, instance: DagsterInstance | None = None
+) -> BatchManifest:
+    """Materialize ``raw_images`` for ``batch`` from ``source`` and return its manifest."""
+    if not source.is_dir():
+        raise FileNotFoundError(f"batch folder {source} does not exist or is not a folder")
+    run_job(
+        "ingest_job",
+        partition_key=batch,
+        run_config={"ops": {"raw_images": {"config": {"source_dir": str(source)}}}},
+        instance=instance,
+    )
+    return BatchManifest.load(StateLayout.from_env().manifest_path(batch))

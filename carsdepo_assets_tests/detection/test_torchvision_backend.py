@@ -1,0 +1,167 @@
+"""The torchvision backend end to end on tiny synthetic panels: training reports progress and
+keeps the best weights, predictions are well-formed and in original pixels, a saved detector
+predicts identically, bad input fails before training, divergence keeps a good checkpoint.
+
+A few iterations cannot teach a detector anything, so these tests prove behaviour, not
+quality (quality is measured in benchmarks/bench_detector.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from carsdepo_assets.detection.backends import (
+    DETECTOR_FILE,
+    TrainingDiverged,
+    load_detector,
+    train_detector,
+)
+from carsdepo_assets.detection.config import DetectorConfig
+from carsdepo_assets.detection.data import CocoSplit, DatasetError, image_tensor
+from carsdepo_assets.synth import generate_dataset
+from carsdepo_assets.taxonomy import CLASS_NAMES, NONE_ANSWER
+
+WIDTH, HEIGHT = 224, 160
+TINY = dict(backend="torchvision", min_size=HEIGHT, max_size=WIDTH, batch_size=2,
+            box_score_thresh=0.0, num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def panels(tmp_path_factory) -> CocoSplit:
+    out = tmp_path_factory.mktemp("panels")
+    result = generate_dataset(out, n_images=6, seed=5, width=WIDTH, height=HEIGHT)
+    assert result.n_clean >= 1 and all(result.instances_per_class.values())
+    return CocoSplit.from_folder(out)
+
+
+@pytest.fixture(scope="module")
+def images(panels) -> list[Image.Image]:
+    return [Image.open(path).convert("RGB") for path in sorted(panels.image_root.iterdir())]
+
+
+@pytest.fixture(scope="module")
+def trained(panels, tmp_path_factory):
+    """The default (pretrained EfficientNet-Lite0) detector after 4 iterations, validated at 2
+    and 4, with every progress report kept."""
+    reports = []
+    workdir = tmp_path_factory.mktemp("work")
+    config = DetectorConfig(iterations=4, eval_period=2, checkpoint_period=2, **TINY)
+    detector = train_detector(panels, panels, config, workdir, reports.append)
+    return detector, reports, workdir
+
+
+def test_training_reports_finite_losses_and_speed_every_iteration(trained):
+    _, reports, _ = trained
+    assert [r.iteration for r in reports] == [1, 2, 3, 4]
+    for report in reports:
+        assert {"loss_classifier", "loss_box_reg", "loss_objectness", "total"} <= set(
+            report.losses)
+        assert all(math.isfinite(v) for v in report.losses.values())
+        assert report.images_per_second > 0 and report.lr > 0
+    assert [r.val_metrics is not None for r in reports] == [False, True, False, True]
+    assert "AP50" in reports[1].val_metrics
+
+
+def test_validation_keeps_the_best_weights_and_records_the_choice(trained):
+    detector, reports, workdir = trained
+    summary = detector.summary
+    assert [h["iteration"] for h in summary.val_history] == [2, 4]
+    best = max(summary.val_history, key=lambda h: h["AP50"])
+    assert summary.best_val_metric == best["AP50"]
+    best_saved = torch.load(workdir / "best" / "model.pt", weights_only=True)
+    assert all(torch.equal(best_saved[k], v.cpu()) for k, v in detector.model.state_dict().items())
+    assert summary.backend == "torchvision" and summary.images_seen == 8
+
+
+def test_predictions_are_well_formed_detections_in_image_pixels(trained, images):
+    detector, _, _ = trained
+    results = detector.predict(images)
+    assert len(results) == len(images)
+    assert any(results)  # box_score_thresh=0: candidates come back even untrained
+    for image, detections in zip(images, results):
+        scores = [d.score for d in detections]
+        assert scores == sorted(scores, reverse=True)
+        for d in detections:
+            x1, y1, x2, y2 = d.box
+            assert d.label in CLASS_NAMES and 0.0 <= d.score <= 1.0
+            assert 0 <= x1 < x2 <= image.width and 0 <= y1 < y2 <= image.height
+
+
+def test_boxes_are_scaled_back_to_the_pixels_of_the_image_given(trained, images):
+    """The model sees every photo at its input size; a photo twice as large as that input
+    gets its boxes back at twice the model's coordinates."""
+    detector, _, _ = trained
+    large = images[0].resize((WIDTH * 2, HEIGHT * 2), Image.Resampling.BILINEAR)
+    tensor, scale = image_tensor(large, detector.config.min_size, detector.config.max_size)
+    assert scale == 0.5
+    with torch.no_grad():
+        raw = detector.model.eval()([tensor])[0]
+    found = detector.predict([large])[0]
+    assert [d.box for d in found] == pytest.approx([tuple(2 * v for v in box)
+                                                     for box in raw["boxes"].tolist()])
+    assert max(d.box[2] for d in found) > WIDTH  # beyond the model's own input width
+
+
+def test_saved_detector_reloads_from_its_folder_and_predicts_identically(trained, images,
+                                                                         tmp_path):
+    detector, _, _ = trained
+    folder = detector.save(tmp_path / "detector")
+    meta = json.loads((folder / DETECTOR_FILE).read_text())
+    assert meta["backend"] == "torchvision"
+    assert meta["config"]["norm"] == "frozen_bn" and meta["config"]["device"] in ("cpu", "cuda")
+    reloaded = load_detector(folder)
+    assert reloaded.predict(images) == detector.predict(images)
+    assert reloaded.summary == detector.summary
+
+
+def test_answers_are_none_below_the_operating_point_and_detections_above(trained, images):
+    detector, _, _ = trained
+    assert detector.answers(images[:2], threshold=1.01) == [NONE_ANSWER, NONE_ANSWER]
+    for answer in detector.answers(images[:2], threshold=0.0):
+        assert answer == NONE_ANSWER or all(set(d) == {"label", "score", "box"} for d in answer)
+
+
+@pytest.mark.parametrize("backbone", ["resnet_tiny", "efficientnet_lite0"])
+def test_from_scratch_training_with_groupnorm_stays_finite(panels, tmp_path, backbone):
+    reports = []
+    config = DetectorConfig(backbone=backbone, pretrained=False, iterations=4, lr=2e-3,
+                            warmup_iterations=1, eval_period=100, **TINY)
+    detector = train_detector(panels, None, config, tmp_path, reports.append)
+    assert detector.config.norm == "gn"
+    assert all(math.isfinite(v) for r in reports for v in r.losses.values())
+    assert all(torch.isfinite(p).all() for p in detector.model.parameters())
+
+
+def test_class_without_instances_fails_before_any_training(panels, tmp_path):
+    coco = json.loads(panels.annotations.read_text())
+    coco["annotations"] = [a for a in coco["annotations"] if a["category_id"] == 1]
+    only_scratches = tmp_path / "scratches.json"
+    only_scratches.write_text(json.dumps(coco))
+    reports = []
+    with pytest.raises(DatasetError, match="dent"):
+        train_detector(CocoSplit(only_scratches, panels.image_root), None,
+                       DetectorConfig(iterations=2, **TINY), tmp_path / "work", reports.append)
+    assert reports == [] and not (tmp_path / "work").exists()
+
+
+def test_divergence_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(panels,
+                                                                                tmp_path):
+    """A real cause: an absurd learning rate (no gradient clipping) blows the loss up."""
+    config = DetectorConfig(backbone="resnet_tiny", pretrained=False, optimizer="sgd", lr=1e5,
+                            warmup_iterations=8, clip_grad_norm=0.0, iterations=30,
+                            checkpoint_period=1, eval_period=100, **TINY)
+    with pytest.raises(TrainingDiverged) as caught:
+        train_detector(panels, None, config, tmp_path)
+    error = caught.value
+    assert error.iteration > 2 and f"iteration {error.iteration}" in str(error)
+    assert error.checkpoint is not None and str(error.checkpoint) in str(error)
+    kept = load_detector(error.checkpoint)
+    assert all(torch.isfinite(p).all() for p in kept.model.parameters())
+    assert all(math.isfinite(d.score) for found in kept.predict(
+        [Image.open(next(panels.image_root.iterdir()))]) for d in found)

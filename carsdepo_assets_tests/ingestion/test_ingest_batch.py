@@ -1,0 +1,212 @@
+"""Ingesting whole batch folders into a real state directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from carsdepo_assets.images.ingest import (
+    REASON_SUFFIX,
+    BatchSourceError,
+    default_batch_name,
+    ingest_batch,
+    iter_stored_images,
+)
+from carsdepo_assets.images.manifest import BatchManifest
+from carsdepo_assets.images.store import ImageStore, sha256_hex
+from carsdepo_assets.images.summary import format_summary, manifest_summary_json
+from carsdepo_assets.state import StateLayout
+from carsdepo_assets_tests.images.samples import bad_files, encode, jpeg, photo, write
+
+GOOD = {
+    "a.jpg": lambda: jpeg(1),
+    "sub/b.png": lambda: encode(photo(2), "PNG"),
+    "sub/deeper/c.webp": lambda: encode(photo(3), "WEBP"),
+    "grey.jpg": lambda: encode(photo(4, mode="L"), "JPEG"),
+}
+SYSTEM = {
+    ".DS_Store": "system file",
+    "Thumbs.db": "system file",
+    "sub/desktop.ini": "system file",
+    "._a.jpg": "system file: macOS AppleDouble",
+    ".hidden.jpg": "hidden file",
+    ".git/objects/x.jpg": "inside hidden folder .git",
+    "__MACOSX/a.jpg": "inside macOS archive metadata folder",
+}
+
+
+def make_batch(folder: Path) -> Path:
+    for name, content in GOOD.items():
+        write(folder / name, content())
+    for name, (content, _) in bad_files().items():
+        write(folder / "bad" / name, content)
+    for name in SYSTEM:
+        write(folder / name, jpeg(99))
+    return folder
+
+
+def rows_by_path(manifest: BatchManifest) -> dict:
+    return {row.path: row for row in manifest.rows}
+
+
+def tree(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_every_file_gets_one_row_with_its_outcome(carsdepo_home: StateLayout) -> None:
+    source = make_batch(carsdepo_home.landing / "b1")
+    manifest = ingest_batch(source, "b1", carsdepo_home)
+    rows = rows_by_path(manifest)
+    assert len(manifest.rows) == len(GOOD) + len(bad_files()) + len(SYSTEM)
+    assert [row.path for row in manifest.rows] == sorted(rows)
+    assert manifest.counts == {"stored": 4, "duplicate": 0, "quarantined": 11, "ignored": 7}
+    for name in GOOD:
+        assert rows[name].status == "stored"
+        assert ImageStore(carsdepo_home.images).contains(rows[name].sha256)
+    assert (rows["a.jpg"].width, rows["a.jpg"].height) == (200, 150)
+    for name, reason in SYSTEM.items():
+        assert rows[name].status == "ignored" and rows[name].reason.startswith(reason), name
+    assert BatchManifest.load(carsdepo_home.manifest_path("b1")) == manifest
+
+
+def test_bad_files_are_copied_to_quarantine_with_their_reason(carsdepo_home: StateLayout) -> None:
+    source = make_batch(carsdepo_home.landing / "b1")
+    rows = rows_by_path(ingest_batch(source, "b1", carsdepo_home))
+    quarantine = carsdepo_home.quarantine / "b1" / "bad"
+    for name, (content, prefix) in bad_files().items():
+        row = rows[f"bad/{name}"]
+        assert row.status == "quarantined" and row.reason.startswith(prefix), row
+        assert (quarantine / name).read_bytes() == content
+        assert (quarantine / f"{name}{REASON_SUFFIX}").read_text().strip() == row.reason
+    assert (rows["bad/icon.png"].width, rows["bad/icon.png"].height) == (10, 10)
+
+
+def test_an_rgb_jpeg_keeps_its_file_hash_and_a_grey_one_is_normalised(
+    carsdepo_home: StateLayout,
+) -> None:
+    source = make_batch(carsdepo_home.landing / "b1")
+    rows = rows_by_path(ingest_batch(source, "b1", carsdepo_home))
+    assert rows["a.jpg"].sha256 == sha256_hex((source / "a.jpg").read_bytes())
+    grey = ImageStore(carsdepo_home.images).path_for(rows["grey.jpg"].sha256)
+    assert grey.suffix == ".png"
+
+
+def test_duplicates_within_and_across_batches_are_recorded_not_stored_twice(
+    carsdepo_home: StateLayout,
+) -> None:
+    write(carsdepo_home.landing / "b1" / "a.jpg", jpeg(1))
+    write(carsdepo_home.landing / "b1" / "copy-of-a.jpg", jpeg(1))
+    write(carsdepo_home.landing / "b2" / "again.jpg", jpeg(1))
+    write(carsdepo_home.landing / "b2" / "new.jpg", jpeg(2))
+    first = rows_by_path(ingest_batch(carsdepo_home.landing / "b1", "b1", carsdepo_home))
+    second = rows_by_path(ingest_batch(carsdepo_home.landing / "b2", "b2", carsdepo_home))
+    assert first["copy-of-a.jpg"].status == "duplicate"
+    assert first["copy-of-a.jpg"].reason == "same image as a.jpg"
+    assert second["again.jpg"].status == "duplicate"
+    assert second["again.jpg"].reason == "already stored by batch b1"
+    assert second["new.jpg"].status == "stored"
+    assert len(list(carsdepo_home.images.glob("??/*.jpg"))) == 2
+    assert [sha for sha, _ in iter_stored_images(carsdepo_home, "b2")] == [
+        first["a.jpg"].sha256, second["new.jpg"].sha256,
+    ]
+
+
+def test_rerunning_a_batch_gives_the_same_manifest_and_stores_nothing(
+    carsdepo_home: StateLayout,
+) -> None:
+    source = make_batch(carsdepo_home.landing / "b1")
+    ingest_batch(source, "b1", carsdepo_home)
+    manifest_text = carsdepo_home.manifest_path("b1").read_text()
+    images_before = tree(carsdepo_home.images)
+    again = ingest_batch(source, "b1", carsdepo_home)
+    assert carsdepo_home.manifest_path("b1").read_text() == manifest_text
+    assert again.counts["stored"] == 4 and again.counts["duplicate"] == 0
+    assert tree(carsdepo_home.images) == images_before
+
+
+def test_a_crash_mid_batch_leaves_no_partial_file_and_a_rerun_completes(
+    carsdepo_home: StateLayout,
+) -> None:
+    """The crash is real: the progress callback raises, as a kill between two files would."""
+    source = make_batch(carsdepo_home.landing / "b1")
+
+    def crash_after_five(done: int, total: int) -> None:
+        if done == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ingest_batch(source, "b1", carsdepo_home, progress=crash_after_five)
+    assert not carsdepo_home.manifest_path("b1").exists()
+    assert not [p for p in carsdepo_home.root.rglob("*") if p.name.endswith(".tmp")]
+    for stored in carsdepo_home.images.glob("??/*.*"):
+        assert sha256_hex(stored.read_bytes()) == stored.stem
+    manifest = ingest_batch(source, "b1", carsdepo_home)
+    assert manifest.counts == {"stored": 4, "duplicate": 0, "quarantined": 11, "ignored": 7}
+
+
+def test_a_store_write_failing_midway_leaves_no_partial_file(carsdepo_home: StateLayout) -> None:
+    """A real write fault: a folder squats the image's final name, so the rename fails."""
+    source = carsdepo_home.landing / "b1"
+    data = jpeg(1)
+    write(source / "a.jpg", data)
+    sha = sha256_hex(data)
+    squatter = carsdepo_home.images / sha[:2] / f"{sha}.jpg" / "squatter"
+    squatter.mkdir(parents=True)
+    with pytest.raises(IsADirectoryError):
+        ingest_batch(source, "b1", carsdepo_home)
+    assert not [p for p in carsdepo_home.root.rglob("*") if p.name.endswith(".tmp")]
+    assert not carsdepo_home.manifest_path("b1").exists()
+    squatter.rmdir()
+    squatter.parent.rmdir()
+    assert ingest_batch(source, "b1", carsdepo_home).counts["stored"] == 1
+
+
+def test_a_file_that_vanishes_mid_batch_is_quarantined_as_unreadable(
+    carsdepo_home: StateLayout,
+) -> None:
+    source = carsdepo_home.landing / "b1"
+    for index in range(3):
+        write(source / f"{index}.jpg", jpeg(index))
+
+    def delete_the_last(done: int, total: int) -> None:
+        (source / "2.jpg").unlink(missing_ok=True)
+
+    rows = rows_by_path(ingest_batch(source, "b1", carsdepo_home, progress=delete_the_last))
+    assert rows["2.jpg"].status == "quarantined"
+    assert rows["2.jpg"].reason.startswith("unreadable: No such file or directory")
+    assert rows["0.jpg"].status == rows["1.jpg"].status == "stored"
+
+
+def test_a_missing_source_folder_fails_the_batch_clearly(carsdepo_home: StateLayout) -> None:
+    with pytest.raises(BatchSourceError, match=r"batch source .*/nowhere does not exist"):
+        ingest_batch(carsdepo_home.landing / "nowhere", "b1", carsdepo_home)
+    assert not carsdepo_home.manifest_path("b1").exists()
+
+
+def test_batch_names_that_are_not_safe_file_names_are_refused(carsdepo_home: StateLayout) -> None:
+    with pytest.raises(ValueError, match="invalid batch name '../b1'"):
+        ingest_batch(carsdepo_home.landing, "../b1", carsdepo_home)
+
+
+def test_a_folder_name_becomes_a_valid_default_batch_name(tmp_path: Path) -> None:
+    assert default_batch_name(tmp_path / "Lot 12 (June)") == "Lot-12-June"
+    assert default_batch_name(tmp_path / ".hidden") == "hidden"
+
+
+def test_stored_images_of_an_unknown_batch_say_what_to_do(carsdepo_home: StateLayout) -> None:
+    with pytest.raises(FileNotFoundError, match="materialize raw_images"):
+        list(iter_stored_images(carsdepo_home, "never-ingested"))
+
+
+def test_summaries_for_the_cli(carsdepo_home: StateLayout) -> None:
+    source = make_batch(carsdepo_home.landing / "b1")
+    manifest = ingest_batch(source, "b1", carsdepo_home)
+    summary = json.loads(json.dumps(manifest_summary_json(manifest)))
+    assert summary["batch"] == "b1" and summary["counts"] == manifest.counts
+    assert summary["files"][0].keys() == {"path", "status", "reason", "sha256"}
+    assert len(summary["files"]) == len(manifest.rows)
+    text = format_summary(manifest)
+    assert "4 stored, 0 duplicate, 11 quarantined, 7 ignored" in text
+    assert "bad/animation.gif: unsupported format GIF" in text
