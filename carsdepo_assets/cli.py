@@ -40,16 +40,20 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from carsdepo_assets.synth import generate_dataset
 
-    result = generate_dataset(
-        Path(args.out),
-        n_images=args.images,
-        seed=args.seed,
-        lighting=args.lighting,
-        clean_share=args.clean_share,
-        width=args.width,
-        height=args.height,
-        progress=_progress_printer("synth"),
-    )
+    try:
+        result = generate_dataset(
+            Path(args.out),
+            n_images=args.images,
+            seed=args.seed,
+            lighting=args.lighting,
+            clean_share=args.clean_share,
+            width=args.width,
+            height=args.height,
+            progress=_progress_printer("synth"),
+        )
+    except (ValueError, FileExistsError, NotADirectoryError) as error:
+        print(f"carsdepo synth: {error}", file=sys.stderr)
+        return 2
     instances = ", ".join(f"{n} {name}" for name, n in result.instances_per_class.items())
     print(
         f"wrote {result.n_images} photos ({result.n_clean} without damage; {instances}) to "
@@ -73,6 +77,67 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(json.dumps(manifest_summary_json(manifest), indent=2))
     else:
         print(format_summary(manifest))
+    return 0
+
+
+def cmd_labelstudio(args: argparse.Namespace) -> int:
+    from carsdepo_assets.labeling import server
+
+    layout = StateLayout.from_env().ensure()
+    if args.action == "start":
+        try:
+            info = server.start(layout)
+        except server.ServerError as error:
+            print(f"carsdepo labelstudio start: {error}", file=sys.stderr)
+            return 1
+        state = "already running" if info.already_running else "started"
+        print(f"Label Studio {state} at {info.url} (pid {info.pid}, log {info.log_path})")
+        return 0
+    if args.action == "stop":
+        stopped = server.stop(layout)
+        print("Label Studio stopped" if stopped else "Label Studio was not running")
+        return 0
+    info = server.status(layout)
+    if info is None:
+        print("Label Studio is not running (start it with `carsdepo labelstudio start`)")
+        return 3
+    print(f"Label Studio is running at {info.url} (pid {info.pid})")
+    return 0
+
+
+def cmd_annotate_simulated(args: argparse.Namespace) -> int:
+    from carsdepo_assets.labeling.simulated import AnnotatorProfile, annotate_batch_simulated
+    from carsdepo_assets.resources.label_studio import LabelStudioResource
+
+    layout = StateLayout.from_env().ensure()
+    profile = AnnotatorProfile(seed=args.seed)
+    report = annotate_batch_simulated(
+        LabelStudioResource.from_env(), layout, args.batch, Path(args.ground_truth), profile
+    )
+    print(json.dumps(report.summary(), indent=2))
+    return 0
+
+
+def cmd_import_coco(args: argparse.Namespace) -> int:
+    from carsdepo_assets.labeling.coco_import import (
+        CocoImportError,
+        import_coco_annotations,
+        load_category_map,
+        parse_coco,
+    )
+    from carsdepo_assets.resources.label_studio import LabelStudioResource
+    from carsdepo_assets.runner import RunFailed, ingest_batch_through_dagster
+
+    layout = StateLayout.from_env().ensure()
+    try:
+        category_map = load_category_map(Path(args.category_map)) if args.category_map else None
+        parsed = parse_coco(Path(args.annotations), category_map, args.keep_splits)
+        manifest = ingest_batch_through_dagster(Path(args.images_dir).resolve(), args.batch)
+    except (CocoImportError, FileNotFoundError, RunFailed) as error:
+        print(f"carsdepo import-coco: {error}", file=sys.stderr)
+        return 1
+    report = import_coco_annotations(LabelStudioResource.from_env(), layout, manifest, parsed)
+    print(json.dumps(report.summary(), indent=2))
     return 0
 
 
@@ -118,6 +183,42 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("dir", help="folder with the batch's photos (subfolders included)")
     ingest.add_argument("--batch", help="batch name (default: the folder's name)")
     ingest.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
+
+    labelstudio = command(
+        "labelstudio", cmd_labelstudio,
+        "Run the local Label Studio server (127.0.0.1, data under CARSDEPO_HOME/label-studio).",
+    )
+    labelstudio.add_argument("action", choices=["start", "stop", "status"])
+
+    simulated = command(
+        "annotate-simulated", cmd_annotate_simulated,
+        "Annotate a synthetic batch's tasks in Label Studio from its ground truth, with "
+        "realistic imperfections (box jitter, missed boxes, skipped tasks).",
+    )
+    simulated.add_argument("--batch", required=True, help="the ingested batch")
+    simulated.add_argument(
+        "--ground-truth", required=True,
+        help="the synthetic folder (holding annotations.json) the batch was generated into",
+    )
+    simulated.add_argument("--seed", type=int, default=0, help="seed of the simulated annotator")
+
+    import_coco = command(
+        "import-coco", cmd_import_coco,
+        "Ingest labelled photos as a batch and bring their COCO boxes into Label Studio as "
+        "completed (imported) annotations.",
+    )
+    import_coco.add_argument("images_dir", help="folder of the photos")
+    import_coco.add_argument("annotations", help="COCO detection JSON for those photos")
+    import_coco.add_argument("--batch", required=True, help="batch name for the photos")
+    import_coco.add_argument(
+        "--category-map",
+        help="JSON/YAML: source category -> scratch | dent | null (default: *-scratch -> "
+        "scratch, *-dent -> dent, others dropped)",
+    )
+    import_coco.add_argument(
+        "--keep-splits", metavar="SPLIT", choices=["train", "val", "test"],
+        help="pin every imported image to this published split instead of hash splitting",
+    )
 
     demo = command("demo", cmd_demo, "Run the whole loop on synthetic data with embedded defaults.")
     demo.add_argument("--images", type=int, default=120, help="photos per synthetic batch")

@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import pytest
 
-from carsdepo_assets.synth import LIGHTING_PRESETS, image_rng, render_panel
+from carsdepo_assets.synth import LIGHTING_PRESETS, Lighting, image_rng, render_panel
 from carsdepo_assets.synth.damage import MIN_BOX_SIDE
 from carsdepo_assets.taxonomy import CLASS_NAMES
 
@@ -103,3 +103,8 @@ def test_unknown_lighting_is_refused_with_the_known_names():
     with pytest.raises(ValueError, match="normal, dim, very-dim, harsh"):
         render_panel(image_rng(0, 0), 320, 240, "moonlight")
     assert set(LIGHTING_PRESETS) == {"normal", "dim", "very-dim", "harsh"}
+
+
+def test_a_custom_lighting_with_impossible_values_is_refused():
+    with pytest.raises(ValueError, match="'studio': exposure must be positive"):
+        Lighting("studio", exposure=0.0, contrast=1.0, temperature_k=5000.0, noise=0.01)

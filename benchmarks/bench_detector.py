@@ -1,0 +1,166 @@
+"""Detector speed and accuracy on synthetic panels, per configuration variant.
+
+    python -m benchmarks.bench_detector [--variants default,scratch] [--train-images 300]
+
+For each variant: train on a synthetic set (the demo's budget: the config's iterations), then
+record training images/s, inference ms per 640x480 photo (model input 512x384; p50/p95 at batch
+1 and per image at batch 8), and AP50 / AP / per-class AP50 / "None" accuracy on a held-out
+synthetic set. Targets (issue 5, two CPU cores): inference p50 <= 100 ms at batch 1, training
+>= 4 images/s, AP50 >= 0.90, "None" accuracy >= 0.95; each figure records its target and by how
+much it was missed. Wall-clock figures count time spent waiting for a core on a shared machine;
+CPU-time figures are recorded beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks._record import record
+from carsdepo_assets.detection.backends import TrainedDetector, train_detector
+from carsdepo_assets.detection.config import DetectorConfig
+from carsdepo_assets.detection.data import CocoSplit
+from carsdepo_assets.detection.metrics import evaluate_detections
+from carsdepo_assets.synth import generate_dataset
+from carsdepo_assets.taxonomy import CLASS_NAMES
+
+SUITE = "detector"
+VARIANTS: dict[str, dict] = {
+    "default": {},  # the cpu preset
+    "scratch": {"pretrained": False},  # same backbone and budget, random initialisation
+    "lite0_pretrained": {"backbone": "efficientnet_lite0", "pretrained": True},
+    "resnet_tiny_scratch": {"backbone": "resnet_tiny", "pretrained": False},
+}
+# (figure, target, "min" when higher is better / "max" when lower is better)
+TARGETS = {
+    "infer_ms_p50_batch1": (100.0, "max"),
+    "train_images_per_s": (4.0, "min"),
+    "synthetic_AP50": (0.90, "min"),
+    "synthetic_none_accuracy": (0.95, "min"),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", default="default,scratch",
+                        help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--train-images", type=int, default=300)
+    parser.add_argument("--val-images", type=int, default=40)
+    parser.add_argument("--test-images", type=int, default=100)
+    parser.add_argument("--iterations", type=int, default=0,
+                        help="override the config's training iterations (0: keep)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    parser.add_argument("--latency-runs", type=int, default=30)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    lines: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="bench-detector-") as scratch:
+        root = Path(scratch)
+        train, val, test = (
+            CocoSplit.from_folder(generate_dataset(root / name, count, seed).out_dir)
+            for name, count, seed in (("train", args.train_images, 101),
+                                      ("val", args.val_images, 202),
+                                      ("test", args.test_images, 303))
+        )
+        for variant in args.variants.split(","):
+            lines += bench_variant(variant, train, val, test, root / variant, args)
+    return lines
+
+
+def bench_variant(variant: str, train: CocoSplit, val: CocoSplit, test: CocoSplit,
+                  workdir: Path, args: argparse.Namespace) -> list[dict]:
+    overrides = dict(VARIANTS[variant], num_threads=args.threads)
+    if args.iterations:
+        overrides["iterations"] = args.iterations
+    config = DetectorConfig(**overrides)
+    cpu = time.process_time()
+    detector = train_detector(train, val, config, workdir, _print_progress)
+    cpu = time.process_time() - cpu
+    summary = detector.summary
+    data = (f"{variant}: {detector.config.backbone} pretrained={detector.config.pretrained}, "
+            f"{summary.iterations} it x {detector.config.batch_size} on {args.train_images} "
+            f"synthetic 640x480, input {detector.config.max_size}x{detector.config.min_size}")
+    figures = {
+        "train_images_per_s": (summary.images_per_second, "images/s",
+                               {"cpu_images_per_s": round(summary.images_seen / cpu, 2),
+                                "wall_s": summary.wall_s,
+                                "best_iteration": summary.best_iteration}),
+    }
+    figures.update(_latency(detector, test, args.latency_runs))
+    figures.update(_accuracy(detector, test))
+    return [
+        record(SUITE, name, round(value, 4), unit, data, variant=variant,
+               threads=args.threads or torch.get_num_threads(), **_target(name, value), **extra)
+        for name, (value, unit, extra) in figures.items()
+    ]
+
+
+def _latency(detector: TrainedDetector, test: CocoSplit, runs: int) -> dict:
+    paths = sorted(test.image_root.iterdir())
+    images = [Image.open(path).convert("RGB") for path in paths[:max(runs, 8)]]
+    detector.predict(images[:1])  # warm-up
+    single = [_timed_ms(detector, [image]) for image in images[:runs]]
+    batched = [_timed_ms(detector, images[start:start + 8]) / 8
+               for start in range(0, len(images) - 7, 8)]
+    return {
+        "infer_ms_p50_batch1": (float(np.percentile(single, 50)), "ms/image", {}),
+        "infer_ms_p95_batch1": (float(np.percentile(single, 95)), "ms/image", {}),
+        "infer_ms_p50_batch8": (float(np.percentile(batched, 50)), "ms/image", {}),
+        "infer_ms_p95_batch8": (float(np.percentile(batched, 95)), "ms/image", {}),
+    }
+
+
+def _timed_ms(detector: TrainedDetector, images: list[Image.Image]) -> float:
+    started = time.perf_counter()
+    detector.predict(images)
+    return (time.perf_counter() - started) * 1000
+
+
+def _accuracy(detector: TrainedDetector, test: CocoSplit) -> dict:
+    import json
+
+    coco = json.loads(test.annotations.read_text())
+    predictions = {}
+    for image in coco["images"]:
+        with Image.open(test.image_root / image["file_name"]) as photo:
+            predictions[image["id"]] = detector.predict([photo.convert("RGB")])[0]
+    result = evaluate_detections(coco, predictions, detector.config.score_threshold)
+    metrics = result.flat_metrics()
+    figures = {
+        "synthetic_AP50": (metrics.get("AP50", 0.0), "AP", {}),
+        "synthetic_AP": (metrics.get("AP", 0.0), "AP", {}),
+        "synthetic_none_accuracy": (metrics.get("none_accuracy", 0.0), "accuracy",
+                                    {"threshold": detector.config.score_threshold}),
+    }
+    for name in CLASS_NAMES:
+        figures[f"synthetic_AP50_{name}"] = (metrics.get(f"AP50_{name}", 0.0), "AP", {})
+    return figures
+
+
+def _target(name: str, value: float) -> dict:
+    if name not in TARGETS:
+        return {}
+    target, kind = TARGETS[name]
+    met = value <= target if kind == "max" else value >= target
+    return {"target": target, "target_met": met,
+            "missed_by": 0.0 if met else round(abs(value - target), 4)}
+
+
+def _print_progress(progress) -> None:
+    if progress.iteration % 50 == 0 or progress.val_metrics:
+        print(f"  it {progress.iteration}/{progress.iterations} "
+              f"loss {progress.losses['total']:.3f} {progress.images_per_second:.2f} img/s "
+              f"{progress.val_metrics or ''}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
