@@ -9,9 +9,10 @@ export CARSDEPO_HOME ?= $(CURDIR)/.carsdepo
 export DAGSTER_HOME := $(CARSDEPO_HOME)/dagster
 DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
+SERVE_PORT ?= 5001
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-label-studio demo test dev lint bench clean-state \
+.PHONY: help install install-label-studio demo test dev lint bench clean-state serve \
         labelstudio-start labelstudio-stop labelstudio-status mlflow-ui
 
 help: ## List the targets
@@ -57,6 +58,9 @@ labelstudio-status: install ## Is the local Label Studio server running?
 
 mlflow-ui: install ## Open MLflow's UI on 127.0.0.1:$(MLFLOW_PORT) over the local store
 	$(BIN)/carsdepo mlflow-ui --port $(MLFLOW_PORT)
+
+serve: install ## Serve the champion model over REST (MLflow's server) on 127.0.0.1:$(SERVE_PORT)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/carsdepo serve --port $(SERVE_PORT)
 
 lint: install ## Ruff over the package, tests and benchmarks
 	$(BIN)/ruff check carsdepo_assets carsdepo_assets_tests benchmarks

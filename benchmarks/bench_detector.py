@@ -14,6 +14,7 @@ CPU-time figures are recorded beside them.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -126,8 +127,6 @@ def _timed_ms(detector: TrainedDetector, images: list[Image.Image]) -> float:
 
 
 def _accuracy(detector: TrainedDetector, test: CocoSplit) -> dict:
-    import json
-
     coco = json.loads(test.annotations.read_text())
     predictions = {}
     for image in coco["images"]:
