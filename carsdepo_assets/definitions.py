@@ -4,21 +4,32 @@ import os
 
 from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
 
-from carsdepo_assets import assets, checks, jobs
-from carsdepo_assets.assets import datasets, evaluation, ingestion, labeling, training
+from carsdepo_assets import jobs
+from carsdepo_assets.assets import (
+    datasets,
+    evaluation,
+    experimentation,
+    ingestion,
+    labeling,
+    monitoring,
+    training,
+)
 from carsdepo_assets.checks import datasets as dataset_checks
 from carsdepo_assets.checks import evaluation as evaluation_checks
 from carsdepo_assets.checks import ingestion as ingestion_checks
+from carsdepo_assets.checks import monitoring as monitoring_checks
+from carsdepo_assets.labeling.server import DEFAULT_TOKEN
 from carsdepo_assets.resources.label_studio import LabelStudioResource, Prelabeler
 from carsdepo_assets.resources.mlflow import DEFAULT_EXPERIMENT, ModelRegistry, mlflow_tracking
-from carsdepo_assets.labeling.server import DEFAULT_TOKEN
+from carsdepo_assets.resources.monitoring import DriftPolicy
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.sensors.annotations import annotation_sensor
+from carsdepo_assets.sensors.drift import drift_sensor
+from carsdepo_assets.sensors.freshness import freshness_sensor
 from carsdepo_assets.sensors.landing_zone import landing_zone_sensor
 
-ASSET_MODULES = [ingestion, labeling, datasets, training, evaluation]
-CHECK_MODULES = [ingestion_checks, dataset_checks, evaluation_checks]
-
+ASSET_MODULES = [ingestion, labeling, datasets, training, evaluation, monitoring, experimentation]
+CHECK_MODULES = [ingestion_checks, dataset_checks, evaluation_checks, monitoring_checks]
 
 # Embedded default: the token of the local Label Studio that `carsdepo labelstudio start` runs on
 # 127.0.0.1. Any real deployment sets LABEL_STUDIO_API_KEY (and LABEL_STUDIO_URL) itself.
@@ -33,15 +44,22 @@ def build_resources() -> dict:
         "prelabeler": Prelabeler(),
         "mlflow": mlflow_tracking.configured({"experiment_name": DEFAULT_EXPERIMENT}),
         "model_registry": ModelRegistry(),
+        "drift_policy": DriftPolicy(),
     }
 
 
 defs = Definitions(
     assets=load_assets_from_modules(ASSET_MODULES),
     asset_checks=load_asset_checks_from_modules(CHECK_MODULES),
-    jobs=[jobs.ingest_job, jobs.dataset_job, jobs.training_job],
-    sensors=[landing_zone_sensor, annotation_sensor],
+    jobs=[
+        jobs.ingest_job,
+        jobs.labeling_job,
+        jobs.dataset_job,
+        jobs.training_job,
+        jobs.monitoring_job,
+        jobs.experimentation_job,
+        jobs.freshness_job,
+    ],
+    sensors=[landing_zone_sensor, annotation_sensor, drift_sensor, freshness_sensor],
     resources=build_resources(),
 )
-
-__all__ = ["assets", "checks", "defs"]

@@ -1,6 +1,7 @@
 """Asset jobs: the units the CLI, the sensors and backfills launch."""
 
 from dagster import AssetSelection, define_asset_job
+from dagster_mlflow import end_mlflow_on_run_finished
 
 from carsdepo_assets.partitions import batch_partitions
 
@@ -11,6 +12,14 @@ ingest_job = define_asset_job(
     description="Validate and store one batch of photos (raw_images) with its asset checks.",
 )
 
+labeling_job = define_asset_job(
+    "labeling_job",
+    selection=AssetSelection.assets("label_studio_tasks"),
+    partitions_def=batch_partitions,
+    description="Send a batch's stored photos to Label Studio as tasks (with the champion's "
+    "pre-annotations when there is one).",
+)
+
 dataset_job = define_asset_job(
     "dataset_job",
     selection=AssetSelection.assets("annotations", "curated_dataset"),
@@ -19,8 +28,33 @@ dataset_job = define_asset_job(
 
 training_job = define_asset_job(
     "training_job",
-    selection=AssetSelection.assets("detector", "evaluation_report", "deployed_model"),
+    selection=AssetSelection.assets(
+        "detector", "evaluation_report", "deployed_model", "reference_profile"
+    ),
     tags={"carsdepo/stage": "training"},
+    hooks={end_mlflow_on_run_finished},
     description="Train a challenger, evaluate it against the champion, promote it if the "
-    "quality gate passes.",
+    "quality gate passes, and profile the new champion's training data as the drift reference.",
+)
+
+monitoring_job = define_asset_job(
+    "monitoring_job",
+    selection=AssetSelection.assets("batch_profile", "drift_report", "retraining_decision"),
+    partitions_def=batch_partitions,
+    description="Profile a batch, measure its drift against the reference and decide.",
+)
+
+experimentation_job = define_asset_job(
+    "experimentation_job",
+    selection=AssetSelection.assets("experiment_sweep"),
+    partitions_def=batch_partitions,
+    tags={"carsdepo/stage": "training"},
+    description="After a large drift: a sweep of detector configurations, never promoted.",
+)
+
+freshness_job = define_asset_job(
+    "freshness_job",
+    selection=AssetSelection.checks_for_assets("deployed_model")
+    - AssetSelection.assets("deployed_model"),
+    description="Evaluate the champion's freshness check.",
 )

@@ -2,7 +2,6 @@
 
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
 
-import time
 from pathlib import Path
 
 import mlflow
@@ -11,17 +10,17 @@ from pydantic import Field
 
 from carsdepo_assets.datasets import load_dataset
 from carsdepo_assets.detection.backends import TrainedDetector
+from carsdepo_assets.detection.evaluate import evaluate_on_split
 from carsdepo_assets.detection.metrics import (
     EvaluationResult,
     comparison_markdown,
     confusion_matrix_png,
-    evaluate_detections,
     pr_curves_png,
     worst_examples_png,
 )
 from carsdepo_assets.detection.registry import current_champion, promote
 from carsdepo_assets.detection.types import Detection
-from carsdepo_assets.images.store import ImageStore
+from carsdepo_assets.resources.mlflow import attach_tracking_run
 from carsdepo_assets.visual import markdown_image
 
 
@@ -32,33 +31,6 @@ class EvaluationConfig(Config):
 def load_registered_detector(model_uri: str) -> TrainedDetector:
     """The detector inside a registered pyfunc model (``models:/name/version`` or ``@alias``)."""
     return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().detector
-
-
-def predict_split(
-    detector: TrainedDetector, coco: dict, image_root: Path, batch_size: int
-) -> tuple[dict[int, list[Detection]], float]:
-    """Predictions per COCO image id, and the mean milliseconds per image."""
-    store = ImageStore(image_root)
-    predictions: dict[int, list[Detection]] = {}
-    elapsed = 0.0
-    entries = coco["images"]
-    for start in range(0, len(entries), batch_size):
-        chunk = entries[start:start + batch_size]
-        pictures = [store.open(entry["sha256"]) for entry in chunk]
-        began = time.perf_counter()
-        found = detector.predict(pictures)
-        elapsed += time.perf_counter() - began
-        predictions.update({entry["id"]: dets for entry, dets in zip(chunk, found, strict=True)})
-    return predictions, 1000.0 * elapsed / max(1, len(entries))
-
-
-def evaluate_model(
-    detector: TrainedDetector, coco: dict, image_root: Path, batch_size: int
-) -> tuple[EvaluationResult, dict[int, list[Detection]], float]:
-    """Metrics on one COCO split, the predictions behind them, and ms per image."""
-    predictions, ms_per_image = predict_split(detector, coco, image_root, batch_size)
-    result = evaluate_detections(coco, predictions, detector.config.score_threshold)
-    return result, predictions, ms_per_image
 
 
 @asset(
@@ -77,6 +49,7 @@ def evaluation_report(
     detector: dict,
     curated_dataset: str,
 ) -> Output[dict]:
+    attach_tracking_run(context.resources.mlflow)
     name = context.resources.model_registry.model_name
     models = {"challenger": detector["version"]}
     champion = current_champion(name)
@@ -92,7 +65,7 @@ def evaluation_report(
     for role, version in models.items():
         context.log.info(f"evaluating {role} {name} v{version} on {len(test['images'])} images")
         model = load_registered_detector(f"models:/{name}/{version}")
-        result, predictions[role], ms_per_image = evaluate_model(
+        result, predictions[role], ms_per_image = evaluate_on_split(
             model, test, dataset.image_root, config.batch_size
         )
         results[role] = result

@@ -3,14 +3,17 @@
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
 
 
-import json
+import io
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataValue, Output, asset
+from PIL import Image
 from pydantic import Field
 
-from carsdepo_assets.datasets import load_dataset
+from carsdepo_assets.datasets import CuratedDataset, load_dataset
 from carsdepo_assets.detection.backends import (
     TrainedDetector,
     TrainingDiverged,
@@ -22,6 +25,7 @@ from carsdepo_assets.detection.config import ConfigError, DetectorConfig
 from carsdepo_assets.detection.data import CocoSplit, DatasetError
 from carsdepo_assets.detection.pyfunc import log_detector_model
 from carsdepo_assets.images.store import ImageStore
+from carsdepo_assets.resources.mlflow import attach_tracking_run
 from carsdepo_assets.visual import contact_sheet, draw_boxes, markdown_image, png_bytes
 
 TRAINING_TAGS = {"carsdepo/stage": "training"}
@@ -56,21 +60,30 @@ class DetectorTrainingConfig(Config):
         return DetectorConfig.preset(self.preset, **overrides)
 
 
-def train_and_register(
+@dataclass
+class TrackedTraining:
+    """A detector trained inside the active MLflow run, and what a person wants to see of it."""
+
+    trained: TrainedDetector
+    saved: Path
+    config: DetectorConfig
+    dataset: CuratedDataset
+    run_id: str | None
+    tags: dict[str, str]
+    metadata: dict
+
+
+def train_tracked(
     context: AssetExecutionContext,
     config: DetectorTrainingConfig,
-    dataset_path: str,
-    model_name: str,
+    dataset: CuratedDataset,
+    workdir: Path,
     extra_tags: dict[str, str] | None = None,
-) -> tuple[dict, dict]:
-    """Train on a curated dataset inside the active MLflow run and register a challenger.
+) -> TrackedTraining:
+    """Train on ``dataset`` inside the active MLflow run: parameters, losses, validation
+    metrics, the training summary and sample predictions go to MLflow; progress to the run log.
 
-    Returns the model record (name, version, run id, folder) and the run's headline metadata.
-    Shared by ``detector`` and the experimentation sweep.
-    """
-    import mlflow
-
-    dataset = load_dataset(Path(dataset_path))
+    Shared by ``detector`` and the experimentation sweep."""
     try:
         resolved = resolve_config(config.detector_config())
     except ConfigError as error:
@@ -102,13 +115,12 @@ def train_and_register(
             mlflow.log_metrics({f"val_{k}": v for k, v in progress.val_metrics.items()}, step=step)
             context.log.info(f"iteration {step}: validation {progress.val_metrics}")
 
-    workdir = Path(dataset.root).parents[1] / "models" / context.run_id
     started = time.perf_counter()
     try:
         trained = train_detector(
             CocoSplit(*dataset.train), CocoSplit(*dataset.val), resolved, workdir, on_progress
         )
-    except (DatasetError, ValueError) as error:
+    except (DatasetError, ConfigError) as error:
         raise Failure(f"dataset {dataset.version} cannot be trained on: {error}") from error
     except TrainingDiverged as error:
         raise Failure(str(error)) from error
@@ -116,34 +128,21 @@ def train_and_register(
     summary = trained.summary.to_dict() if trained.summary else {}
     mlflow.log_dict(summary, "training_summary.json")
     mlflow.log_dict(resolved.to_dict(), "detector_config.json")
-    samples = sample_predictions_png(trained, dataset.coco("val"), dataset.image_root)
-    if samples:
-        mlflow.log_image(_as_image(samples), "sample_predictions.png")
-    info = log_detector_model(saved, registered_model_name=model_name, tags=tags)
-    version = str(info.registered_model_version)
-    context.log.info(f"registered {model_name} version {version} as challenger")
-    record = {
-        "model_name": model_name,
-        "version": version,
-        "model_uri": f"models:/{model_name}/{version}",
-        "run_id": run.info.run_id if run else None,
-        "detector_dir": str(saved),
-        "dataset_version": dataset.version,
-        "backend": resolved.backend,
-    }
     metadata = {
-        "model": f"{model_name} v{version} (alias challenger)",
         "backend": resolved.backend,
         "dataset_version": dataset.version,
-        "mlflow_run_id": record["run_id"] or "",
+        "mlflow_run_id": run.info.run_id if run else "",
         "train_wall_s": round(time.perf_counter() - started, 1),
         "train_images_per_s": round(summary.get("images_per_second", 0.0), 2),
         "best_val_AP50": summary.get("best_val_metric"),
         "config": MetadataValue.json(resolved.to_dict()),
     }
+    samples = sample_predictions_png(trained, dataset.coco("val"), dataset.image_root)
     if samples:
+        mlflow.log_image(Image.open(io.BytesIO(samples)), "sample_predictions.png")
         metadata["sample_predictions"] = MetadataValue.md(markdown_image(samples, "predictions"))
-    return record, metadata
+    return TrackedTraining(trained, saved, resolved, dataset, run.info.run_id if run else None,
+                          tags, metadata)
 
 
 def sample_predictions_png(
@@ -163,14 +162,6 @@ def sample_predictions_png(
     return png_bytes(contact_sheet(drawn, columns=3, thumb_size=(320, 240)))
 
 
-def _as_image(png: bytes):
-    import io
-
-    from PIL import Image
-
-    return Image.open(io.BytesIO(png))
-
-
 @asset(
     group_name="training",
     ins={"curated_dataset": AssetIn()},
@@ -184,7 +175,22 @@ def _as_image(png: bytes):
 def detector(
     context: AssetExecutionContext, config: DetectorTrainingConfig, curated_dataset: str
 ) -> Output[dict]:
-    record, metadata = train_and_register(
-        context, config, curated_dataset, context.resources.model_registry.model_name
-    )
-    return Output(record, metadata=metadata)
+    attach_tracking_run(context.resources.mlflow)
+    model_name = context.resources.model_registry.model_name
+    dataset = load_dataset(Path(curated_dataset))
+    workdir = dataset.root.parents[1] / "models" / context.run_id
+    run = train_tracked(context, config, dataset, workdir)
+    info = log_detector_model(run.saved, registered_model_name=model_name, tags=run.tags)
+    version = str(info.registered_model_version)
+    context.log.info(f"registered {model_name} version {version} as challenger")
+    record = {
+        "model_name": model_name,
+        "version": version,
+        "model_uri": f"models:/{model_name}/{version}",
+        "run_id": run.run_id,
+        "detector_dir": str(run.saved),
+        "dataset_version": dataset.version,
+        "backend": run.config.backend,
+    }
+    return Output(record, metadata={"model": f"{model_name} v{version} (alias challenger)",
+                                    **run.metadata})

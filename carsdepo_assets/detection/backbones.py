@@ -50,6 +50,10 @@ class BackboneBody(nn.Module):
     def stages(self) -> list[nn.Module]:
         raise NotImplementedError
 
+    def fuse_frozen_norm(self) -> None:
+        """Fold frozen BatchNorm into the convolution before it, where the body knows the
+        pairs (a speed-up on CPUs; the function computed stays the same)."""
+
     def freeze(self, count: int) -> None:
         """Stop training the first ``count`` stages (stem first)."""
         self.frozen_stages = min(count, len(self.stages))
@@ -105,6 +109,7 @@ def build_backbone_body(
     if path is not None:
         spec.load_weights(body, _read_state_dict(path))
     convert_norm(body, norm)
+    body.fuse_frozen_norm()
     if path is not None:
         body.freeze(freeze_at)
     return body
@@ -192,12 +197,25 @@ _LITE0_OUTPUTS = {4: "c3", 10: "c4", 15: "c5"}  # last block index -> feature na
 class EfficientNetLite0Body(BackboneBody):
     def __init__(self) -> None:
         super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
-
-        # image_size=None: "same" padding computed per input, so any image size works
-        self.net = EfficientNet.from_name("efficientnet-lite0", image_size=None,
-                                          drop_connect_rate=None)
+        self.net = _lite0_network()
+        _pad_stride1_convs_natively(self.net)
         self.out_channels = {"c3": 40, "c4": 112, "c5": 320}
+
+    def _conv_norm_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        """(owner, conv attribute, norm attribute) for every convolution + norm pair."""
+        pairs = [(self.net, "_conv_stem", "_bn0")]
+        for block in self.net._blocks:
+            if hasattr(block, "_expand_conv"):
+                pairs.append((block, "_expand_conv", "_bn0"))
+            pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        return pairs
+
+    def fuse_frozen_norm(self) -> None:
+        for owner, conv_name, norm_name in self._conv_norm_pairs():
+            norm = getattr(owner, norm_name)
+            if isinstance(norm, FrozenBatchNorm2d):
+                _fold(getattr(owner, conv_name), norm)
+                setattr(owner, norm_name, nn.Identity())
 
     @property
     def stages(self) -> list[nn.Module]:
@@ -222,6 +240,39 @@ class EfficientNetLite0Body(BackboneBody):
         return features
 
 
+def _lite0_network() -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    # image_size=None: TensorFlow-style "same" padding computed per input, any image size works
+    return EfficientNet.from_name("efficientnet-lite0", image_size=None, drop_connect_rate=None)
+
+
+def _pad_stride1_convs_natively(module: nn.Module) -> None:
+    """At stride 1 with an odd kernel, TensorFlow "same" padding is symmetric: let the
+    convolution pad (no padded copy of the input per call). Same weights, same results."""
+    from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
+
+    for name, child in module.named_children():
+        if (isinstance(child, Conv2dDynamicSamePadding) and tuple(child.stride) == (1, 1)
+                and child.kernel_size[0] % 2 == 1 and tuple(child.dilation) == (1, 1)):
+            native = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size,
+                               padding=child.kernel_size[0] // 2, groups=child.groups,
+                               bias=child.bias is not None)
+            setattr(module, name, native)
+        else:
+            _pad_stride1_convs_natively(child)
+
+
+def _fold(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> None:
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    with torch.no_grad():
+        conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+        bias = norm.bias - norm.running_mean * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias * scale
+    conv.bias = nn.Parameter(bias)
+
+
 def _build_lite0() -> EfficientNetLite0Body:
     body = EfficientNetLite0Body()
     body.drop_classifier()
@@ -237,11 +288,8 @@ def _lite0_weights() -> Path:
 def _load_lite0(body: BackboneBody, state_dict: dict) -> None:
     """Load a full EfficientNet-Lite0 state dict (classifier included) with every key matched,
     then drop the classifier again. Bodies saved without the head load as they are."""
-    from efficientnet_lite_pytorch import EfficientNet
-
     if any(key.startswith("_fc.") for key in state_dict):
-        full = EfficientNet.from_name("efficientnet-lite0", image_size=None,
-                                      drop_connect_rate=None)
+        full = _lite0_network()
         _load_strict(full, state_dict)
         state_dict = {key: value for key, value in full.state_dict().items()
                       if key.split(".")[0] not in ("_conv_head", "_bn1", "_fc")}

@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from carsdepo_assets.images.ingest import load_manifest
 from carsdepo_assets.images.manifest import DUPLICATE, STORED, BatchManifest
 from carsdepo_assets.images.store import ImageStore
 from carsdepo_assets.labeling.results import SOURCE_IMPORTED, SPLITS, annotation_result
@@ -304,3 +305,13 @@ def import_coco_annotations(
         counted.update(box.label for box in image.boxes)
     report.boxes_by_class = {name: counted.get(name, 0) for name in CLASS_NAMES}
     return report
+
+
+def import_coco_batch(
+    backend: LabelingBackend, layout: StateLayout, batch: str, annotations_path: Path,
+    category_map_path: Path | None = None, keep_split: str | None = None,
+) -> CocoImportReport:
+    """``carsdepo import-coco``, after the images were ingested as ``batch``."""
+    category_map = load_category_map(category_map_path) if category_map_path else None
+    parsed = parse_coco(annotations_path, category_map, keep_split)
+    return import_coco_annotations(backend, layout, load_manifest(layout, batch), parsed)

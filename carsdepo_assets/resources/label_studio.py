@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 import httpx
@@ -31,6 +32,7 @@ PAGE_SIZE = 100
 STORAGE_TITLE = "carsdepo image store (serving only, do not sync)"
 NEVER_MATCHES = "^$"  # a sync by mistake imports no file as a task
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+FILTER_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # the only format Data Manager filters accept
 
 
 class LabelStudioUnavailable(RuntimeError):
@@ -270,7 +272,7 @@ class LabelStudioResource(ConfigurableResource):
         if updated_since is not None:
             query = json.dumps({"filters": {"conjunction": "and", "items": [{
                 "filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
-                "value": parse_timestamp(updated_since).isoformat(),
+                "value": parse_timestamp(updated_since).astimezone(UTC).strftime(FILTER_TIME),
             }]}})
         with self._talking(f"listing the tasks of project {project_id}"):
             pager = self._client().tasks.list(

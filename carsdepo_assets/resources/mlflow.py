@@ -47,3 +47,19 @@ class ModelRegistry(ConfigurableResource):
     def connect(self) -> str:
         """Point MLflow at the store; returns its URI (fails fast when unreachable)."""
         return configure_mlflow(StateLayout.from_env())
+
+
+def attach_tracking_run(tracking: MlFlow) -> str:
+    """Make the Dagster run's MLflow run the active one and return its id.
+
+    dagster-mlflow's ``end_mlflow_on_run_finished`` hook ends the MLflow run after each step;
+    with the in-process executor the next step shares the resource, so it re-attaches here
+    instead of letting MLflow start a stray run."""
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is None or active.info.run_id != tracking.mlflow_run_id:
+        if active is not None:
+            mlflow.end_run()
+        mlflow.start_run(run_id=tracking.mlflow_run_id)
+    return tracking.mlflow_run_id

@@ -72,16 +72,27 @@ def test_every_backbone_gives_c3_c4_c5_at_strides_8_16_32(name):
         assert feature.shape[1:] == (body.out_channels[key], 128 // stride, 192 // stride)
 
 
-def test_frozen_batchnorm_over_weights_and_groupnorm_from_scratch():
-    pretrained = build_backbone_body("efficientnet_lite0", norm="frozen_bn", pretrained=True,
-                                     freeze_at=3)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in pretrained.modules())
-    assert any(isinstance(m, FrozenBatchNorm2d) for m in pretrained.modules())
-    frozen, trainable = pretrained.stages[:3], pretrained.stages[3:]
+def test_frozen_batchnorm_is_folded_into_convolutions_without_changing_the_features():
+    reference = build_backbone_body("efficientnet_lite0", norm="bn", pretrained=True).eval()
+    folded = build_backbone_body("efficientnet_lite0", norm="frozen_bn", pretrained=True)
+    norms = (nn.BatchNorm2d, FrozenBatchNorm2d, nn.GroupNorm)
+    assert not any(isinstance(m, norms) for m in folded.modules())
+    x = torch.rand(1, 3, 96, 160)
+    with torch.no_grad():
+        expected, got = reference(x), folded.train()(x)  # frozen: same in train mode
+    assert all(torch.allclose(got[k], expected[k], atol=1e-4, rtol=1e-3) for k in expected)
+
+
+def test_pretrained_bodies_freeze_their_first_stages():
+    body = build_backbone_body("efficientnet_lite0", norm="frozen_bn", pretrained=True,
+                               freeze_at=3)
+    frozen, trainable = body.stages[:3], body.stages[3:]
     assert not any(p.requires_grad for stage in frozen for p in stage.parameters())
     assert all(p.requires_grad for stage in trainable for p in stage.parameters())
 
-    scratch = build_backbone_body("efficientnet_lite0", norm="gn", pretrained=False)
-    assert not any(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)) for m in scratch.modules())
-    assert any(isinstance(m, nn.GroupNorm) for m in scratch.modules())
-    assert all(p.requires_grad for p in scratch.parameters())
+
+def test_from_scratch_bodies_use_groupnorm_and_train_everything():
+    body = build_backbone_body("efficientnet_lite0", norm="gn", pretrained=False, freeze_at=3)
+    assert not any(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)) for m in body.modules())
+    assert any(isinstance(m, nn.GroupNorm) for m in body.modules())
+    assert all(p.requires_grad for p in body.parameters())

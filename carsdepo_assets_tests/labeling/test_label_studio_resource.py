@@ -17,6 +17,7 @@ from carsdepo_assets.state import StateLayout
 from carsdepo_assets_tests.fixtures.label_studio import LabelStudioServer, free_port
 from carsdepo_assets_tests.labeling.batches import synthetic_batch
 
+
 def sdk(label_studio_server: LabelStudioServer) -> LabelStudio:
     return LabelStudio(base_url=label_studio_server.url, api_key=label_studio_server.token)
 
