@@ -141,10 +141,30 @@ def cmd_import_coco(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mlflow_ui(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from carsdepo_assets.detection.registry import mlflow_artifact_root, mlflow_tracking_uri
+
+    layout = StateLayout.from_env().ensure()
+    command = [
+        str(Path(sys.executable).with_name("mlflow")), "ui",
+        "--backend-store-uri", mlflow_tracking_uri(layout),
+        "--host", "127.0.0.1", "--port", str(args.port),
+    ]
+    artifacts = mlflow_artifact_root(layout)
+    if artifacts:
+        command += ["--default-artifact-root", artifacts]
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {mlflow_tracking_uri(layout)})")
+    return subprocess.call(command, env={**os.environ, "PATH": f"{Path(sys.executable).parent}"
+                                         f"{os.pathsep}{os.environ.get('PATH', '')}"})
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from carsdepo_assets.demo import run_demo
 
-    return run_demo(images=args.images, seed=args.seed)
+    return run_demo(images=args.images, seed=args.seed, iterations=args.iterations)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,9 +240,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="pin every imported image to this published split instead of hash splitting",
     )
 
+    mlflow_ui = command(
+        "mlflow-ui", cmd_mlflow_ui, "Open MLflow's UI over carsdepo's tracking store."
+    )
+    mlflow_ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+
     demo = command("demo", cmd_demo, "Run the whole loop on synthetic data with embedded defaults.")
     demo.add_argument("--images", type=int, default=120, help="photos per synthetic batch")
     demo.add_argument("--seed", type=int, default=7, help="random seed for the synthetic data")
+    demo.add_argument(
+        "--iterations", type=int, default=300, help="detector training iterations (default 300)"
+    )
     return parser
 
 

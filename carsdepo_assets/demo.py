@@ -70,20 +70,118 @@ def ingest(batch: str, folder: Path) -> None:
     say("    " + format_summary(manifest).replace("\n", "\n    "))
 
 
-def run_demo(images: int, seed: int) -> int:
+@step("Starting Label Studio (local, 127.0.0.1)")
+def start_label_studio(layout: StateLayout) -> None:
+    from carsdepo_assets.labeling import server
+
+    info = server.start(layout)
+    state = "already running" if info.already_running else "started"
+    say(f"    {state} at {info.url} (log: {info.log_path})")
+
+
+@step("Importing the batch into Label Studio as tasks (label_studio_tasks)")
+def create_tasks(batch: str) -> None:
+    from carsdepo_assets.runner import run_job
+
+    result = run_job("labeling_job", partition_key=batch)
+    metadata = _metadata(result, "label_studio_tasks")
+    say(f"    {metadata.get('tasks_created', 0)} tasks created, "
+        f"{metadata.get('tasks_existing', 0)} already there; project {metadata.get('project_url')}")
+
+
+@step("Simulated annotators label the tasks (box jitter, misses, skips)")
+def annotate(layout: StateLayout, batch: str, folder: Path) -> None:
+    from carsdepo_assets.labeling.simulated import annotate_batch_simulated
+    from carsdepo_assets.resources.label_studio import LabelStudioResource
+
+    report = annotate_batch_simulated(LabelStudioResource.from_env(), layout, batch, folder)
+    say(f"    {report.submitted} annotations submitted ({report.negatives} 'no damage', "
+        f"{report.boxes} boxes, {report.missed_boxes} boxes missed), {report.skipped} skipped")
+
+
+@step("Pulling annotations and building the curated dataset (dataset_job)")
+def build_dataset() -> None:
+    from carsdepo_assets.runner import run_job
+
+    result = run_job("dataset_job")
+    metadata = _metadata(result, "curated_dataset")
+    say(f"    dataset {metadata.get('version')}: train {metadata.get('images_train')}, "
+        f"val {metadata.get('images_val')}, test {metadata.get('images_test')} images; "
+        f"{metadata.get('instances_scratch')} scratches, {metadata.get('instances_dent')} dents, "
+        f"negatives share {metadata.get('negatives_share')}")
+
+
+@step("Training, evaluating and promoting a detector (training_job, tracked in MLflow)")
+def train(iterations: int) -> None:
+    from carsdepo_assets.runner import run_job
+
+    result = run_job("training_job", run_config={
+        "ops": {"detector": {"config": {"iterations": iterations}}}
+    })
+    report = _metadata(result, "evaluation_report")
+    deployed = _metadata(result, "deployed_model")
+    say(f"    test split: AP50 {report.get('AP50')}, AP {report.get('AP')}, "
+        f"'None' accuracy {report.get('none_accuracy')}, {report.get('ms_per_image')} ms/image")
+    if deployed:
+        say(f"    champion: {deployed.get('champion')} "
+            f"(previous: {deployed.get('previous_champion')})")
+    else:
+        say("    the quality gate did not pass: the challenger was not promoted")
+
+
+@step("Profiling a batch and deciding what its drift calls for (monitoring_job)")
+def monitor(batch: str) -> str:
+    from carsdepo_assets.runner import run_job
+
+    result = run_job("monitoring_job", partition_key=batch)
+    decision = _metadata(result, "retraining_decision")
+    say(f"    batch {batch}: deviation {decision.get('deviation'):.1f}% -> "
+        f"{decision.get('action').upper()}")
+    return str(decision.get("action"))
+
+
+def _metadata(result, asset_name: str) -> dict:
+    """The materialization metadata of ``asset_name`` in a finished run, as plain values."""
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() == asset_name:
+            return {key: value.value for key, value in materialization.metadata.items()}
+    return {}
+
+
+def run_demo(images: int, seed: int, iterations: int) -> int:
     from carsdepo_assets.instance import prepare_dagster_home
+    from carsdepo_assets.labeling.server import ServerError
     from carsdepo_assets.runner import RunFailed
 
     layout = StateLayout.from_env().ensure()
     prepare_dagster_home(layout)
     plan = DemoPlan(images=images, seed=seed)
     say(f"carsdepo demo: state in {layout.root}")
+    started = time.perf_counter()
     try:
-        batch = plan.batch("train")
+        batch = plan.batch("labelled")
         folder = generate_batch(layout, plan, batch, "normal", 0)
         ingest(batch, folder)
-    except RunFailed as error:
-        print(f"demo failed: {error}", file=sys.stderr)
+        start_label_studio(layout)
+        create_tasks(batch)
+        annotate(layout, batch, folder)
+        build_dataset()
+        train(iterations)
+        decisions = {}
+        for offset, lighting in enumerate(("normal", "dim", "very-dim"), start=1):
+            incoming = plan.batch(f"incoming-{lighting}")
+            ingest(incoming, generate_batch(layout, plan, incoming, lighting, 1000 * offset))
+            decisions[incoming] = monitor(incoming)
+    except (RunFailed, ServerError) as error:
+        print(f"\ndemo failed: {error}", file=sys.stderr)
         return 1
-    say("\nDemo finished. Browse the runs and assets with `make dev` (http://127.0.0.1:3000).")
+    say("\n==> Drift decisions (drift_sensor launches training_job for 'retrain' and "
+        "experimentation_job for 'experiment' when the Dagster daemon runs, e.g. `make dev`)")
+    for batch_name, action in decisions.items():
+        say(f"    {batch_name:<32} {action}")
+    say(f"\nDemo finished in {time.perf_counter() - started:.0f}s. "
+        "Browse runs, assets and checks with `make dev` (http://127.0.0.1:3000), experiments "
+        "with `make mlflow-ui` (http://127.0.0.1:5000), tasks in Label Studio "
+        "(http://127.0.0.1:8080; `make labelstudio-stop` stops it).")
     return 0
