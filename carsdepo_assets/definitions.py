@@ -17,6 +17,7 @@ from carsdepo_assets.assets import (
 from carsdepo_assets.checks import datasets as dataset_checks
 from carsdepo_assets.checks import evaluation as evaluation_checks
 from carsdepo_assets.checks import ingestion as ingestion_checks
+from carsdepo_assets.checks import labeling as labeling_checks
 from carsdepo_assets.checks import monitoring as monitoring_checks
 from carsdepo_assets.labeling.server import DEFAULT_TOKEN
 from carsdepo_assets.resources.label_studio import LabelStudioResource, Prelabeler
@@ -29,7 +30,9 @@ from carsdepo_assets.sensors.freshness import freshness_sensor
 from carsdepo_assets.sensors.landing_zone import landing_zone_sensor
 
 ASSET_MODULES = [ingestion, labeling, datasets, training, evaluation, monitoring, experimentation]
-CHECK_MODULES = [ingestion_checks, dataset_checks, evaluation_checks, monitoring_checks]
+CHECK_MODULES = [
+    ingestion_checks, labeling_checks, dataset_checks, evaluation_checks, monitoring_checks
+]
 
 # Embedded default: the token of the local Label Studio that `carsdepo labelstudio start` runs on
 # 127.0.0.1. Any real deployment sets LABEL_STUDIO_API_KEY (and LABEL_STUDIO_URL) itself.

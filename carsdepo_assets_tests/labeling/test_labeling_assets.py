@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from dagster import AssetsDefinition, DagsterInstance, materialize
+from dagster import AssetCheckSeverity, DagsterInstance, materialize
 
 from carsdepo_assets.assets.labeling import annotations, label_studio_project, label_studio_tasks
+from carsdepo_assets.checks.labeling import annotated_images_are_stored, few_annotations_rejected
 from carsdepo_assets.detection.types import Detection
 from carsdepo_assets.labeling.history import latest_snapshot_path
 from carsdepo_assets.labeling.prelabels import ImageToLabel, Prelabels
@@ -41,9 +42,11 @@ class FixedAnswersPrelabeler(Prelabeler):
         })
 
 
-def run(assets: list[AssetsDefinition], layout: StateLayout, label_studio: LabelStudioResource,
-        partition: str | None = None, prelabeler: Prelabeler | None = None) -> dict:
-    """Materialize ``assets`` in one run; returns the metadata of the last one."""
+def run(assets: list, layout: StateLayout, label_studio: LabelStudioResource,
+        partition: str | None = None, prelabeler: Prelabeler | None = None,
+        checks: dict | None = None) -> dict:
+    """Materialize ``assets`` (and their checks) in one run; returns the metadata of the last
+    asset, and fills ``checks`` with each check's evaluation."""
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(BATCHES_PARTITIONS_NAME, [BATCH])
     result = materialize(
@@ -52,6 +55,8 @@ def run(assets: list[AssetsDefinition], layout: StateLayout, label_studio: Label
                    "label_studio": label_studio, "prelabeler": prelabeler or Prelabeler()},
     )
     assert result.success
+    if checks is not None:
+        checks.update({e.check_name: e for e in result.get_asset_check_evaluations()})
     events = result.get_asset_materialization_events()
     return {key: value.value for key, value in events[-1].materialization.metadata.items()}
 
@@ -110,7 +115,9 @@ def test_annotations_asset_writes_a_snapshot_and_counts_what_it_left_out(
     label_studio.submit_annotation(tasks[3].id, rotated, imported=True)
     label_studio.submit_annotation(tasks[4].id, unknown)
 
-    metadata = run([annotations], carsdepo_home, label_studio)
+    checks: dict = {}
+    metadata = run([annotations, annotated_images_are_stored, few_annotations_rejected],
+                   carsdepo_home, label_studio, checks=checks)
 
     snapshot = AnnotationSnapshot.load(latest_snapshot_path(carsdepo_home.annotations))
     assert metadata["version"] == snapshot.version and metadata["images"] == 3
@@ -122,3 +129,6 @@ def test_annotations_asset_writes_a_snapshot_and_counts_what_it_left_out(
                 "| unknown_label | 2 |"):
         assert row in table
     assert {image.task_id for image in snapshot.images} == {tasks[0].id, tasks[1].id, tasks[3].id}
+    assert checks["annotated_images_are_stored"].passed
+    rejected_check = checks["few_annotations_rejected"]
+    assert not rejected_check.passed and rejected_check.severity == AssetCheckSeverity.WARN
