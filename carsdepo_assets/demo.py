@@ -112,13 +112,16 @@ def build_dataset() -> None:
 
 
 @step("Training, evaluating and promoting a detector (training_job, tracked in MLflow)")
-def train(iterations: int) -> None:
-    from carsdepo_assets.runner import run_job
+def train(iterations: int, backend: str) -> None:
+    from carsdepo_assets.runner import RunFailed, run_job
 
-    result = run_job("training_job", run_config={
-        "ops": {"detector": {"config": {"iterations": iterations}}}
+    result = run_job("training_job", raise_on_failure=False, run_config={
+        "ops": {"detector": {"config": {"iterations": iterations, "backend": backend}}}
     })
     report = _metadata(result, "evaluation_report")
+    if not report:  # training itself failed: nothing to evaluate
+        raise RunFailed(f"training_job run {result.run_id} failed before evaluation")
+    gate = _check(result, "quality_gate")
     deployed = _metadata(result, "deployed_model")
     say(f"    test split: AP50 {report.get('AP50')}, AP {report.get('AP')}, "
         f"'None' accuracy {report.get('none_accuracy')}, {report.get('ms_per_image')} ms/image")
@@ -126,7 +129,7 @@ def train(iterations: int) -> None:
         say(f"    champion: {deployed.get('champion')} "
             f"(previous: {deployed.get('previous_champion')})")
     else:
-        say("    the quality gate did not pass: the challenger was not promoted")
+        say(f"    the quality gate did not pass, the challenger stays a challenger: {gate}")
 
 
 @step("Profiling a batch and deciding what its drift calls for (monitoring_job)")
@@ -140,6 +143,16 @@ def monitor(batch: str) -> str:
     return str(decision.get("action"))
 
 
+def _check(result, check_name: str) -> str:
+    """The description of a check's evaluation in a finished run ('' when it did not run)."""
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            if evaluation.check_name == check_name:
+                return evaluation.description or ("passed" if evaluation.passed else "failed")
+    return ""
+
+
 def _metadata(result, asset_name: str) -> dict:
     """The materialization metadata of ``asset_name`` in a finished run, as plain values."""
     for event in result.get_asset_materialization_events():
@@ -149,7 +162,7 @@ def _metadata(result, asset_name: str) -> dict:
     return {}
 
 
-def run_demo(images: int, seed: int, iterations: int) -> int:
+def run_demo(images: int, seed: int, iterations: int, backend: str = "auto") -> int:
     from carsdepo_assets.instance import prepare_dagster_home
     from carsdepo_assets.labeling.server import ServerError
     from carsdepo_assets.runner import RunFailed
@@ -167,7 +180,7 @@ def run_demo(images: int, seed: int, iterations: int) -> int:
         create_tasks(batch)
         annotate(layout, batch, folder)
         build_dataset()
-        train(iterations)
+        train(iterations, backend)
         decisions = {}
         for offset, lighting in enumerate(("normal", "dim", "very-dim"), start=1):
             incoming = plan.batch(f"incoming-{lighting}")

@@ -22,8 +22,10 @@ labeling_job = define_asset_job(
 
 dataset_job = define_asset_job(
     "dataset_job",
-    selection=AssetSelection.assets("annotations", "curated_dataset"),
-    description="Pull annotations from Label Studio and rebuild the curated COCO dataset.",
+    selection=AssetSelection.assets("annotations", "curated_dataset", "reference_profile"),
+    description="Pull annotations from Label Studio, rebuild the curated COCO dataset, and "
+    "refresh the drift reference (the champion's training data; the latest dataset while "
+    "there is no champion).",
 )
 
 training_job = define_asset_job(
@@ -57,4 +59,20 @@ freshness_job = define_asset_job(
     selection=AssetSelection.checks_for_assets("deployed_model")
     - AssetSelection.assets("deployed_model"),
     description="Evaluate the champion's freshness check.",
+)
+
+checks_job = define_asset_job(
+    "checks_job",
+    selection=AssetSelection.all_asset_checks(),
+    description="Every asset check against the current state, nothing materialized. Launch it "
+    'with the tag {"dagster/partition": "<batch>"}: per-batch checks evaluate that batch '
+    "(`carsdepo check` runs it over a freshly built demo state).",
+)
+
+prediction_job = define_asset_job(
+    "prediction_job",
+    selection=AssetSelection.assets("batch_predictions"),
+    partitions_def=batch_partitions,
+    description="The champion's answers for one batch (batch_predictions), recorded in the "
+    "inference log.",
 )

@@ -42,8 +42,12 @@ def run_job(
     run_config: dict[str, Any] | None = None,
     instance: DagsterInstance | None = None,
     tags: dict[str, str] | None = None,
+    raise_on_failure: bool = True,
 ) -> ExecuteInProcessResult:
-    """Execute a job from the code location in-process, recorded in the (local) instance."""
+    """Execute a job from the code location in-process, recorded in the (local) instance.
+
+    A failed run raises RunFailed naming the failed steps, unless ``raise_on_failure`` is
+    False (for callers to whom a failure is an outcome, e.g. a blocking quality gate)."""
     from carsdepo_assets.definitions import defs
 
     layout = StateLayout.from_env().ensure()
@@ -57,7 +61,7 @@ def run_job(
         tags=tags,
         raise_on_error=False,
     )
-    if not result.success:
+    if raise_on_failure and not result.success:
         raise RunFailed(f"{job_name} run {result.run_id}: {_failure_summary(result)}")
     return result
 
