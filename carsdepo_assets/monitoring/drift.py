@@ -66,6 +66,8 @@ NO_DRIFT = "NO_DRIFT"
 NOT_TESTED = "NOT_TESTED"
 
 _PLOT_BINS = 30
+_REFERENCE_STYLE = {"color": "tab:blue", "fill": True, "alpha": 0.45}
+_BATCH_STYLE = {"color": "tab:orange", "linewidth": 1.5}
 
 
 @dataclass(frozen=True)
@@ -128,8 +130,12 @@ class DriftReport:
         return tuple(sorted(scored, key=lambda item: item.excess, reverse=True))
 
     def to_dict(self) -> dict:
+        """Plain data for JSON metadata; NaN (an empty distribution's median) becomes None."""
         payload = asdict(self)
         payload["drifted"] = [item.feature for item in self.drifted]
+        for item in payload["features"]:
+            item.update({key: None for key, value in item.items()
+                         if isinstance(value, float) and math.isnan(value)})
         return payload
 
     def to_markdown(self) -> str:
@@ -223,17 +229,17 @@ def drift_plot(reference: DatasetProfileView, batch: DatasetProfileView,
     figure = Figure(figsize=(4.2 * columns, 3.0 * rows), dpi=90, layout="constrained")
     for index, feature in enumerate(features):
         axes = figure.add_subplot(rows, columns, index + 1)
-        sketches = {label: _sketch(view, feature, label)
-                    for label, view in (("reference", reference), ("batch", batch))}
-        low = min(sketch.get_min_value() for sketch in sketches.values())
-        high = max(sketch.get_max_value() for sketch in sketches.values())
+        sides = [(label, _sketch(view, feature, label), style)
+                 for label, view, style in (("reference", reference, _REFERENCE_STYLE),
+                                            ("batch", batch, _BATCH_STYLE))]
+        low = min(sketch.get_min_value() for _, sketch, _ in sides)
+        high = max(sketch.get_max_value() for _, sketch, _ in sides)
         if high <= low:
             high = low + 1.0
         edges = np.linspace(low, high, _PLOT_BINS + 1)
-        for (label, sketch), colour in zip(sketches.items(), ("tab:blue", "tab:orange")):
+        for label, sketch, style in sides:
             masses = np.asarray(sketch.get_pmf(list(edges[1:-1])))
-            axes.stairs(masses, edges, label=f"{label} (n={sketch.get_n()})", color=colour,
-                        fill=label == "reference", alpha=0.45 if label == "reference" else 1.0)
+            axes.stairs(masses, edges, label=f"{label} (n={sketch.get_n()})", **style)
         axes.set_title(feature, fontsize=10)
         axes.set_ylabel("share of images", fontsize=8)
         axes.tick_params(labelsize=7)

@@ -1,20 +1,22 @@
 """Per-image features that monitoring profiles and compares between batches.
 
-The set extends whylogs' own image metric (``whylogs.extras.image_metric``: HSV means and
-spreads plus entropy) with what matters for damage photos taken in varying light: contrast,
-sharpness and a hue that averages correctly on the colour circle.
+The set follows whylogs' own image metric (``whylogs.extras.image_metric``: brightness,
+saturation and hue statistics plus entropy) and adds what matters for damage photos taken in
+varying light: contrast, sharpness, and a hue that averages correctly around the colour circle.
 
 All statistics except width and height are computed on a copy downscaled so that its longer
 side is at most ``STATS_SIDE`` pixels. That keeps extraction fast and makes the features
-comparable across camera resolutions (sharpness especially depends on scale). JPEGs opened from
-a path are decoded at a reduced DCT scale first (``Image.draft``), which is what makes large
-photos cheap; :func:`image_features` applies the same step to a not-yet-loaded JPEG, so both
-entry points give identical values for the same file.
+comparable across camera resolutions (sharpness especially depends on scale). A JPEG read from
+a path is decoded at a reduced DCT scale (``Image.draft``), which makes large photos cheap; an
+in-memory image is first box-reduced by the same factor, so both entry points agree.
 
-Units: brightness, spread, contrast and saturation in [0, 1]; hue in degrees in (-180, 180],
-centred on red so that the common red paints do not wrap around; sharpness is the variance of
-the Laplacian of the 0-255 grey image; entropy in bits (0-8); width and height in pixels of the
-original image.
+Definitions and units: brightness is the grey level (Pillow's ITU-R 601 luma) in [0, 1]:
+``brightness_mean`` its mean, ``brightness_std`` its spread (RMS contrast), ``contrast`` its
+p95 - p5 range; ``saturation_mean`` the mean HSV saturation in [0, 1]; ``hue_mean`` the
+saturation-weighted circular mean hue in degrees in (-180, 180], centred on red so that red
+paints do not wrap around (0 for an image without colour); ``sharpness`` the variance of the
+Laplacian of the 0-255 grey image; ``entropy`` of the grey histogram in bits (0-8); ``width``
+and ``height`` in pixels of the original image.
 """
 
 from __future__ import annotations

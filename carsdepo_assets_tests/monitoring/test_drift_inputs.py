@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ from carsdepo_assets.monitoring.drift import (
     NO_DRIFT,
     NOT_TESTED,
     OK,
+    POSSIBLE_DRIFT,
     drift_plot,
     drift_report,
 )
@@ -62,10 +64,12 @@ def test_a_feature_missing_in_the_batch_is_listed_and_the_rest_compared() -> Non
     assert "not compared, missing in the batch: mean_score" in decide(report).reasons
 
 
-def test_a_feature_without_values_in_the_batch_is_not_tested() -> None:
+def test_a_feature_without_values_in_the_batch_is_not_tested_and_reports_as_json() -> None:
     report = drift_report(REFERENCE, _profile(50, seed=1, mean_score=math.nan))
     item = _feature(report, "mean_score")
     assert (item.category, item.note) == (NOT_TESTED, "no values in the batch")
+    payload = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert payload["features"][1]["batch_median"] is None
 
 
 def test_a_single_image_on_each_side_is_too_few_for_a_test() -> None:
@@ -93,6 +97,15 @@ def test_a_shifted_batch_scores_its_ks_distance_beyond_the_critical_one() -> Non
     assert item.category == DRIFT and item.p_value < report.corrected_alpha
     assert report.deviation == pytest.approx(100 * (item.statistic - item.critical))
     assert report.drivers == (item,)
+
+
+def test_significant_only_before_the_correction_for_several_tests_is_possible_drift() -> None:
+    """Two features tested: the per-feature level is alpha / 2; p = 0.037 lies in between."""
+    report = drift_report(REFERENCE, _profile(100, seed=1, shift=0.031))
+    item = _feature(report, "brightness_mean")
+    assert report.corrected_alpha == pytest.approx(0.025)
+    assert report.corrected_alpha < item.p_value < report.alpha
+    assert (item.category, item.excess, report.deviation) == (POSSIBLE_DRIFT, 0.0, 0.0)
 
 
 @pytest.mark.parametrize(("reference", "batch", "error"), [

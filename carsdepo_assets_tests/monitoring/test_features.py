@@ -12,6 +12,7 @@ from PIL import Image, ImageFilter
 from carsdepo_assets.detection.types import Detection
 from carsdepo_assets.monitoring.features import (
     IMAGE_FEATURES,
+    PREDICTION_FEATURES,
     image_features,
     image_features_from_path,
     iter_image_features,
@@ -96,6 +97,7 @@ def test_an_unreadable_file_is_named_in_the_error(tmp_path: Path) -> None:
 
 def test_the_none_answer_has_no_detections_and_no_score() -> None:
     features = prediction_features(NONE_ANSWER)
+    assert tuple(features) == PREDICTION_FEATURES
     assert features["detections"] == 0.0 and features["is_none"] == 1.0
     assert math.isnan(features["mean_score"])
 
