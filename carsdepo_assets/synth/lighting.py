@@ -50,7 +50,7 @@ LIGHTING_PRESETS: dict[str, Lighting] = {
     preset.name: preset
     for preset in (
         Lighting("normal", exposure=1.0, contrast=1.0, temperature_k=6200.0, noise=0.012),
-        Lighting("dim", exposure=0.40, contrast=0.95, temperature_k=4600.0, noise=0.022),
+        Lighting("dim", exposure=0.77, contrast=1.0, temperature_k=6200.0, noise=0.012),
         Lighting("very-dim", exposure=0.05, contrast=0.9, temperature_k=3800.0, noise=0.04),
         Lighting("harsh", exposure=1.35, contrast=1.35, temperature_k=7000.0, noise=0.010),
     )
