@@ -9,7 +9,9 @@ from carsdepo_assets.assets import (
     datasets,
     evaluation,
     experimentation,
+    inference,
     ingestion,
+    kpis,
     labeling,
     monitoring,
     training,
@@ -20,8 +22,13 @@ from carsdepo_assets.checks import ingestion as ingestion_checks
 from carsdepo_assets.checks import labeling as labeling_checks
 from carsdepo_assets.checks import monitoring as monitoring_checks
 from carsdepo_assets.labeling.server import DEFAULT_TOKEN
-from carsdepo_assets.resources.label_studio import LabelStudioResource, Prelabeler
-from carsdepo_assets.resources.mlflow import DEFAULT_EXPERIMENT, ModelRegistry, mlflow_tracking
+from carsdepo_assets.resources.label_studio import LabelStudioResource
+from carsdepo_assets.resources.mlflow import (
+    DEFAULT_EXPERIMENT,
+    ChampionPrelabeler,
+    ModelRegistry,
+    mlflow_tracking,
+)
 from carsdepo_assets.resources.monitoring import DriftPolicy
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.sensors.annotations import annotation_sensor
@@ -29,7 +36,10 @@ from carsdepo_assets.sensors.drift import drift_sensor
 from carsdepo_assets.sensors.freshness import freshness_sensor
 from carsdepo_assets.sensors.landing_zone import landing_zone_sensor
 
-ASSET_MODULES = [ingestion, labeling, datasets, training, evaluation, monitoring, experimentation]
+ASSET_MODULES = [
+    ingestion, labeling, datasets, training, evaluation, monitoring, experimentation, inference,
+    kpis,
+]
 CHECK_MODULES = [
     ingestion_checks, labeling_checks, dataset_checks, evaluation_checks, monitoring_checks
 ]
@@ -44,7 +54,7 @@ def build_resources() -> dict:
     return {
         "carsdepo_home": CarsdepoHome(),
         "label_studio": LabelStudioResource(api_key=EnvVar("LABEL_STUDIO_API_KEY")),
-        "prelabeler": Prelabeler(),
+        "prelabeler": ChampionPrelabeler(),
         "mlflow": mlflow_tracking.configured({"experiment_name": DEFAULT_EXPERIMENT}),
         "model_registry": ModelRegistry(),
         "drift_policy": DriftPolicy(),
@@ -62,6 +72,9 @@ defs = Definitions(
         jobs.monitoring_job,
         jobs.experimentation_job,
         jobs.freshness_job,
+        jobs.prediction_job,
+        jobs.checks_job,
+        jobs.kpi_job,
     ],
     sensors=[landing_zone_sensor, annotation_sensor, drift_sensor, freshness_sensor],
     resources=build_resources(),

@@ -143,6 +143,28 @@ def monitor(batch: str) -> str:
     return str(decision.get("action"))
 
 
+@step("Predicting a fresh batch with the champion (prediction_job) and the KPIs (kpi_job)")
+def predict(layout: StateLayout, batch: str, shown: int = 6) -> None:
+    from carsdepo_assets.prediction.batch import prediction_path, read_predictions
+    from carsdepo_assets.runner import run_job
+
+    result = run_job("prediction_job", partition_key=batch, raise_on_failure=False)
+    if not result.success:
+        say("    no prediction: there is no champion yet (the quality gate did not pass)")
+        return
+    rows = list(read_predictions(prediction_path(layout, batch)))
+    damaged = sum(1 for row in rows if row.get("damage") not in (None, "None"))
+    say(f"    {len(rows)} photos answered: {damaged} damaged, {len(rows) - damaged} \"None\"")
+    for row in rows[:shown]:
+        answer = row.get("damage", row.get("error"))
+        if isinstance(answer, list):
+            answer = ", ".join(f"{d['label']} {d['score']:.2f}" for d in answer)
+        say(f"    {row['sha256'][:12]}…  {answer}")
+    kpis = _metadata(run_job("kpi_job"), "kpi_report")
+    shown_kpis = {key: value for key, value in kpis.items() if isinstance(value, int | float)}
+    say("    KPIs: " + ", ".join(f"{key} {value:.3g}" for key, value in shown_kpis.items()))
+
+
 def _check(result, check_name: str) -> str:
     """The description of a check's evaluation in a finished run ('' when it did not run)."""
     for event in result.all_events:
@@ -186,6 +208,7 @@ def run_demo(images: int, seed: int, iterations: int, backend: str = "auto") -> 
             incoming = plan.batch(f"incoming-{lighting}")
             ingest(incoming, generate_batch(layout, plan, incoming, lighting, 1000 * offset))
             decisions[incoming] = monitor(incoming)
+        predict(layout, incoming)
     except (RunFailed, ServerError) as error:
         print(f"\ndemo failed: {error}", file=sys.stderr)
         return 1

@@ -76,3 +76,9 @@ prediction_job = define_asset_job(
     description="The champion's answers for one batch (batch_predictions), recorded in the "
     "inference log.",
 )
+
+kpi_job = define_asset_job(
+    "kpi_job",
+    selection=AssetSelection.assets("kpi_report"),
+    description="Recompute the business KPI dashboard from the platform's records.",
+)

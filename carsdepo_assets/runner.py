@@ -12,7 +12,6 @@ from carsdepo_assets.instance import local_instance
 from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
 from carsdepo_assets.state import StateLayout
 
-
 # Dagster's console logger defaults to DEBUG (every step event); people at a terminal want INFO.
 CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 

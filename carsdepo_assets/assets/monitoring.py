@@ -25,7 +25,8 @@ from carsdepo_assets.detection.registry import current_champion
 from carsdepo_assets.fileio import atomic_write_json
 from carsdepo_assets.images.ingest import iter_stored_images
 from carsdepo_assets.monitoring.decision import decide
-from carsdepo_assets.monitoring.drift import DriftReport, drift_plot, drift_report
+from carsdepo_assets.monitoring import drift as drift_statistics
+from carsdepo_assets.monitoring.drift import DriftReport, drift_plot
 from carsdepo_assets.monitoring.features import iter_image_features, prediction_features
 from carsdepo_assets.monitoring.profiles import (
     profile_rows,
@@ -167,7 +168,7 @@ def drift_report(
         atomic_write_json(drift_report_path(layout, batch), {"status": "no_reference"})
         return Output(None, metadata={"status": "no reference profile yet", "deviation": 0.0})
     reference, current = read_profile(reference_path), read_profile(batch_path)
-    report = drift_report(reference, current, alpha=drift_policy.alpha)
+    report = drift_statistics.drift_report(reference, current, alpha=drift_policy.alpha)
     atomic_write_json(drift_report_path(layout, batch), report.to_dict())
     metadata = {
         "status": report.status,
@@ -175,9 +176,9 @@ def drift_report(
         "drifted": ", ".join(item.feature for item in report.drifted) or "none",
         "report": MetadataValue.md(report.to_markdown()),
     }
-    drifted = [item.feature for item in report.drifted]
-    if drifted:
-        plot = drift_plot(reference, current, drifted)
+    drivers = [item.feature for item in report.drivers]
+    if drivers:
+        plot = drift_plot(reference, current, drivers)
         metadata["distributions"] = MetadataValue.md(markdown_image(plot, "reference vs batch"))
     return Output(report, metadata=metadata)
 
