@@ -27,9 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
-from detectron2.data import build_detection_train_loader
-from detectron2.data import detection_utils
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_train_loader,
+    detection_utils,
+)
 from detectron2.data import transforms as T
 from detectron2.engine import DefaultTrainer, HookBase, hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
@@ -115,7 +119,7 @@ def _detections(instances: Instances) -> list[Detection]:
         Detection(CLASS_NAMES[int(index)], float(score), tuple(box))
         for box, score, index in zip(instances.pred_boxes.tensor.tolist(),
                                      instances.scores.tolist(),
-                                     instances.pred_classes.tolist())
+                                     instances.pred_classes.tolist(), strict=True)
     ]
 
 
@@ -133,7 +137,8 @@ def dataset_dicts(split: LoadedSplit) -> list[dict]:
             "annotations": [
                 {"bbox": box, "bbox_mode": BoxMode.XYXY_ABS,
                  "category_id": CONTIGUOUS_ID[int(label)], "iscrowd": 0}
-                for box, label in zip(record.boxes.tolist(), record.labels.tolist())
+                for box, label in zip(record.boxes.tolist(), record.labels.tolist(),
+                                      strict=True)
             ],
         }
         for record in split.records
@@ -172,6 +177,22 @@ def registered_splits(
             MetadataCatalog.remove(name)
 
 
+class CocoAP50Evaluator(COCOEvaluator):
+    """detectron2's COCOEvaluator, also reporting AP50 per class (the torchvision backend's
+    validation reports it too; detectron2 gives per-class AP over IoU 0.5:0.95 only)."""
+
+    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
+        results = super()._derive_coco_results(coco_eval, iou_type, class_names)
+        if coco_eval is None or not class_names:
+            return results
+        # precision[IoU, recall, class, area, max dets]: IoU 0.5, all areas, most detections
+        precision = coco_eval.eval["precision"][0, :, :, 0, -1]
+        for index, name in enumerate(class_names):
+            defined = precision[:, index][precision[:, index] > -1]
+            results[f"AP50-{name}"] = float(defined.mean() * 100) if defined.size else math.nan
+        return results
+
+
 class NoneAnswerEvaluator(DatasetEvaluator):
     """Image-level accuracy of the damaged-vs-"None" answer at the operating threshold: an
     image is damaged when it has a box, answered damaged when a detection reaches the
@@ -187,7 +208,7 @@ class NoneAnswerEvaluator(DatasetEvaluator):
         self._right = self._total = 0
 
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:
-        for item, output in zip(inputs, outputs):
+        for item, output in zip(inputs, outputs, strict=True):
             answered_damaged = bool((output["instances"].scores >= self._threshold).any())
             self._right += answered_damaged == self._damaged[item["image_id"]]
             self._total += 1
@@ -197,13 +218,14 @@ class NoneAnswerEvaluator(DatasetEvaluator):
 
 
 def val_metrics(results: dict) -> dict[str, float]:
-    """Evaluator results -> the torchvision backend's names and scale (AP, AP50 in [0, 1],
-    none_accuracy); undefined values (NaN: no predictions, no boxes) are left out."""
+    """Evaluator results -> the torchvision backend's names and scale (AP, AP50, AP50_<class>
+    in [0, 1], none_accuracy); undefined values (NaN: no predictions, no boxes) are left out."""
     bbox = results.get("bbox", {})
     values = {
         "AP": bbox.get("AP", math.nan) / 100,
         "AP50": bbox.get("AP50", math.nan) / 100,
         "none_accuracy": results.get("answers", {}).get("none_accuracy", math.nan),
+        **{f"AP50_{name}": bbox.get(f"AP50-{name}", math.nan) / 100 for name in CLASS_NAMES},
     }
     return {name: float(value) for name, value in values.items() if math.isfinite(value)}
 
@@ -354,7 +376,7 @@ class CarsdepoTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str) -> DatasetEvaluator:
         return DatasetEvaluators([
-            COCOEvaluator(dataset_name, tasks=("bbox",), distributed=False),
+            CocoAP50Evaluator(dataset_name, tasks=("bbox",), distributed=False),
             NoneAnswerEvaluator(dataset_name, cfg.CARSDEPO.SCORE_THRESHOLD),
         ])
 

@@ -3,12 +3,12 @@ and the config fields mapped onto a detectron2 ``CfgNode``.
 
 The backbone body (``backbones.py``, EfficientNet-Lite0 with its packaged ImageNet weights by
 default) is the very module the torchvision backend uses, wrapped as a detectron2 ``Backbone``
-and registered in ``BACKBONE_REGISTRY`` as ``build_carsdepo_fpn_backbone``, with detectron2's own
-FPN on top. The Faster R-CNN around it is sized as in the torchvision backend: one anchor size per FPN
-level (p3-p6, strides 8-64), elongated aspect ratios for scratches, RoIs pooled from p3-p5, a
-two-layer box head. Fields detectron2 has no key for (backbone name and weights, photometric
-augmentation, the operating score threshold, the optimizer) live under ``cfg.CARSDEPO``, so the
-dumped cfg is a complete record of the run.
+and registered in ``BACKBONE_REGISTRY`` as ``build_carsdepo_fpn_backbone``, with detectron2's
+own FPN on top. The Faster R-CNN around it is sized as in the torchvision backend: one anchor
+size per FPN level (p3-p6, strides 8-64), elongated aspect ratios for scratches, RoIs pooled
+from p3-p5, a two-layer box head. Fields detectron2 has no key for (backbone name and weights,
+photometric augmentation, the operating score threshold, the optimizer) live under
+``cfg.CARSDEPO``, so one cfg describes the whole model and its training.
 
 Importing this module needs detectron2 (the backend registry imports it only on demand).
 """
@@ -164,12 +164,15 @@ def detectron2_cfg(
     solver.MOMENTUM = 0.9
     solver.WEIGHT_DECAY = config.weight_decay
     solver.WEIGHT_DECAY_NORM = config.weight_decay
-    # linear warm-up from lr/100, cosine decay to lr/100, as in the torchvision backend
+    # as in the torchvision backend: linear warm-up from lr/100 to lr, then a cosine decay to
+    # lr/100 over the iterations after the warm-up (RESCALE_INTERVAL); a warm-up as long as
+    # the run is cut short by one iteration (detectron2 cannot rescale an empty cosine part)
     solver.LR_SCHEDULER_NAME = "WarmupCosineLR"
     solver.BASE_LR_END = config.lr / 100
     solver.WARMUP_FACTOR = 0.01
-    solver.WARMUP_ITERS = config.warmup_iterations
+    solver.WARMUP_ITERS = min(config.warmup_iterations, config.iterations - 1)
     solver.WARMUP_METHOD = "linear"
+    solver.RESCALE_INTERVAL = True
     solver.STEPS = ()
     solver.CHECKPOINT_PERIOD = config.checkpoint_period
     # detectron2 clips per parameter; the backend clips the global norm (CARSDEPO.CLIP_GRAD_NORM)
