@@ -12,8 +12,12 @@ MLFLOW_PORT ?= 5000
 SERVE_PORT ?= 5001
 
 .DEFAULT_GOAL := help
+SYSTEM_PACKAGES := chromium chromium-driver postgresql
+BENCH_ARGS ?=
+
 .PHONY: help install install-label-studio demo test dev lint bench clean-state serve \
-        labelstudio-start labelstudio-stop labelstudio-status mlflow-ui
+        labelstudio-start labelstudio-stop labelstudio-status mlflow-ui system-deps check \
+        bench-report
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -39,9 +43,26 @@ install-label-studio: $(LS_VENV)/.installed
 demo: install ## Set everything up and run the main job end to end on embedded defaults
 	$(BIN)/carsdepo demo
 
-test: install ## Set everything up, validate the code location and run the test suite
+system-deps: ## Debian packages the browser and PostgreSQL tests use (installed when missing)
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+	    | grep -q "ok installed" || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	    echo "==> no apt-get here: install $$missing yourself (their tests skip without them)"; \
+	    exit 0; fi; \
+	sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	echo "==> installing $$missing (Debian packages)"; \
+	{ $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+	    --no-install-recommends $$missing >/dev/null; } \
+	|| echo "==> could not install $$missing: the browser/PostgreSQL tests will skip"
+
+test: install system-deps ## Set everything up, validate the code location, run the tests and checks
 	env -u DAGSTER_HOME $(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/pytest
+	$(BIN)/carsdepo check
+
+check: install ## Run every asset check against a freshly built demo state (temporary state)
+	$(BIN)/carsdepo check
 
 dev: install ## Run the Dagster UI on 127.0.0.1:$(DAGSTER_PORT)
 	$(BIN)/carsdepo init
@@ -65,8 +86,12 @@ serve: install ## Serve the champion model over REST (MLflow's server) on 127.0.
 lint: install ## Ruff over the package, tests and benchmarks
 	$(BIN)/ruff check carsdepo_assets carsdepo_assets_tests benchmarks
 
-bench: install ## Run the benchmarks (JSON lines in benchmarks/results/)
-	$(BIN)/python -m benchmarks.run_all
+bench: install ## Run the benchmarks (JSON lines in benchmarks/results/); BENCH_ARGS=--quick
+	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.report
+
+bench-report: ## The latest benchmark results as a markdown table (for the README)
+	$(BIN)/python -m benchmarks.report
 
 clean-state: ## Delete all local state under $(CARSDEPO_HOME)
 	rm -rf "$(CARSDEPO_HOME)"

@@ -2,6 +2,8 @@
 
 Each line: ``{"name", "value", "unit", "data", "machine", "recorded_at"}`` appended to
 ``benchmarks/results/<suite>.jsonl``, so results accumulate and can be compared over time.
+``$CARSDEPO_BENCH_RESULTS`` sends them elsewhere (``run_all --quick`` uses a scratch folder, so
+smoke runs never mix with the figures the README reports).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(
+    os.environ.get("CARSDEPO_BENCH_RESULTS") or Path(__file__).resolve().parent / "results"
+)
 
 
 def machine_description() -> str:

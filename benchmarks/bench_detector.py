@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", default="default,scratch",
                         help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--backends", default="torchvision",
+                        help="comma-separated: torchvision, detectron2 (when built)")
     parser.add_argument("--train-images", type=int, default=300)
     parser.add_argument("--val-images", type=int, default=40)
     parser.add_argument("--test-images", type=int, default=100)
@@ -72,14 +74,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                       ("val", args.val_images, 202),
                                       ("test", args.test_images, 303))
         )
-        for variant in args.variants.split(","):
-            lines += bench_variant(variant, train, val, test, root / variant, args)
+        for backend in args.backends.split(","):
+            for variant in args.variants.split(","):
+                lines += bench_variant(backend, variant, train, val, test,
+                                       root / backend / variant, args)
     return lines
 
 
-def bench_variant(variant: str, train: CocoSplit, val: CocoSplit, test: CocoSplit,
-                  workdir: Path, args: argparse.Namespace) -> list[dict]:
-    overrides = dict(VARIANTS[variant], num_threads=args.threads)
+def bench_variant(backend: str, variant: str, train: CocoSplit, val: CocoSplit,
+                  test: CocoSplit, workdir: Path, args: argparse.Namespace) -> list[dict]:
+    overrides = dict(VARIANTS[variant], backend=backend, num_threads=args.threads)
     if args.iterations:
         overrides["iterations"] = args.iterations
     config = DetectorConfig(**overrides)
@@ -87,9 +91,10 @@ def bench_variant(variant: str, train: CocoSplit, val: CocoSplit, test: CocoSpli
     detector = train_detector(train, val, config, workdir, _print_progress)
     cpu = time.process_time() - cpu
     summary = detector.summary
-    data = (f"{variant}: {detector.config.backbone} pretrained={detector.config.pretrained}, "
-            f"{summary.iterations} it x {detector.config.batch_size} on {args.train_images} "
-            f"synthetic 640x480, input {detector.config.max_size}x{detector.config.min_size}")
+    used = detector.config
+    data = (f"{backend} {variant}: {used.backbone} pretrained={used.pretrained}, "
+            f"{summary.iterations} it x {used.batch_size} on {args.train_images} "
+            f"synthetic 640x480, input {used.max_size}x{used.min_size}")
     figures = {
         "train_images_per_s": (summary.images_per_second, "images/s",
                                {"cpu_images_per_s": round(summary.images_seen / cpu, 2),
@@ -99,7 +104,7 @@ def bench_variant(variant: str, train: CocoSplit, val: CocoSplit, test: CocoSpli
     figures.update(_latency(detector, test, args.latency_runs))
     figures.update(_accuracy(detector, test))
     return [
-        record(SUITE, name, round(value, 4), unit, data, variant=variant,
+        record(SUITE, name, round(value, 4), unit, data, backend=backend, variant=variant,
                threads=args.threads or torch.get_num_threads(), **_target(name, value), **extra)
         for name, (value, unit, extra) in figures.items()
     ]

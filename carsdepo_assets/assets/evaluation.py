@@ -9,7 +9,6 @@ from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataVal
 from pydantic import Field
 
 from carsdepo_assets.datasets import load_dataset
-from carsdepo_assets.detection.backends import TrainedDetector
 from carsdepo_assets.detection.evaluate import evaluate_on_split
 from carsdepo_assets.detection.metrics import (
     EvaluationResult,
@@ -18,6 +17,7 @@ from carsdepo_assets.detection.metrics import (
     pr_curves_png,
     worst_examples_png,
 )
+from carsdepo_assets.detection.pyfunc import load_registered_detector
 from carsdepo_assets.detection.registry import current_champion, promote
 from carsdepo_assets.detection.types import Detection
 from carsdepo_assets.resources.mlflow import attach_tracking_run
@@ -26,11 +26,6 @@ from carsdepo_assets.visual import markdown_image
 
 class EvaluationConfig(Config):
     batch_size: int = Field(default=4, description="Images predicted together.")
-
-
-def load_registered_detector(model_uri: str) -> TrainedDetector:
-    """The detector inside a registered pyfunc model (``models:/name/version`` or ``@alias``)."""
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().detector
 
 
 @asset(

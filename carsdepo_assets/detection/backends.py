@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import torch
 from PIL import Image
 
 from carsdepo_assets.detection.config import ConfigError, DetectorConfig
@@ -180,9 +181,7 @@ def resolve_backend(name: str) -> str:
 def resolve_config(config: DetectorConfig) -> DetectorConfig:
     """The concrete config a run uses: backend, device and norm decided, no ``auto`` left."""
     device = config.device
-    if device == "auto" or device == "cuda":
-        import torch
-
+    if device in ("auto", "cuda"):
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device='cuda' but no CUDA device is available here")
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -213,8 +212,8 @@ def load_detector(directory: Path) -> TrainedDetector:
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{directory} is not a saved detector: {DETECTOR_FILE} missing")\
-            from None
+        message = f"{directory} is not a saved detector: {DETECTOR_FILE} is missing"
+        raise FileNotFoundError(message) from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: unsupported detector format {meta.get('format')!r}")
     backend = get_backend(meta["backend"])

@@ -78,7 +78,8 @@ class LoadedSplit:
         for record in self.records:
             images.append({"id": record.image_id, "file_name": str(record.path),
                            "width": record.width, "height": record.height})
-            for (x1, y1, x2, y2), label in zip(record.boxes.tolist(), record.labels.tolist()):
+            for (x1, y1, x2, y2), label in zip(record.boxes.tolist(), record.labels.tolist(),
+                                               strict=True):
                 annotations.append({
                     "id": len(annotations) + 1, "image_id": record.image_id,
                     "category_id": int(label), "bbox": [x1, y1, x2 - x1, y2 - y1],
@@ -126,7 +127,7 @@ def _read_json(path: Path) -> dict:
     except FileNotFoundError:
         raise DatasetError(f"COCO annotations file {path} does not exist") from None
     except (OSError, ValueError) as error:
-        raise DatasetError(f"COCO annotations file {path} cannot be read as JSON: {error}") from None
+        raise DatasetError(f"COCO annotations file {path} is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise DatasetError(f"{path} is not a COCO object (expected keys images/annotations)")
     return data
@@ -203,7 +204,9 @@ def _check_files(records: list[ImageRecord], root: Path) -> None:
             + (" ..." if len(missing) > 5 else "")
         )
     if wrong_size:
-        raise DatasetError(f"image sizes disagree with the annotations: {'; '.join(wrong_size[:5])}")
+        raise DatasetError(
+            f"image sizes disagree with the annotations: {'; '.join(wrong_size[:5])}"
+        )
 
 
 def resize_scale(width: int, height: int, min_size: int, max_size: int) -> float:

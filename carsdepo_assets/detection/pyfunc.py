@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -43,6 +44,7 @@ from carsdepo_assets.images.validate import (
     decode_image,
     file_too_big_reason,
 )
+from carsdepo_assets.prediction.inference_log import RequestLogger
 
 IMAGE_COLUMN = "image"
 PATH_COLUMN = "path"
@@ -112,17 +114,22 @@ class DamageDetectorModel(PythonModel):
             max_pixels=int(config.get("max_pixels", DEFAULT_POLICY.max_pixels)),
             max_file_bytes=int(config.get("max_file_bytes", DEFAULT_POLICY.max_file_bytes)),
         )
+        # set by `carsdepo serve`: record every request in the inference log
+        self.request_log = RequestLogger.from_env(IMAGE_COLUMN, PATH_COLUMN)
 
     def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None):
         threshold = (params or {}).get(THRESHOLD_PARAM)
         if threshold is None:
             threshold = self.detector.config.score_threshold
+        frame = pd.DataFrame(model_input)
+        started = time.perf_counter()
         try:
-            records = answer_rows(self.detector, pd.DataFrame(model_input), float(threshold),
-                                  self.policy)
+            records = answer_rows(self.detector, frame, float(threshold), self.policy)
         except ValueError as error:
             raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from error
+        if self.request_log is not None:
+            self.request_log.record(frame, records, time.perf_counter() - started)
         if records and all("error" in record for record in records):
             reasons = "; ".join(f"row {n}: {r['error']}" for n, r in enumerate(records))
             raise MlflowException(f"no usable image in the request: {reasons}",
@@ -164,6 +171,11 @@ def log_detector_model(
         version = register_challenger(info.model_uri, registered_model_name, tags)
         info.registered_model_version = int(version)
     return info
+
+
+def load_registered_detector(model_uri: str) -> TrainedDetector:
+    """The detector inside a registered pyfunc model (``models:/name/version`` or ``@alias``)."""
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().detector
 
 
 def _example_request() -> pd.DataFrame:

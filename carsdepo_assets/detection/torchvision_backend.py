@@ -136,7 +136,7 @@ class TorchvisionDetector(TrainedDetector):
                        for image in chunk]
             with torch.inference_mode():
                 outputs = self.model([tensor.to(self.device) for tensor in tensors])
-            for image, tensor, output in zip(chunk, tensors, outputs):
+            for image, tensor, output in zip(chunk, tensors, outputs, strict=True):
                 results.append(_detections(output, tensor.shape, image.size))
         return results
 
@@ -165,7 +165,7 @@ def _detections(output: dict, tensor_shape: torch.Size, size: tuple[int, int]) -
     return [
         Detection(CLASS_NAME_BY_ID[int(label)], float(score), tuple(box))
         for box, label, score in zip(boxes.tolist(), output["labels"].tolist(),
-                                     output["scores"].tolist())
+                                     output["scores"].tolist(), strict=True)
     ]
 
 

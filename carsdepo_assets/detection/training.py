@@ -29,6 +29,7 @@ from carsdepo_assets.detection.backends import (
 from carsdepo_assets.detection.config import DetectorConfig
 from carsdepo_assets.detection.data import Augmentation, LoadedSplit, training_sample
 from carsdepo_assets.detection.metrics import evaluate_detections
+from carsdepo_assets.taxonomy import CLASS_NAMES
 
 VAL_METRIC = "AP50"
 LAST_CHECKPOINT = "last"
@@ -60,6 +61,7 @@ def fit(
     last_good: Path | None = None
     best: float | None = None
     best_iteration: int | None = None
+    best_state: dict[str, torch.Tensor] = {}
     history: list[dict] = []
     losses: dict[str, float] = {}
     train_seconds, images_seen, started = 0.0, 0, time.perf_counter()
@@ -99,6 +101,7 @@ def fit(
             score = val_metrics.get(VAL_METRIC, -1.0)
             if best is None or score > best:
                 best, best_iteration = score, iteration
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 as_detector(None).save(checkpoints / BEST_CHECKPOINT)
         if on_progress is not None:
             on_progress(TrainProgress(
@@ -116,26 +119,26 @@ def fit(
         train_images=len(train.records), val_images=len(val.records) if val else 0,
     )
     if best_iteration is not None and best_iteration != config.iterations:
-        state = torch.load(checkpoints / BEST_CHECKPOINT / "model.pt", map_location=device,
-                           weights_only=True)
-        model.load_state_dict(state)
+        model.load_state_dict(best_state)
     detector = as_detector(summary)
     detector.save(checkpoints / LAST_CHECKPOINT)
     return detector
 
 
 def validate(detector: TrainedDetector, val: LoadedSplit) -> dict[str, float]:
-    """COCO AP/AP50 and the "None" accuracy of ``detector`` on ``val`` (via metrics.py)."""
+    """COCO AP/AP50 (overall and per class) and the "None" accuracy of ``detector`` on
+    ``val`` (computed by metrics.py)."""
     predictions = {}
     for start in range(0, len(val.records), 8):
         chunk = val.records[start:start + 8]
         images = [_open_rgb(record.path) for record in chunk]
-        for record, found in zip(chunk, detector.predict(images)):
+        for record, found in zip(chunk, detector.predict(images), strict=True):
             predictions[record.image_id] = found
     result = evaluate_detections(val.coco_ground_truth(), predictions,
                                  detector.config.score_threshold)
     metrics = result.flat_metrics()
-    return {name: metrics[name] for name in ("AP", "AP50", "none_accuracy") if name in metrics}
+    wanted = ("AP", "AP50", "none_accuracy", *(f"AP50_{name}" for name in CLASS_NAMES))
+    return {name: metrics[name] for name in wanted if name in metrics}
 
 
 def _open_rgb(path: Path) -> Image.Image:

@@ -16,12 +16,13 @@ def test_config_survives_a_json_round_trip_unchanged():
     assert DetectorConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
-def test_default_config_is_the_cpu_preset_and_gpu_preset_uses_larger_inputs():
+def test_default_config_is_the_cpu_preset_and_real_data_presets_use_larger_inputs():
     assert DetectorConfig() == DetectorConfig.preset("cpu")
-    gpu = DetectorConfig.preset("gpu")
-    assert gpu.min_size > DetectorConfig().min_size
-    assert gpu.iterations > DetectorConfig().iterations
-    assert set(PRESETS) == {"cpu", "gpu"}
+    assert set(PRESETS) == {"cpu", "gpu", "real_cpu"}
+    for name in ("gpu", "real_cpu"):
+        real = DetectorConfig.preset(name)
+        assert real.min_size > DetectorConfig().min_size
+        assert real.iterations > DetectorConfig().iterations
 
 
 @pytest.mark.parametrize(

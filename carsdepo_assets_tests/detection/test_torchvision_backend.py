@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -27,6 +26,7 @@ from carsdepo_assets.detection.data import CocoSplit, DatasetError, image_tensor
 from carsdepo_assets.synth import generate_dataset
 from carsdepo_assets.taxonomy import CLASS_NAMES, NONE_ANSWER
 
+pytestmark = pytest.mark.slow  # trains detectors (tiny ones, a few iterations each)
 WIDTH, HEIGHT = 224, 160
 TINY = dict(backend="torchvision", min_size=HEIGHT, max_size=WIDTH, batch_size=2,
             box_score_thresh=0.0, num_threads=1)
@@ -84,7 +84,7 @@ def test_predictions_are_well_formed_detections_in_image_pixels(trained, images)
     results = detector.predict(images)
     assert len(results) == len(images)
     assert any(results)  # box_score_thresh=0: candidates come back even untrained
-    for image, detections in zip(images, results):
+    for image, detections in zip(images, results, strict=True):
         scores = [d.score for d in detections]
         assert scores == sorted(scores, reverse=True)
         for d in detections:
@@ -152,7 +152,7 @@ def test_class_without_instances_fails_before_any_training(panels, tmp_path):
 def test_divergence_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(panels,
                                                                                 tmp_path):
     """A real cause: an absurd learning rate (no gradient clipping) blows the loss up."""
-    config = DetectorConfig(backbone="resnet_tiny", pretrained=False, optimizer="sgd", lr=1e5,
+    config = DetectorConfig(backbone="resnet_tiny", pretrained=False, optimizer="sgd", lr=1e3,
                             warmup_iterations=8, clip_grad_norm=0.0, iterations=30,
                             checkpoint_period=1, eval_period=100, **TINY)
     with pytest.raises(TrainingDiverged) as caught:

@@ -1,0 +1,60 @@
+"""``kpi_report``: the business KPIs as a markdown dashboard with plots.
+
+Thin wiring over ``carsdepo_assets.prediction.kpis`` (definitions are in its docstring). The
+headline numbers are numeric metadata, so the Dagster UI plots each one across materializations.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the config and resource annotations.
+
+from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from carsdepo_assets.prediction.kpis import (
+    DEFAULT_LATENCY_DAYS,
+    collect_kpis,
+    kpi_plots,
+    save_report,
+)
+from carsdepo_assets.resources.mlflow import ModelRegistry
+from carsdepo_assets.resources.state import CarsdepoHome
+from carsdepo_assets.visual import markdown_image
+
+REPORT_FOLDER = "kpis"  # under StateLayout.reports
+
+
+class KpiConfig(Config):
+    latency_days: int = Field(
+        default=DEFAULT_LATENCY_DAYS, description="Days of inference log behind the latencies."
+    )
+
+
+@asset(
+    group_name="kpis",
+    deps=[AssetKey(key) for key in (
+        "batch_predictions", "annotations", "deployed_model", "retraining_decision")],
+    description=(
+        "Business KPIs from the platform's own records: automation rate, labelled share, "
+        "damage-type distribution, annotation throughput, champion AP over time, inference "
+        "latency p50/p95, drift alerts."
+    ),
+)
+def kpi_report(
+    context: AssetExecutionContext,
+    config: KpiConfig,
+    carsdepo_home: CarsdepoHome,
+    model_registry: ModelRegistry,
+) -> MaterializeResult:
+    layout = carsdepo_home.layout
+    model_registry.connect()
+    report = collect_kpis(layout, model_registry.model_name, latency_days=config.latency_days)
+    plots = kpi_plots(report)
+    dashboard = save_report(report, plots, layout.reports / REPORT_FOLDER)
+    for note in report.notes:
+        context.log.info(f"KPIs: {note}")
+    pictures = "\n\n".join(markdown_image(png, name) for name, png in plots.items())
+    return MaterializeResult(metadata={
+        **report.headline(),
+        "dashboard": MetadataValue.md(f"{report.markdown()}\n\n{pictures}"),
+        "report": MetadataValue.json(report.to_dict()),
+        "path": MetadataValue.path(str(dashboard)),
+    })

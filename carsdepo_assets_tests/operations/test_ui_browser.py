@@ -1,0 +1,136 @@
+"""A real browser on the real UI: `dagster dev` on a free port, headless Chromium on its asset
+graph, every carsdepo asset group on screen, and a screenshot kept in test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from carsdepo_assets.state import PROJECT_ROOT
+from carsdepo_assets_tests.fixtures.label_studio import free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+START_WAIT_S = 300  # ceilings for waits, not speed expectations
+RENDER_WAIT_S = 120
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--window-size=1600,1000")
+
+
+def find_binary(*names: str) -> str | None:
+    return next((found for name in names if (found := shutil.which(name))), None)
+
+
+@pytest.fixture
+def dagster_dev(carsdepo_home) -> Iterator[str]:
+    """`dagster dev` on the repo's workspace and a temporary DAGSTER_HOME; its URL once the
+    carsdepo code location has loaded."""
+    from carsdepo_assets.instance import prepare_dagster_home
+
+    prepare_dagster_home(carsdepo_home)
+    port = free_port()
+    log_path = carsdepo_home.root / "dagster-dev.log"
+    command = [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml",
+               "-h", "127.0.0.1", "-p", str(port)]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=dict(os.environ),
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_location(url, process, log_path)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_for_location(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    query = {"query": "{ workspaceOrError { ... on Workspace { locationEntries { name "
+                      "locationOrLoadError { __typename } } } } }"}
+    deadline = time.monotonic() + START_WAIT_S
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            answer = requests.post(f"{url}/graphql", json=query, timeout=5).json()
+            entries = answer["data"]["workspaceOrError"]["locationEntries"]
+            loaded = [e["locationOrLoadError"] for e in entries if e["name"] == "carsdepo"]
+            if loaded and loaded[0] and loaded[0]["__typename"] == "RepositoryLocation":
+                return
+        except (requests.RequestException, KeyError, TypeError, ValueError):
+            pass
+        time.sleep(2)
+    pytest.fail(f"dagster dev did not load the carsdepo code location:\n"
+                f"{log_path.read_text()[-4000:]}")
+
+
+@pytest.fixture
+def chromium() -> Iterator[object]:
+    """Headless Chromium from Debian's chromium + chromium-driver, on an empty profile."""
+    browser = find_binary("chromium", "chromium-browser")
+    driver_path = find_binary("chromedriver")
+    if not (browser and driver_path):
+        pytest.skip("Chromium or chromedriver not found: install Debian's chromium and "
+                    "chromium-driver packages (`make system-deps`)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="carsdepo-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+# A group box of the lineage graph: an SVG foreignObject holding the group's name as tooltip.
+GRAPH_GROUP_NAMES = ("//*[local-name()='foreignObject' and contains(@class, 'group')]"
+                     "//*[@data-tooltip]")
+
+
+def groups_in_graph(driver) -> set[str]:
+    return {element.get_attribute("data-tooltip")
+            for element in driver.find_elements("xpath", GRAPH_GROUP_NAMES)}
+
+
+def dismiss_welcome_dialog(driver) -> None:
+    """A fresh DAGSTER_HOME gets Dagster's "join the community" dialog over the graph."""
+    for button in driver.find_elements("xpath", "//button[normalize-space()='Skip']"):
+        button.click()
+
+
+def test_asset_graph_shows_every_carsdepo_asset_group(dagster_dev, chromium):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from carsdepo_assets.definitions import defs
+
+    groups = {node.group_name for node in defs.resolve_asset_graph().asset_nodes}
+    chromium.get(f"{dagster_dev}/asset-groups")
+    try:
+        WebDriverWait(chromium, RENDER_WAIT_S, poll_frequency=2).until(
+            lambda driver: groups <= groups_in_graph(driver))
+        dismiss_welcome_dialog(chromium)
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        chromium.save_screenshot(str(ARTIFACTS / "asset-graph.png"))
+
+    assert {"ingestion", "labeling", "datasets", "training", "monitoring"} <= groups
+    assert groups_in_graph(chromium) == groups
