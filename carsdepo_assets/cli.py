@@ -251,6 +251,12 @@ def _score_threshold(text: str) -> float:
     return value
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from carsdepo_assets.checks_runner import run_from_args
+
+    return run_from_args(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from carsdepo_assets.demo import run_demo
 
@@ -372,6 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Give the champion alias back to the version the current champion replaced.",
     )
     rollback.add_argument("--model-name", help=model_name_help)
+
+    from carsdepo_assets.checks_runner import add_arguments as add_check_arguments
+
+    check = command(
+        "check", cmd_check,
+        "Run every asset check against a freshly built demo state in a temporary "
+        "CARSDEPO_HOME; exit 1 on any ERROR-severity failure.",
+    )
+    add_check_arguments(check)
 
     demo = command("demo", cmd_demo, "Run the whole loop on synthetic data with embedded defaults.")
     demo.add_argument("--images", type=int, default=120, help="photos per synthetic batch")

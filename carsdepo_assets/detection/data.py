@@ -20,7 +20,6 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from carsdepo_assets.taxonomy import (
     CATEGORY_ID_BY_NAME,
-    CLASS_NAME_BY_ID,
     CLASS_NAMES,
     coco_categories,
 )
@@ -265,7 +264,3 @@ def training_sample(
     if augmentation is not None:
         tensor, boxes = augmentation.apply(tensor, boxes, rng)
     return tensor, {"boxes": boxes.reshape(-1, 4), "labels": torch.from_numpy(record.labels)}
-
-
-def class_name(category_id: int) -> str:
-    return CLASS_NAME_BY_ID[int(category_id)]
