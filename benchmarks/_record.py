@@ -21,7 +21,8 @@ RESULTS_DIR = Path(
 
 def machine_description() -> str:
     cores = os.cpu_count() or 0
-    return f"{platform.machine()} {cores} cores, {platform.python_implementation()} {platform.python_version()}"
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"{platform.machine()} {cores} cores, {python}"
 
 
 def record(suite: str, name: str, value: float, unit: str, data: str, **extra) -> dict:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from carsdepo_assets.console import figure, say
 from carsdepo_assets.state import StateLayout
 
 
@@ -22,10 +23,6 @@ class DemoPlan:
 
     def batch(self, purpose: str) -> str:
         return f"demo-{purpose}-s{self.seed}"
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def step(title: str) -> Callable[[Callable[..., object]], Callable[..., object]]:
@@ -71,12 +68,13 @@ def ingest(batch: str, folder: Path) -> None:
 
 
 @step("Starting Label Studio (local, 127.0.0.1)")
-def start_label_studio(layout: StateLayout) -> None:
+def start_label_studio(layout: StateLayout) -> str:
     from carsdepo_assets.labeling import server
 
     info = server.start(layout)
     state = "already running" if info.already_running else "started"
     say(f"    {state} at {info.url} (log: {info.log_path})")
+    return info.url
 
 
 @step("Importing the batch into Label Studio as tasks (label_studio_tasks)")
@@ -123,8 +121,9 @@ def train(iterations: int, backend: str) -> None:
         raise RunFailed(f"training_job run {result.run_id} failed before evaluation")
     gate = _check(result, "quality_gate")
     deployed = _metadata(result, "deployed_model")
-    say(f"    test split: AP50 {report.get('AP50')}, AP {report.get('AP')}, "
-        f"'None' accuracy {report.get('none_accuracy')}, {report.get('ms_per_image')} ms/image")
+    say(f"    test split: AP50 {figure(report.get('AP50'))}, AP {figure(report.get('AP'))}, "
+        f"'None' accuracy {figure(report.get('none_accuracy'))}, "
+        f"{report.get('ms_per_image')} ms/image")
     if deployed:
         say(f"    champion: {deployed.get('champion')} "
             f"(previous: {deployed.get('previous_champion')})")
@@ -165,6 +164,12 @@ def predict(layout: StateLayout, batch: str, shown: int = 6) -> None:
     say("    KPIs: " + ", ".join(f"{key} {value:.3g}" for key, value in shown_kpis.items()))
 
 
+def _metadata(result, asset_name: str) -> dict:
+    from carsdepo_assets.runner import materialization_metadata
+
+    return materialization_metadata(result, asset_name)
+
+
 def _check(result, check_name: str) -> str:
     """The description of a check's evaluation in a finished run ('' when it did not run)."""
     for event in result.all_events:
@@ -173,15 +178,6 @@ def _check(result, check_name: str) -> str:
             if evaluation.check_name == check_name:
                 return evaluation.description or ("passed" if evaluation.passed else "failed")
     return ""
-
-
-def _metadata(result, asset_name: str) -> dict:
-    """The materialization metadata of ``asset_name`` in a finished run, as plain values."""
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
-        if materialization.asset_key.to_user_string() == asset_name:
-            return {key: value.value for key, value in materialization.metadata.items()}
-    return {}
 
 
 def run_demo(images: int, seed: int, iterations: int, backend: str = "auto") -> int:
@@ -198,7 +194,7 @@ def run_demo(images: int, seed: int, iterations: int, backend: str = "auto") -> 
         batch = plan.batch("labelled")
         folder = generate_batch(layout, plan, batch, "normal", 0)
         ingest(batch, folder)
-        start_label_studio(layout)
+        label_studio_url = start_label_studio(layout)
         create_tasks(batch)
         annotate(layout, batch, folder)
         build_dataset()
@@ -219,5 +215,5 @@ def run_demo(images: int, seed: int, iterations: int, backend: str = "auto") -> 
     say(f"\nDemo finished in {time.perf_counter() - started:.0f}s. "
         "Browse runs, assets and checks with `make dev` (http://127.0.0.1:3000), experiments "
         "with `make mlflow-ui` (http://127.0.0.1:5000), tasks in Label Studio "
-        "(http://127.0.0.1:8080; `make labelstudio-stop` stops it).")
+        f"({label_studio_url}; `make labelstudio-stop` stops it).")
     return 0

@@ -1,6 +1,6 @@
 """Asset jobs: the units the CLI, the sensors and backfills launch."""
 
-from dagster import AssetSelection, define_asset_job
+from dagster import AssetCheckKey, AssetKey, AssetSelection, define_asset_job
 from dagster_mlflow import end_mlflow_on_run_finished
 
 from carsdepo_assets.partitions import batch_partitions
@@ -56,8 +56,8 @@ experimentation_job = define_asset_job(
 
 freshness_job = define_asset_job(
     "freshness_job",
-    selection=AssetSelection.checks_for_assets("deployed_model")
-    - AssetSelection.assets("deployed_model"),
+    selection=AssetSelection.checks(AssetCheckKey(AssetKey("deployed_model"),
+                                                  "champion_not_stale")),
     description="Evaluate the champion's freshness check.",
 )
 

@@ -65,6 +65,16 @@ def run_job(
     return result
 
 
+def materialization_metadata(result: ExecuteInProcessResult, asset_name: str) -> dict[str, Any]:
+    """The metadata of ``asset_name``'s materialization in a finished run, as plain values
+    ({} when the run did not materialize it)."""
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() == asset_name:
+            return {key: value.value for key, value in materialization.metadata.items()}
+    return {}
+
+
 def ingest_batch_through_dagster(
     source: Path, batch: str, instance: DagsterInstance | None = None
 ) -> BatchManifest:

@@ -30,7 +30,7 @@ class StateLayout:
     root: Path
 
     @classmethod
-    def from_env(cls) -> "StateLayout":
+    def from_env(cls) -> StateLayout:
         return cls(default_home())
 
     @property
@@ -95,7 +95,7 @@ class StateLayout:
     def manifest_path(self, batch: str) -> Path:
         return self.manifests / f"{batch}.json"
 
-    def ensure(self) -> "StateLayout":
+    def ensure(self) -> StateLayout:
         """Create every folder (idempotent) and return self."""
         for folder in (
             self.landing, self.images, self.quarantine, self.manifests, self.annotations,

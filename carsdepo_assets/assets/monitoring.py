@@ -24,8 +24,8 @@ from carsdepo_assets.datasets import latest_dataset, load_dataset
 from carsdepo_assets.detection.registry import current_champion
 from carsdepo_assets.fileio import atomic_write_json
 from carsdepo_assets.images.ingest import iter_stored_images
-from carsdepo_assets.monitoring.decision import decide
 from carsdepo_assets.monitoring import drift as drift_statistics
+from carsdepo_assets.monitoring.decision import decide
 from carsdepo_assets.monitoring.drift import DriftReport, drift_plot
 from carsdepo_assets.monitoring.features import iter_image_features, prediction_features
 from carsdepo_assets.monitoring.profiles import (

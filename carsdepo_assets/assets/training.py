@@ -36,7 +36,11 @@ class DetectorTrainingConfig(Config):
 
     Unset fields keep the preset's value (see carsdepo_assets/detection/config.py)."""
 
-    preset: str = Field(default="cpu", description="cpu (default, minutes on 2 cores) or gpu.")
+    preset: str = Field(
+        default="cpu",
+        description="cpu (default, minutes on 2 cores), real_cpu (real photos, ~1 h on 2 "
+        "cores) or gpu.",
+    )
     backend: str = Field(default="auto", description="auto | detectron2 | torchvision")
     iterations: int | None = Field(default=None, description="Training iterations.")
     batch_size: int | None = Field(default=None, description="Images per iteration.")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -245,13 +245,15 @@ class CocoImportReport:
 
 
 def import_coco_annotations(
-    backend: LabelingBackend, layout: StateLayout, manifest: BatchManifest, parsed: ParsedCoco
+    backend: LabelingBackend, layout: StateLayout, manifest: BatchManifest, parsed: ParsedCoco,
+    progress: Callable[[int, int], None] | None = None,
 ) -> CocoImportReport:
     """Create tasks and imported annotations for an ingested batch; idempotent.
 
     The COCO file names join the batch manifest (see ``match_manifest_rows``). A task that
     exists already gets the import's group/split/source added to its data. A task that has any
-    annotation (imported or human) gets no new one.
+    annotation (imported or human) gets no new one. ``progress(done, total)`` is called per task
+    (one request each: thousands of photos take minutes).
     """
     report = CocoImportReport(
         batch=manifest.batch, file_images=len(parsed.images),
@@ -287,7 +289,9 @@ def import_coco_annotations(
     report.tasks_created, report.tasks_existing = len(imported.created), len(imported.existing)
     tasks = {task.id: task for task in backend.list_tasks()}
     counted: Counter = Counter()
-    for sha, task_id in imported.task_ids.items():
+    for done, (sha, task_id) in enumerate(imported.task_ids.items(), start=1):
+        if progress:
+            progress(done, len(imported.task_ids))
         image, row, data = chosen[sha]
         task = tasks[task_id]
         merged = {**task.data, **{k: data[k] for k in ("source", "group", "split") if k in data}}

@@ -71,7 +71,7 @@ class AnnotationSnapshot:
         }
 
     @classmethod
-    def from_dict(cls, payload: dict) -> "AnnotationSnapshot":
+    def from_dict(cls, payload: dict) -> AnnotationSnapshot:
         images = [
             LabeledImage(
                 **{
@@ -92,5 +92,5 @@ class AnnotationSnapshot:
         return path
 
     @classmethod
-    def load(cls, path: Path) -> "AnnotationSnapshot":
+    def load(cls, path: Path) -> AnnotationSnapshot:
         return cls.from_dict(json.loads(path.read_text()))

@@ -1,0 +1,200 @@
+"""``carsdepo train-real`` (``make train-real``): train and evaluate on real photos.
+
+The lensor car-damage set (``../shared/data/lensor_car_damage``, COCO, CC BY 4.0) goes through
+the same path as any labelled batch, so the run also proves that path on real data:
+
+1. Label Studio starts; each published split is ingested as a batch (``lensor-train`` ...) and
+   its boxes imported as completed annotations, pinned to that split (``import-coco
+   --keep-splits``). ``*-broken`` boxes are not ours: such photos are left out, not counted
+   as "None".
+2. Four source photos of val are also in train (the data set's README). Val only selects the
+   model, but the blocking leakage check would stop the dataset, so those val copies are not
+   imported; the report counts them.
+3. ``dataset_job`` builds the curated dataset: train / val / test = the published splits.
+4. ``training_job`` trains with the ``real_cpu`` preset (``gpu`` where CUDA is there) and
+   evaluates on the published test split (76 photos). The quality gate decides as it always
+   does; a real-data model below the gate stays a challenger.
+5. ``reports/real_data.json`` under CARSDEPO_HOME keeps the test metrics, the config and the
+   timings; ``benchmarks.bench_real`` records them as benchmark lines.
+
+Run it in a state folder of its own (the Makefile uses ``.carsdepo-real``), so real and
+synthetic photos never end up in one dataset.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from carsdepo_assets.console import figure, progress_printer, say
+from carsdepo_assets.fileio import atomic_write_json
+from carsdepo_assets.state import PROJECT_ROOT, StateLayout
+
+DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "lensor_car_damage"
+SPLITS = ("train", "val", "test")
+BATCH_PREFIX = "lensor-"
+REPORT_FILE = "real_data.json"
+PRESET_CHOICES = ("auto", "real_cpu", "gpu")
+
+
+class RealDataError(RuntimeError):
+    """The real data set is missing or malformed, or a step failed; the message says which."""
+
+
+@dataclass
+class SplitImport:
+    split: str
+    images_in_file: int
+    imported: dict[str, Any] = field(default_factory=dict)  # CocoImportReport.summary()
+    dropped_for_leakage: list[str] = field(default_factory=list)
+
+
+def resolve_preset(preset: str) -> str:
+    """``auto`` -> ``gpu`` where torch sees CUDA, else ``real_cpu``."""
+    if preset not in PRESET_CHOICES:
+        raise RealDataError(f"preset {preset!r}: expected one of {', '.join(PRESET_CHOICES)}")
+    if preset != "auto":
+        return preset
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "real_cpu"
+
+
+def split_paths(data_dir: Path, split: str) -> tuple[Path, Path]:
+    """(images folder, COCO file) of a published split; a clear error when either is missing."""
+    images = data_dir / "images" / split
+    annotations = data_dir / "annotations" / f"instances_{split}.json"
+    for path in (images, annotations):
+        if not path.exists():
+            raise RealDataError(
+                f"{path} does not exist: expected the lensor layout images/<split>/ and "
+                f"annotations/instances_<split>.json under {data_dir}"
+            )
+    return images, annotations
+
+
+def import_published_splits(data_dir: Path, layout: StateLayout) -> list[SplitImport]:
+    """Ingest and import every published split, pinned to it; val copies of train photos are
+    dropped (see the module docstring). Idempotent: a second run creates nothing new."""
+    from carsdepo_assets.labeling.coco_import import import_coco_annotations, parse_coco
+    from carsdepo_assets.resources.label_studio import LabelStudioResource
+    from carsdepo_assets.runner import ingest_batch_through_dagster
+
+    backend = LabelStudioResource.from_env()
+    train_groups: set[str] = set()
+    imports = []
+    for split in SPLITS:
+        images_dir, annotations = split_paths(data_dir, split)
+        parsed = parse_coco(annotations, keep_split=split)
+        outcome = SplitImport(split, images_in_file=len(parsed.images))
+        if split == "train":
+            train_groups = {image.group for image in parsed.images}
+        else:
+            outcome.dropped_for_leakage = sorted(
+                image.file_name for image in parsed.images if image.group in train_groups
+            )
+            parsed.images = [image for image in parsed.images if image.group not in train_groups]
+        batch = BATCH_PREFIX + split
+        say(f"    {split}: ingesting {len(parsed.images)} photos as batch {batch}")
+        manifest = ingest_batch_through_dagster(images_dir.resolve(), batch)
+        outcome.imported = import_coco_annotations(
+            backend, layout, manifest, parsed, progress=progress_printer(f"    {split} import")
+        ).summary()
+        annotations_made = outcome.imported["annotations"]
+        say(f"    {split}: {annotations_made['created']} annotations imported "
+            f"({annotations_made['already_annotated']} there already), boxes "
+            f"{outcome.imported['boxes_by_class']}, {outcome.imported['excluded_images']} photos "
+            f"with only other damage left out, {len(outcome.dropped_for_leakage)} dropped as "
+            "copies of train photos")
+        imports.append(outcome)
+    return imports
+
+
+def training_run_config(preset: str, backend: str, iterations: int | None) -> dict[str, Any]:
+    detector: dict[str, Any] = {"preset": preset, "backend": backend}
+    if iterations is not None:
+        detector["iterations"] = iterations
+    return {"ops": {"detector": {"config": detector}}}
+
+
+def train_on_real_data(
+    data_dir: Path = DEFAULT_DATA_DIR,
+    preset: str = "auto",
+    backend: str = "auto",
+    iterations: int | None = None,
+) -> dict[str, Any]:
+    """The whole run (module docstring); returns and stores the report."""
+    from carsdepo_assets.instance import prepare_dagster_home
+    from carsdepo_assets.labeling import server
+    from carsdepo_assets.runner import materialization_metadata, run_job
+
+    data_dir = Path(data_dir).expanduser().resolve()
+    if not data_dir.is_dir():
+        raise RealDataError(f"real data folder {data_dir} does not exist (--data)")
+    layout = StateLayout.from_env().ensure()
+    prepare_dagster_home(layout)
+    preset = resolve_preset(preset)
+    started = time.perf_counter()
+
+    say(f"==> Label Studio for {layout.root}")
+    say(f"    {server.start(layout).url}")
+    say(f"==> Importing the published splits of {data_dir}")
+    imports = import_published_splits(data_dir, layout)
+    imported_s = time.perf_counter() - started
+
+    say("==> Building the curated dataset (dataset_job)")
+    dataset_run = run_job("dataset_job")
+    dataset_path = dataset_run.asset_value("curated_dataset")
+
+    say(f"==> Training ({preset} preset, backend {backend}) and evaluating on the test split")
+    training_started = time.perf_counter()
+    result = run_job("training_job", raise_on_failure=False,
+                     run_config=training_run_config(preset, backend, iterations))
+    training_s = time.perf_counter() - training_started
+    detector = materialization_metadata(result, "detector")
+    if not detector:
+        raise RealDataError(f"training_job run {result.run_id} failed before a model was made")
+    evaluation = result.asset_value("evaluation_report") if materialization_metadata(
+        result, "evaluation_report") else None
+    if evaluation is None:
+        raise RealDataError(f"training_job run {result.run_id} failed before evaluation")
+    challenger = evaluation["models"]["challenger"]
+    report = {
+        "data_dir": str(data_dir),
+        "dataset": str(dataset_path),
+        "dataset_version": evaluation["dataset_version"],
+        "imports": [vars(outcome) for outcome in imports],
+        "preset": preset,
+        "config": detector.get("config"),
+        "backend": detector.get("backend"),
+        "model_version": challenger["version"],
+        "training_run_id": result.run_id,
+        "train_wall_s": detector.get("train_wall_s"),
+        "train_images_per_s": detector.get("train_images_per_s"),
+        "import_wall_s": round(imported_s, 1),
+        "training_job_wall_s": round(training_s, 1),
+        "test_images": challenger["details"].get("images"),
+        "test_metrics": challenger["metrics"],
+        "promoted": bool(materialization_metadata(result, "deployed_model")),
+    }
+    path = layout.root / "reports" / REPORT_FILE
+    atomic_write_json(path, report)
+    say(format_report(report))
+    say(f"\nreport: {path} (the benchmark `python -m benchmarks.bench_real` records it)")
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    metrics = report["test_metrics"]
+    rows = [("AP50", "AP50"), ("AP", "AP"), ("AP50 scratch", "AP50_scratch"),
+            ("AP50 dent", "AP50_dent"), ("AP scratch", "AP_scratch"), ("AP dent", "AP_dent"),
+            ('"None" accuracy', "none_accuracy"), ("ms per image", "ms_per_image")]
+    lines = [f"\nreal test split ({report['test_images']} photos), model v"
+             f"{report['model_version']} ({report['backend']}, {report['preset']} preset, "
+             f"trained in {report['train_wall_s']} s at {report['train_images_per_s']} images/s)"]
+    lines += [f"    {label:<16} {figure(metrics.get(key))}" for label, key in rows]
+    lines.append("    promoted to champion" if report["promoted"]
+                 else "    stays a challenger (the quality gate did not pass)")
+    return "\n".join(lines)
