@@ -8,8 +8,10 @@ the same path as any labelled batch, so the run also proves that path on real da
    --keep-splits``). ``*-broken`` boxes are not ours: such photos are left out, not counted
    as "None".
 2. Four source photos of val are also in train (the data set's README). Val only selects the
-   model, but the blocking leakage check would stop the dataset, so those val copies are not
-   imported; the report counts them.
+   model, but the blocking leakage check would stop the dataset, so those val copies (and any
+   test copy, though lensor's test has none) are not imported; the report lists them. Train
+   also holds byte-identical copies (1,600 files, 967 distinct images): the image store keeps
+   each image once.
 3. ``dataset_job`` builds the curated dataset: train / val / test = the published splits.
 4. ``training_job`` trains with the ``real_cpu`` preset (``gpu`` where CUDA is there) and
    evaluates on the published test split (76 photos). The quality gate decides as it always
@@ -26,11 +28,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carsdepo_assets.console import figure, progress_printer, say
 from carsdepo_assets.fileio import atomic_write_json
 from carsdepo_assets.state import PROJECT_ROOT, StateLayout
+
+if TYPE_CHECKING:
+    from carsdepo_assets.labeling.tasks import LabelingBackend
 
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "lensor_car_damage"
 SPLITS = ("train", "val", "test")
@@ -75,14 +80,14 @@ def split_paths(data_dir: Path, split: str) -> tuple[Path, Path]:
     return images, annotations
 
 
-def import_published_splits(data_dir: Path, layout: StateLayout) -> list[SplitImport]:
-    """Ingest and import every published split, pinned to it; val copies of train photos are
-    dropped (see the module docstring). Idempotent: a second run creates nothing new."""
+def import_published_splits(
+    data_dir: Path, layout: StateLayout, backend: LabelingBackend
+) -> list[SplitImport]:
+    """Ingest and import every published split, pinned to it; val and test copies of train
+    photos are dropped (see the module docstring). Idempotent: a second run adds nothing."""
     from carsdepo_assets.labeling.coco_import import import_coco_annotations, parse_coco
-    from carsdepo_assets.resources.label_studio import LabelStudioResource
     from carsdepo_assets.runner import ingest_batch_through_dagster
 
-    backend = LabelStudioResource.from_env()
     train_groups: set[str] = set()
     imports = []
     for split in SPLITS:
@@ -128,6 +133,7 @@ def train_on_real_data(
     """The whole run (module docstring); returns and stores the report."""
     from carsdepo_assets.instance import prepare_dagster_home
     from carsdepo_assets.labeling import server
+    from carsdepo_assets.resources.label_studio import LabelStudioResource
     from carsdepo_assets.runner import materialization_metadata, run_job
 
     data_dir = Path(data_dir).expanduser().resolve()
@@ -141,7 +147,7 @@ def train_on_real_data(
     say(f"==> Label Studio for {layout.root}")
     say(f"    {server.start(layout).url}")
     say(f"==> Importing the published splits of {data_dir}")
-    imports = import_published_splits(data_dir, layout)
+    imports = import_published_splits(data_dir, layout, LabelStudioResource.from_env())
     imported_s = time.perf_counter() - started
 
     say("==> Building the curated dataset (dataset_job)")

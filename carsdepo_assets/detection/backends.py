@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from carsdepo_assets.detection.config import ConfigError, DetectorConfig
-from carsdepo_assets.detection.data import CocoSplit
+from carsdepo_assets.detection.data import CocoSplit, LoadedSplit, load_split
 from carsdepo_assets.detection.types import Detection, damage_answer
 from carsdepo_assets.fileio import atomic_write_json
 
@@ -135,7 +135,6 @@ class DetectorBackend(ABC):
     name: ClassVar[str]
     detector_class: ClassVar[type[TrainedDetector]]
 
-    @abstractmethod
     def train(
         self,
         train: CocoSplit,
@@ -144,7 +143,34 @@ class DetectorBackend(ABC):
         workdir: Path,
         on_progress: Callable[[TrainProgress], None] | None = None,
     ) -> TrainedDetector:
-        """Train on ``train``; with ``val``, keep the weights that score best on it."""
+        """Train on ``train``; with ``val``, keep the weights that score best on it.
+
+        The part every backend shares: the splits are loaded and checked (a clear error before
+        training starts), the config is resolved for this backend, and torch's thread count is
+        set for the run only. ``_fit`` does the rest."""
+        train_split = load_split(train, require_every_class=True)
+        val_split = load_split(val, require_every_class=False) if val is not None else None
+        config = resolve_config(config.replace(backend=self.name))
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        previous_threads = torch.get_num_threads()
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        try:
+            return self._fit(train_split, val_split, config, workdir, on_progress)
+        finally:
+            torch.set_num_threads(previous_threads)
+
+    @abstractmethod
+    def _fit(
+        self,
+        train: LoadedSplit,
+        val: LoadedSplit | None,
+        config: DetectorConfig,
+        workdir: Path,
+        on_progress: Callable[[TrainProgress], None] | None,
+    ) -> TrainedDetector:
+        """The backend's own training, on checked splits with a resolved config."""
 
 
 def backend_available(name: str) -> bool:

@@ -50,10 +50,9 @@ from carsdepo_assets.detection.backends import (
     TrainingDiverged,
     TrainingSummary,
     TrainProgress,
-    resolve_config,
 )
 from carsdepo_assets.detection.config import DetectorConfig
-from carsdepo_assets.detection.data import CocoSplit, LoadedSplit, load_split
+from carsdepo_assets.detection.data import LoadedSplit
 from carsdepo_assets.detection.detectron2_model import detectron2_cfg
 from carsdepo_assets.detection.training import BEST_CHECKPOINT, LAST_CHECKPOINT, VAL_METRIC
 from carsdepo_assets.detection.types import Detection
@@ -393,34 +392,23 @@ class Detectron2Backend(DetectorBackend):
     name = "detectron2"
     detector_class = Detectron2Detector
 
-    def train(
+    def _fit(
         self,
-        train: CocoSplit,
-        val: CocoSplit | None,
+        train: LoadedSplit,
+        val: LoadedSplit | None,
         config: DetectorConfig,
         workdir: Path,
-        on_progress: Callable[[TrainProgress], None] | None = None,
+        on_progress: Callable[[TrainProgress], None] | None,
     ) -> Detectron2Detector:
-        train_split = load_split(train, require_every_class=True)
-        val_split = load_split(val, require_every_class=False) if val is not None else None
-        config = resolve_config(config.replace(backend=self.name))
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
         _leave_logging_to_the_host()
-        previous_threads = torch.get_num_threads()
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
-        try:
-            with registered_splits(train_split, val_split, workdir) as (train_name, val_name):
-                cfg = detectron2_cfg(config, train_dataset=train_name, val_dataset=val_name,
-                                     output_dir=str(workdir))
-                seed_all_rng(config.seed)  # detectron2's transforms draw from numpy's global rng
-                run = _Run(config, workdir, on_progress)
-                trainer = CarsdepoTrainer(cfg, run)
-                trainer.train()
-            return _kept_detector(trainer.model, run, train_split, val_split)
-        finally:
-            torch.set_num_threads(previous_threads)
+        with registered_splits(train, val, workdir) as (train_name, val_name):
+            cfg = detectron2_cfg(config, train_dataset=train_name, val_dataset=val_name,
+                                 output_dir=str(workdir))
+            seed_all_rng(config.seed)  # detectron2's transforms draw from numpy's global rng
+            run = _Run(config, workdir, on_progress)
+            trainer = CarsdepoTrainer(cfg, run)
+            trainer.train()
+        return _kept_detector(trainer.model, run, train, val)
 
 
 def _kept_detector(model: nn.Module, run: _Run, train: LoadedSplit,

@@ -35,10 +35,9 @@ from carsdepo_assets.detection.backends import (
     TrainedDetector,
     TrainingSummary,
     TrainProgress,
-    resolve_config,
 )
 from carsdepo_assets.detection.config import ConfigError, DetectorConfig
-from carsdepo_assets.detection.data import CocoSplit, image_tensor, load_split
+from carsdepo_assets.detection.data import LoadedSplit, image_tensor
 from carsdepo_assets.detection.training import fit
 from carsdepo_assets.detection.types import Detection
 from carsdepo_assets.fileio import atomic_write_bytes
@@ -173,26 +172,17 @@ class TorchvisionBackend(DetectorBackend):
     name = "torchvision"
     detector_class = TorchvisionDetector
 
-    def train(
+    def _fit(
         self,
-        train: CocoSplit,
-        val: CocoSplit | None,
+        train: LoadedSplit,
+        val: LoadedSplit | None,
         config: DetectorConfig,
         workdir: Path,
-        on_progress: Callable[[TrainProgress], None] | None = None,
+        on_progress: Callable[[TrainProgress], None] | None,
     ) -> TorchvisionDetector:
-        train_split = load_split(train, require_every_class=True)
-        val_split = load_split(val, require_every_class=False) if val is not None else None
-        config = resolve_config(config.replace(backend=self.name))
-        previous_threads = torch.get_num_threads()
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
-        try:
-            torch.manual_seed(config.seed)
-            model = build_model(config)
-            return fit(
-                model, train_split, val_split, config, Path(workdir),
-                lambda summary: TorchvisionDetector(model, config, summary), on_progress,
-            )
-        finally:
-            torch.set_num_threads(previous_threads)
+        torch.manual_seed(config.seed)
+        model = build_model(config)
+        return fit(
+            model, train, val, config, workdir,
+            lambda summary: TorchvisionDetector(model, config, summary), on_progress,
+        )
