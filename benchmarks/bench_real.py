@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_real [--home DIR] [--iterations N] [--preset auto]
     python -m benchmarks.bench_real --reuse      # record the last `make train-real`, no training
+    python -m benchmarks.bench_real --reuse --eval-sizes 960 1280   # and at other input sizes
 
 Trains as `make train-real` does (``carsdepo train-real``, in a temporary CARSDEPO_HOME unless
 ``--home`` names one to keep, with Label Studio on a free port), then records the test-split
@@ -74,6 +75,35 @@ def record_report(report: dict) -> None:
            images_per_s=report["train_images_per_s"])
 
 
+def record_resized(home: Path, report: dict, sizes: list[int]) -> None:
+    """The trained model evaluated at other input sizes (test-time resizing, no retraining):
+    how much does input resolution limit it?"""
+    from carsdepo_assets.datasets import load_dataset
+    from carsdepo_assets.detection.evaluate import evaluate_on_split
+    from carsdepo_assets.detection.pyfunc import load_registered_detector
+    from carsdepo_assets.detection.registry import configure_mlflow
+    from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
+    from carsdepo_assets.state import StateLayout
+
+    configure_mlflow(StateLayout(home.resolve()))
+    detector = load_registered_detector(f"models:/{DEFAULT_MODEL_NAME}/{report['model_version']}")
+    dataset = load_dataset(Path(report["dataset"]))
+    trained_at = detector.config.max_size
+    for size in sizes:
+        detector.config = detector.config.replace(min_size=size, max_size=size)
+        result, _, ms_per_image = evaluate_on_split(detector, dataset.coco("test"),
+                                                    dataset.image_root)
+        metrics = result.flat_metrics()
+        data = (f"lensor test split, {report['test_images']} photos; the {report['preset']} model "
+                f"(trained at {trained_at} px) resized to {size} px at test time")
+        extra = {"backend": report["backend"], "variant": f"eval {size}px",
+                 "model_version": report["model_version"]}
+        for metric in ("AP50", "AP", "AP50_scratch", "AP50_dent"):
+            record(SUITE, f"real_test_{metric}", round(metrics.get(metric, 0.0), 4), "AP",
+                   data, **extra)
+        record(SUITE, "real_test_ms_per_image", round(ms_per_image, 1), "ms/image", data, **extra)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path,
@@ -85,16 +115,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="auto", help="auto | real_cpu | gpu")
     parser.add_argument("--backend", default="auto", help="auto | torchvision | detectron2")
     parser.add_argument("--iterations", type=int, help="training iterations (preset's default)")
+    parser.add_argument("--eval-sizes", type=int, nargs="+", default=[], metavar="PX",
+                        help="also evaluate the trained model resized to these input sizes")
     args = parser.parse_args(argv)
     if args.reuse:
-        record_report(read_report(args.home or PROJECT_ROOT / ".carsdepo-real"))
+        measure(args.home or PROJECT_ROOT / ".carsdepo-real", args.eval_sizes)
     elif args.home:
         train(args.home.resolve(), args)
-        record_report(read_report(args.home))
+        measure(args.home, args.eval_sizes)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-real-") as home:
             train(Path(home), args)
-            record_report(read_report(Path(home)))
+            measure(Path(home), args.eval_sizes)
+
+
+def measure(home: Path, eval_sizes: list[int]) -> None:
+    report = read_report(home)
+    record_report(report)
+    if eval_sizes:
+        record_resized(home, report, eval_sizes)
 
 
 def read_report(home: Path) -> dict:
