@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from carsdepo_assets.console import figure, say
+from carsdepo_assets.runner import materialization_metadata
 from carsdepo_assets.state import StateLayout
 
 
@@ -82,7 +83,7 @@ def create_tasks(batch: str) -> None:
     from carsdepo_assets.runner import run_job
 
     result = run_job("labeling_job", partition_key=batch)
-    metadata = _metadata(result, "label_studio_tasks")
+    metadata = materialization_metadata(result, "label_studio_tasks")
     say(f"    {metadata.get('tasks_created', 0)} tasks created, "
         f"{metadata.get('tasks_existing', 0)} already there; project {metadata.get('project_url')}")
 
@@ -102,7 +103,7 @@ def build_dataset() -> None:
     from carsdepo_assets.runner import run_job
 
     result = run_job("dataset_job")
-    metadata = _metadata(result, "curated_dataset")
+    metadata = materialization_metadata(result, "curated_dataset")
     say(f"    dataset {metadata.get('version')}: train {metadata.get('images_train')}, "
         f"val {metadata.get('images_val')}, test {metadata.get('images_test')} images; "
         f"{metadata.get('instances_scratch')} scratches, {metadata.get('instances_dent')} dents, "
@@ -116,11 +117,11 @@ def train(iterations: int, backend: str) -> None:
     result = run_job("training_job", raise_on_failure=False, run_config={
         "ops": {"detector": {"config": {"iterations": iterations, "backend": backend}}}
     })
-    report = _metadata(result, "evaluation_report")
+    report = materialization_metadata(result, "evaluation_report")
     if not report:  # training itself failed: nothing to evaluate
         raise RunFailed(f"training_job run {result.run_id} failed before evaluation")
     gate = _check(result, "quality_gate")
-    deployed = _metadata(result, "deployed_model")
+    deployed = materialization_metadata(result, "deployed_model")
     say(f"    test split: AP50 {figure(report.get('AP50'))}, AP {figure(report.get('AP'))}, "
         f"'None' accuracy {figure(report.get('none_accuracy'))}, "
         f"{report.get('ms_per_image')} ms/image")
@@ -136,7 +137,7 @@ def monitor(batch: str) -> str:
     from carsdepo_assets.runner import run_job
 
     result = run_job("monitoring_job", partition_key=batch)
-    decision = _metadata(result, "retraining_decision")
+    decision = materialization_metadata(result, "retraining_decision")
     say(f"    batch {batch}: deviation {decision.get('deviation'):.1f}% -> "
         f"{decision.get('action').upper()}")
     return str(decision.get("action"))
@@ -159,24 +160,16 @@ def predict(layout: StateLayout, batch: str, shown: int = 6) -> None:
         if isinstance(answer, list):
             answer = ", ".join(f"{d['label']} {d['score']:.2f}" for d in answer)
         say(f"    {row['sha256'][:12]}…  {answer}")
-    kpis = _metadata(run_job("kpi_job"), "kpi_report")
+    kpis = materialization_metadata(run_job("kpi_job"), "kpi_report")
     shown_kpis = {key: value for key, value in kpis.items() if isinstance(value, int | float)}
     say("    KPIs: " + ", ".join(f"{key} {value:.3g}" for key, value in shown_kpis.items()))
 
 
-def _metadata(result, asset_name: str) -> dict:
-    from carsdepo_assets.runner import materialization_metadata
-
-    return materialization_metadata(result, asset_name)
-
-
 def _check(result, check_name: str) -> str:
     """The description of a check's evaluation in a finished run ('' when it did not run)."""
-    for event in result.all_events:
-        if event.event_type_value == "ASSET_CHECK_EVALUATION":
-            evaluation = event.event_specific_data
-            if evaluation.check_name == check_name:
-                return evaluation.description or ("passed" if evaluation.passed else "failed")
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.check_name == check_name:
+            return evaluation.description or ("passed" if evaluation.passed else "failed")
     return ""
 
 

@@ -21,12 +21,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from carsdepo_assets.fileio import atomic_write_text
+from carsdepo_assets.fileio import atomic_write_text, atomic_writer
 from carsdepo_assets.images.manifest import (
     DUPLICATE,
     IGNORED,
@@ -187,18 +186,9 @@ class _BatchIngestor:
 
 
 def _atomic_copy(source: Path, target: Path) -> None:
-    """Stream ``source`` to a temporary file beside ``target``, then rename it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle, source.open("rb") as reader:
-            shutil.copyfileobj(reader, handle, length=1024 * 1024)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Stream ``source`` to ``target`` through a temporary file (never half a copy)."""
+    with atomic_writer(target) as handle, source.open("rb") as reader:
+        shutil.copyfileobj(reader, handle, length=1024 * 1024)
 
 
 def load_manifest(layout: StateLayout, batch: str) -> BatchManifest:

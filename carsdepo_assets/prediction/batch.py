@@ -19,19 +19,17 @@ never half of one. Each chunk's answers are also appended to the inference log.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from PIL import Image
 
 from carsdepo_assets.detection.backends import TrainedDetector
 from carsdepo_assets.detection.types import Detection, damage_answer
+from carsdepo_assets.fileio import atomic_writer
 from carsdepo_assets.images.ingest import load_manifest
 from carsdepo_assets.images.store import ImageStore
 from carsdepo_assets.prediction.inference_log import BATCH, InferenceLog, InferenceRecord, utc_now
@@ -158,7 +156,7 @@ def predict_batch(
     hashes = load_manifest(layout, batch).image_hashes()
     summary = BatchPredictions(batch, prediction_path(layout, batch), model, cut)
     pending: list[InferenceRecord] = []
-    with _atomic_lines(summary.path) as handle:
+    with atomic_writer(summary.path, binary=False) as handle:
         found = detect_in_chunks(detector, hashes, ImageStore(layout.images).open, chunk_size)
         for done, detected in enumerate(found, start=1):
             row = _row(batch, detected, model, cut)
@@ -208,22 +206,6 @@ def _record(row: dict) -> InferenceRecord:
         image_sha256=row["sha256"], latency_ms=row["latency_ms"], result=row.get("damage"),
         error=row.get("error"), batch=row["batch"], at=row["predicted_at"],
     )
-
-
-@contextmanager
-def _atomic_lines(path: Path) -> Iterator[IO[str]]:
-    """A text file written under a temporary name and renamed to ``path`` when complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def _chunks(keys: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -3,8 +3,6 @@ on a temporary state directory (the repo's dagster.yaml: a queued run coordinato
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from carsdepo_assets.images.ingest import load_manifest
 from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
 from carsdepo_assets.state import PROJECT_ROOT
+from carsdepo_assets_tests.fixtures.processes import stop_process_group
 from carsdepo_assets_tests.operations.conftest import land_batch, run_cli
 
 pytestmark = pytest.mark.slow
@@ -108,17 +107,3 @@ def wait_for_daemon(env: dict[str, str], backfill_id: str, runs: int) -> list[Da
             time.sleep(2)
     finally:
         stop_process_group(daemon)
-
-
-def stop_process_group(process: subprocess.Popen) -> None:
-    """SIGTERM the daemon and the code server and run workers it started; SIGKILL stragglers."""
-    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import requests
 
 from carsdepo_assets.state import PROJECT_ROOT
 from carsdepo_assets_tests.fixtures.label_studio import free_port
+from carsdepo_assets_tests.fixtures.processes import stop_process_group
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -51,12 +51,7 @@ def dagster_dev(carsdepo_home) -> Iterator[str]:
         wait_for_location(url, process, log_path)
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process, grace_s=60)
 
 
 def wait_for_location(url: str, process: subprocess.Popen, log_path: Path) -> None:

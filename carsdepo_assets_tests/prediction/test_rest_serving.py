@@ -9,7 +9,6 @@ import base64
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -26,6 +25,7 @@ import requests
 from carsdepo_assets.prediction.inference_log import REST, InferenceLog
 from carsdepo_assets.state import ENV_VAR, PROJECT_ROOT, StateLayout
 from carsdepo_assets.taxonomy import NONE_ANSWER
+from carsdepo_assets_tests.fixtures.processes import stop_process_group
 from carsdepo_assets_tests.prediction.conftest import well_formed
 
 pytestmark = pytest.mark.slow  # starts the real server (it imports torch and loads the model)
@@ -68,12 +68,7 @@ def server(registry_template: StateLayout, tmp_path_factory) -> Iterator[Server]
         _wait_until_ready(url, process, log_path)
         yield Server(url, home)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process)
 
 
 def _wait_until_ready(url: str, process: subprocess.Popen, log_path: Path) -> None:
