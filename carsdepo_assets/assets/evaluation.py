@@ -9,6 +9,8 @@ from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataVal
 from pydantic import Field
 
 from carsdepo_assets.datasets import load_dataset
+from carsdepo_assets.detection.anchors import coverage_for
+from carsdepo_assets.detection.data import coco_boxes_as_seen
 from carsdepo_assets.detection.evaluate import evaluate_on_split
 from carsdepo_assets.detection.metrics import EvaluationResult
 from carsdepo_assets.detection.pyfunc import load_registered_detector
@@ -70,6 +72,7 @@ def evaluation_report(
         results[role] = result
         report["models"][role] = {
             "version": version,
+            "anchor_coverage": coverage_for(model.config, coco_boxes_as_seen(test, model.config)),
             "metrics": {**result.flat_metrics(), "ms_per_image": ms_per_image},
             "details": result.to_dict(),
         }
@@ -98,6 +101,7 @@ def evaluation_report(
         "APs": metrics.get("APs"),
         **{f"AP50_{name}": metrics.get(f"AP50_{name}") for name in CLASS_NAMES},
         "none_accuracy": metrics.get("none_accuracy"),
+        "anchor_coverage": MetadataValue.json(report["models"]["challenger"]["anchor_coverage"]),
         "ms_per_image": round(metrics["ms_per_image"], 1),
         "report": MetadataValue.md(result_markdown(challenger)),
         "comparison": MetadataValue.md(comparison_markdown(results)),
