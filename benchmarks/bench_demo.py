@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"carsdepo demo failed (exit {demo.returncode}):\n{demo.stderr[-3000:]}")
     data = f"`carsdepo demo --images {args.images} --iterations {args.iterations}`, fresh state"
     record(SUITE, "demo_wall_s", round(wall, 1), "s", data)
-    for title, seconds in step_times(demo.stdout):
+    for title, seconds in step_times(demo.stderr):  # progress goes to stderr
         record(SUITE, "demo_step_s", seconds, "s", f"{data}: {title}", step=title)
 
 
