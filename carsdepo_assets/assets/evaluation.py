@@ -9,6 +9,7 @@ from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataVal
 from pydantic import Field
 
 from carsdepo_assets.datasets import load_dataset
+from carsdepo_assets.detection.champion import current_champion, promote
 from carsdepo_assets.detection.evaluate import evaluate_on_split
 from carsdepo_assets.detection.metrics import (
     EvaluationResult,
@@ -18,7 +19,6 @@ from carsdepo_assets.detection.metrics import (
     worst_examples_png,
 )
 from carsdepo_assets.detection.pyfunc import load_registered_detector
-from carsdepo_assets.detection.registry import current_champion, promote
 from carsdepo_assets.detection.types import Detection
 from carsdepo_assets.resources.mlflow import attach_tracking_run
 from carsdepo_assets.visual import markdown_image
