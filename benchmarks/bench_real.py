@@ -79,9 +79,9 @@ def record_resized(home: Path, report: dict, sizes: list[int]) -> None:
     """The trained model evaluated at other input sizes (test-time resizing, no retraining):
     how much does input resolution limit it?"""
     from carsdepo_assets.datasets import load_dataset
+    from carsdepo_assets.detection.champion import configure_mlflow
     from carsdepo_assets.detection.evaluate import evaluate_on_split
     from carsdepo_assets.detection.pyfunc import load_registered_detector
-    from carsdepo_assets.detection.registry import configure_mlflow
     from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
     from carsdepo_assets.state import StateLayout
 

@@ -9,10 +9,10 @@ from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataVal
 from pydantic import Field
 
 from carsdepo_assets.datasets import load_dataset
+from carsdepo_assets.detection.champion import current_champion, promote
 from carsdepo_assets.detection.evaluate import evaluate_on_split
 from carsdepo_assets.detection.metrics import EvaluationResult
 from carsdepo_assets.detection.pyfunc import load_registered_detector
-from carsdepo_assets.detection.registry import current_champion, promote
 from carsdepo_assets.detection.report import (
     comparison_markdown,
     confusion_matrix_png,

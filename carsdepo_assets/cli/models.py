@@ -19,7 +19,7 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    from carsdepo_assets.detection.registry import mlflow_artifact_root, mlflow_tracking_uri
+    from carsdepo_assets.detection.champion import mlflow_artifact_root, mlflow_tracking_uri
 
     layout = StateLayout.from_env().ensure()
     command = [
@@ -37,7 +37,7 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
 
 def _registered_model(command: str, layout: StateLayout, name: str | None, choice: str):
     """The ModelRef that ``choice`` names, or None after saying on stderr why there is none."""
-    from carsdepo_assets.detection.registry import MlflowUnreachableError, configure_mlflow
+    from carsdepo_assets.detection.champion import MlflowUnreachableError, configure_mlflow
     from carsdepo_assets.prediction.models import ModelNotFound, resolve_model
     from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
 
@@ -81,7 +81,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from carsdepo_assets.detection.registry import mlflow_tracking_uri
+    from carsdepo_assets.detection.champion import mlflow_tracking_uri
     from carsdepo_assets.prediction.serving import DEFAULT_HOST, serve_command
 
     layout = StateLayout.from_env().ensure()
@@ -97,7 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from carsdepo_assets.detection.registry import (
+    from carsdepo_assets.detection.champion import (
         MlflowUnreachableError,
         RegistryError,
         configure_mlflow,

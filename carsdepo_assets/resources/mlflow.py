@@ -15,8 +15,8 @@ from dagster import ConfigurableResource, InitResourceContext, resource
 from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
 from pydantic import Field
 
+from carsdepo_assets.detection.champion import CHAMPION, configure_mlflow
 from carsdepo_assets.detection.pyfunc import load_registered_detector
-from carsdepo_assets.detection.registry import CHAMPION, configure_mlflow
 from carsdepo_assets.images.store import ImageStore
 from carsdepo_assets.labeling.prelabels import ImageToLabel, Prelabels
 from carsdepo_assets.prediction.models import ModelNotFound, resolve_model
