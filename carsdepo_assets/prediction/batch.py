@@ -131,7 +131,7 @@ class BatchPredictions:
 
 
 def prediction_path(layout: StateLayout, batch: str) -> Path:
-    return layout.predictions / f"{batch}.jsonl"
+    return layout.prediction_path(batch)
 
 
 def predict_batch(
