@@ -64,7 +64,7 @@ class DetectorConfig:
     # run
     seed: int = 0
     device: str = "auto"
-    num_threads: int = 0  # 0: every core torch sees
+    num_threads: int = 0  # 0: the cores other processes leave free now (detection/threads.py)
     eval_period: int = 100  # validate (model selection) every N iterations and at the end
     checkpoint_period: int = 50  # keep the last good weights every N iterations
 
