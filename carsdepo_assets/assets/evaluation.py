@@ -9,6 +9,7 @@ from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataVal
 from pydantic import Field
 
 from carsdepo_assets.datasets import load_dataset
+from carsdepo_assets.detection.bootstrap import LOWER_BOUND, bootstrap_bounds
 from carsdepo_assets.detection.evaluate import evaluate_on_split
 from carsdepo_assets.detection.metrics import (
     EvaluationResult,
@@ -26,6 +27,10 @@ from carsdepo_assets.visual import markdown_image
 
 class EvaluationConfig(Config):
     batch_size: int = Field(default=4, description="Images predicted together.")
+    confidence: float = Field(
+        default=0.95, description="One-sided confidence of the bootstrap lower bounds."
+    )
+    resamples: int = Field(default=1000, description="Bootstrap resamples of the test images.")
 
 
 @asset(
@@ -35,7 +40,8 @@ class EvaluationConfig(Config):
     description=(
         "The challenger, and the champion when there is one, evaluated on the test split: COCO "
         "AP/AP50/AP75/APs/APm/APl, per-class AP, precision/recall/F1 at the operating threshold, "
-        'damaged-vs-"None" accuracy, scratch/dent confusion and ms per image.'
+        'damaged-vs-"None" accuracy with bootstrap lower bounds over the test images, '
+        "scratch/dent confusion and ms per image."
     ),
 )
 def evaluation_report(
@@ -64,9 +70,12 @@ def evaluation_report(
             model, test, dataset.image_root, config.batch_size
         )
         results[role] = result
+        bounds = bootstrap_bounds(test, predictions[role], model.config.score_threshold,
+                                  config.confidence, config.resamples)
         report["models"][role] = {
             "version": version,
-            "metrics": {**result.flat_metrics(), "ms_per_image": ms_per_image},
+            "metrics": {**result.flat_metrics(), "ms_per_image": ms_per_image,
+                        **{f"{name}{LOWER_BOUND}": bound.lower for name, bound in bounds.items()}},
             "details": result.to_dict(),
         }
     challenger = results["challenger"]
@@ -91,6 +100,11 @@ def evaluation_report(
         "AP50": metrics.get("AP50"),
         "AP": metrics.get("AP"),
         "none_accuracy": metrics.get("none_accuracy"),
+        f"AP50{LOWER_BOUND}": metrics.get(f"AP50{LOWER_BOUND}"),
+        f"none_accuracy{LOWER_BOUND}": metrics.get(f"none_accuracy{LOWER_BOUND}"),
+        "bounds": (f"one-sided {config.confidence:.0%} lower bounds: percentile bootstrap over "
+                   f"the {len(test['images'])} test images, {config.resamples} resamples"),
+        "test_images": len(test["images"]),
         "ms_per_image": round(metrics["ms_per_image"], 1),
         "report": MetadataValue.md(challenger.markdown_table()),
         "comparison": MetadataValue.md(comparison_markdown(results)),

@@ -28,6 +28,7 @@ from carsdepo_assets.taxonomy import CLASS_NAME_BY_ID, CLASS_NAMES
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 MAX_DETECTIONS = 100  # per image and class, as COCOeval's last maxDets
 EPSILON = np.spacing(1)  # COCOeval's guard against 0/0 precision
+LOWER_BOUND = "_lower_bound"  # metric-name suffix of a bound (``AP50_lower_bound``)
 
 
 @dataclass(frozen=True)
