@@ -123,9 +123,9 @@ def run_seed(seed: int, args: argparse.Namespace, unseen: Path) -> dict:
         if args.keep_output:
             log = Path(args.keep_output) / f"demo-seed{seed}.out"
             log.parent.mkdir(parents=True, exist_ok=True)
-            log.write_text(demo.stdout + "\n--- stderr ---\n" + demo.stderr)
+            log.write_text(demo.stderr + "\n--- stdout ---\n" + demo.stdout)
         quality = unseen_quality(home, unseen)
-    outcome = {"exit_code": demo.returncode, **demo_outcome(demo.stdout), **quality}
+    outcome = {"exit_code": demo.returncode, **demo_outcome(demo.stderr), **quality}
     met = {
         "champion_and_answers": outcome["promoted"] and outcome["answers_printed"],
         **{name: name in outcome and outcome[name] >= target
@@ -136,10 +136,10 @@ def run_seed(seed: int, args: argparse.Namespace, unseen: Path) -> dict:
             f"{UNSEEN_IMAGES} synthetic photos, seed {UNSEEN_SEED}")
     line = record(SUITE, "demo_run", round(wall, 1), "s", data, seed=seed, **outcome,
                   targets=TARGETS, targets_met=met, all_targets_met=all(met.values()))
-    for title, seconds in step_times(demo.stdout):
+    for title, seconds in step_times(demo.stderr):  # the demo's progress goes to stderr
         record(SUITE, "demo_step_s", seconds, "s", f"{data}: {title}", seed=seed, step=title)
     if demo.returncode != 0:
-        print(f"carsdepo demo exited {demo.returncode}:\n{demo.stdout[-2000:]}",
+        print(f"carsdepo demo exited {demo.returncode}:\n{demo.stderr[-2000:]}",
               file=sys.stderr)
     return line
 

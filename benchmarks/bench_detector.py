@@ -26,7 +26,11 @@ from benchmarks._record import record
 from carsdepo_assets.detection.backends import TrainedDetector, train_detector
 from carsdepo_assets.detection.config import DetectorConfig
 from carsdepo_assets.detection.data import CocoSplit
-from carsdepo_assets.detection.metrics import evaluate_detections
+from carsdepo_assets.detection.metrics import (
+    COCO_MAX_DETECTIONS,
+    COCO_SCORE_FLOOR,
+    evaluate_detections,
+)
 from carsdepo_assets.synth import generate_dataset
 from carsdepo_assets.taxonomy import CLASS_NAMES
 
@@ -137,9 +141,10 @@ def _timed_ms(detector: TrainedDetector, images: list[Image.Image]) -> tuple[flo
 def _accuracy(detector: TrainedDetector, test: CocoSplit) -> dict:
     coco = json.loads(test.annotations.read_text())
     predictions = {}
-    for image in coco["images"]:
-        with Image.open(test.image_root / image["file_name"]) as photo:
-            predictions[image["id"]] = detector.predict([photo.convert("RGB")])[0]
+    with detector.output_limits(COCO_SCORE_FLOOR, COCO_MAX_DETECTIONS):
+        for image in coco["images"]:
+            with Image.open(test.image_root / image["file_name"]) as photo:
+                predictions[image["id"]] = detector.predict([photo.convert("RGB")])[0]
     result = evaluate_detections(coco, predictions, detector.config.score_threshold)
     metrics = result.flat_metrics()
     figures = {

@@ -8,7 +8,7 @@ Trains as `make train-real` does (``carsdepo train-real``, in a temporary CARSDE
 ``--home`` names one to keep, with Label Studio on a free port), then records the test-split
 figures of its report. ``--reuse`` records the report already in ``--home`` (default
 ``.carsdepo-real``, where `make train-real` leaves it). The data set's class map and split
-caveats: see carsdepo_assets/real_data.py. About an hour on two CPU cores (``real_cpu``).
+caveats: see carsdepo_assets/cli/train_real.py. About an hour on two CPU cores (``real_cpu``).
 """
 
 from __future__ import annotations

@@ -6,12 +6,13 @@ test images are resampled with replacement (``resamples`` times, a fixed seed: t
 predictions give the same bounds) and AP50 and the damaged-vs-"None" accuracy are recomputed on
 each resample; the lower bound is the ``1 - confidence`` quantile of those values (one-sided).
 
-AP50 follows COCOeval's rules (pycocotools, area range "all", at most 100 detections per image
-and class): per image and class, detections highest score first each take the best-overlapping
-free ground-truth box at IoU >= 0.5; precision is made monotone and read at 101 recall points;
-the overall figure is the mean over classes that have ground truth. Matching is done once; a
-resample only re-weights each image's detections and boxes by how often it was drawn, which
-gives the same curve as copying the image that many times.
+AP50 follows COCOeval's rules as ``metrics.evaluate_detections`` applies them (the detections
+``protocol_detections`` keeps, area range "all"): per image and class, detections highest score
+first each take the best-overlapping free ground-truth box at IoU >= 0.5; precision is made
+monotone and read at 101 recall points; the overall figure is the mean over classes that have
+ground truth. Matching is done once; a resample only re-weights each image's detections and
+boxes by how often it was drawn, which gives the same curve as copying the image that many
+times.
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from carsdepo_assets.detection.metrics import MATCH_IOU, box_iou
+from carsdepo_assets.detection.metrics import MATCH_IOU, box_iou, protocol_detections
 from carsdepo_assets.detection.types import Detection
 from carsdepo_assets.taxonomy import CLASS_NAME_BY_ID, CLASS_NAMES
 
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
-MAX_DETECTIONS = 100  # per image and class, as COCOeval's last maxDets
 EPSILON = np.spacing(1)  # COCOeval's guard against 0/0 precision
 LOWER_BOUND = "_lower_bound"  # metric-name suffix of a bound (``AP50_lower_bound``)
 
@@ -110,8 +110,7 @@ def _match_class(name: str, image_ids: list[int], truths: Mapping[int, list],
     scores, images, hits = [], [], []
     for index, image_id in enumerate(image_ids):
         boxes = [box for label, box in truths[image_id] if label == name]
-        found = sorted((d for d in predictions.get(image_id, ()) if d.label == name),
-                       key=lambda d: -d.score)[:MAX_DETECTIONS]
+        found = [d for d in protocol_detections(predictions.get(image_id, ())) if d.label == name]
         free = list(range(len(boxes)))
         for detection in found:
             best, best_iou = None, MATCH_IOU

@@ -29,7 +29,11 @@ from carsdepo_assets.detection.backends import (
 )
 from carsdepo_assets.detection.config import DetectorConfig
 from carsdepo_assets.detection.data import Augmentation, LoadedSplit, training_sample
-from carsdepo_assets.detection.metrics import evaluate_detections
+from carsdepo_assets.detection.metrics import (
+    COCO_MAX_DETECTIONS,
+    COCO_SCORE_FLOOR,
+    evaluate_detections,
+)
 from carsdepo_assets.taxonomy import CLASS_NAMES
 
 VAL_METRIC = "AP50"
@@ -128,14 +132,15 @@ def fit(
 
 
 def validate(detector: TrainedDetector, val: LoadedSplit) -> dict[str, float]:
-    """COCO AP/AP50 (overall and per class) and the "None" accuracy of ``detector`` on
-    ``val`` (computed by metrics.py)."""
+    """COCO AP/AP50 (overall and per class, by the COCO protocol) and the "None" accuracy of
+    ``detector`` on ``val`` (computed by metrics.py)."""
     predictions = {}
-    for start in range(0, len(val.records), 8):
-        chunk = val.records[start:start + 8]
-        images = [_open_rgb(record.path) for record in chunk]
-        for record, found in zip(chunk, detector.predict(images), strict=True):
-            predictions[record.image_id] = found
+    with detector.output_limits(COCO_SCORE_FLOOR, COCO_MAX_DETECTIONS):
+        for start in range(0, len(val.records), 8):
+            chunk = val.records[start:start + 8]
+            images = [_open_rgb(record.path) for record in chunk]
+            for record, found in zip(chunk, detector.predict(images), strict=True):
+                predictions[record.image_id] = found
     result = evaluate_detections(val.coco_ground_truth(), predictions,
                                  detector.config.score_threshold)
     metrics = result.flat_metrics()

@@ -119,6 +119,23 @@ def test_saved_detector_reloads_from_its_folder_and_predicts_identically(trained
     assert reloaded.summary == detector.summary
 
 
+def test_output_limits_widen_predictions_for_evaluation_and_restore_the_config(trained,
+                                                                               images):
+    detector, _, _ = trained
+    narrow = detector.config.replace(box_score_thresh=0.2, box_detections_per_img=3)
+    capped = type(detector)(detector.model, narrow)
+    capped._set_output_limits(narrow.box_score_thresh, narrow.box_detections_per_img)
+    before = capped.predict(images)
+    assert all(len(found) <= 3 and all(d.score >= 0.2 for d in found) for found in before)
+
+    with capped.output_limits(0.001, 100):
+        wide = capped.predict(images)
+
+    assert sum(map(len, wide)) > sum(map(len, before))
+    assert all(len(found) <= 100 and all(d.score >= 0.001 for d in found) for found in wide)
+    assert capped.predict(images) == before  # the config's limits are back
+
+
 def test_answers_are_none_below_the_operating_point_and_detections_above(trained, images):
     detector, _, _ = trained
     assert detector.answers(images[:2], threshold=1.01) == [NONE_ANSWER, NONE_ANSWER]
