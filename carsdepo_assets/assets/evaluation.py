@@ -9,6 +9,7 @@ from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataVal
 from pydantic import Field
 
 from carsdepo_assets.datasets import load_dataset
+from carsdepo_assets.detection.bootstrap import LOWER_BOUND, bootstrap_bounds
 from carsdepo_assets.detection.champion import current_champion, promote
 from carsdepo_assets.detection.evaluate import evaluate_on_split
 from carsdepo_assets.detection.metrics import EvaluationResult
@@ -28,6 +29,10 @@ from carsdepo_assets.visual import markdown_image
 
 class EvaluationConfig(Config):
     batch_size: int = Field(default=4, description="Images predicted together.")
+    confidence: float = Field(
+        default=0.95, description="One-sided confidence of the bootstrap lower bounds."
+    )
+    resamples: int = Field(default=1000, description="Bootstrap resamples of the test images.")
 
 
 @asset(
@@ -39,7 +44,8 @@ class EvaluationConfig(Config):
         "AP/AP50/AP75/APs/APm/APl from every detection (score >= 0.001, up to 100 per image), "
         'per-class AP and AP50 by size, class-agnostic "damage" AP50, what became of each '
         "ground-truth box, precision/recall/F1 at the operating threshold, "
-        'damaged-vs-"None" accuracy, scratch/dent confusion and ms per image.'
+        'damaged-vs-"None" accuracy, bootstrap lower bounds of AP50 and that accuracy over the '
+        "test images, scratch/dent confusion and ms per image."
     ),
 )
 def evaluation_report(
@@ -68,9 +74,12 @@ def evaluation_report(
             model, test, dataset.image_root, config.batch_size
         )
         results[role] = result
+        bounds = bootstrap_bounds(test, predictions[role], model.config.score_threshold,
+                                  config.confidence, config.resamples)
         report["models"][role] = {
             "version": version,
-            "metrics": {**result.flat_metrics(), "ms_per_image": ms_per_image},
+            "metrics": {**result.flat_metrics(), "ms_per_image": ms_per_image,
+                        **{f"{name}{LOWER_BOUND}": bound.lower for name, bound in bounds.items()}},
             "details": result.to_dict(),
         }
     challenger = results["challenger"]
@@ -98,6 +107,11 @@ def evaluation_report(
         "APs": metrics.get("APs"),
         **{f"AP50_{name}": metrics.get(f"AP50_{name}") for name in CLASS_NAMES},
         "none_accuracy": metrics.get("none_accuracy"),
+        f"AP50{LOWER_BOUND}": metrics.get(f"AP50{LOWER_BOUND}"),
+        f"none_accuracy{LOWER_BOUND}": metrics.get(f"none_accuracy{LOWER_BOUND}"),
+        "bounds": (f"one-sided {config.confidence:.0%} lower bounds: percentile bootstrap over "
+                   f"the {len(test['images'])} test images, {config.resamples} resamples"),
+        "test_images": len(test["images"]),
         "ms_per_image": round(metrics["ms_per_image"], 1),
         "report": MetadataValue.md(result_markdown(challenger)),
         "comparison": MetadataValue.md(comparison_markdown(results)),

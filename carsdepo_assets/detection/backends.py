@@ -28,6 +28,7 @@ from torch import nn
 
 from carsdepo_assets.detection.config import ConfigError, DetectorConfig
 from carsdepo_assets.detection.data import CocoSplit, LoadedSplit, load_split
+from carsdepo_assets.detection.threads import choose_threads
 from carsdepo_assets.detection.types import Detection, damage_answer
 from carsdepo_assets.fileio import atomic_write_bytes, atomic_write_json
 
@@ -190,8 +191,7 @@ class DetectorBackend(ABC):
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         previous_threads = torch.get_num_threads()
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
+        torch.set_num_threads(config.num_threads)
         try:
             return self._fit(train_split, val_split, config, workdir, on_progress)
         finally:
@@ -241,14 +241,16 @@ def resolve_backend(name: str) -> str:
 
 
 def resolve_config(config: DetectorConfig) -> DetectorConfig:
-    """The concrete config a run uses: backend, device and norm decided, no ``auto`` left."""
+    """The concrete config a run uses: backend, device, norm and torch threads decided, no
+    ``auto`` left."""
     device = config.device
     if device in ("auto", "cuda"):
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device='cuda' but no CUDA device is available here")
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    threads = config.num_threads or choose_threads().threads
     return config.replace(backend=resolve_backend(config.backend), device=device,
-                          norm=config.resolved_norm)
+                          norm=config.resolved_norm, num_threads=threads)
 
 
 def get_backend(name: str) -> DetectorBackend:

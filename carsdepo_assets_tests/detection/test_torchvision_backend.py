@@ -181,3 +181,25 @@ def test_divergence_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(p).all() for p in kept.model.parameters())
     assert all(math.isfinite(d.score) for found in kept.predict(
         [Image.open(next(panels.image_root.iterdir()))]) for d in found)
+
+
+def test_backbone_body_learns_at_its_factor_of_the_learning_rate(panels, tmp_path):
+    from carsdepo_assets.detection.backends import resolve_config
+    from carsdepo_assets.detection.torchvision_backend import build_model
+
+    def one_step(factor: float) -> dict[str, torch.Tensor]:
+        config = DetectorConfig(iterations=1, warmup_iterations=0, backbone_lr_factor=factor,
+                                **TINY)
+        return train_detector(panels, None, config, tmp_path / str(factor)).model.state_dict()
+
+    torch.manual_seed(0)
+    start = build_model(resolve_config(DetectorConfig(**TINY))).state_dict()
+    full, slow = one_step(1.0), one_step(0.01)
+
+    def moved(state: dict[str, torch.Tensor], prefix: str) -> float:
+        return sum(float((state[k] - start[k]).abs().sum()) for k in start
+                   if k.startswith(prefix) and start[k].is_floating_point())
+
+    assert moved(full, "backbone.body.") > 0
+    assert moved(slow, "backbone.body.") < 0.05 * moved(full, "backbone.body.")
+    assert moved(slow, "roi_heads.") == pytest.approx(moved(full, "roi_heads."), rel=0.2)
