@@ -18,8 +18,8 @@ from carsdepo_assets.detection.metrics import (
     pr_curves_png,
     worst_examples_png,
 )
-from carsdepo_assets.detection.pyfunc import load_registered_detector
 from carsdepo_assets.detection.types import Detection
+from carsdepo_assets.prediction.pyfunc import load_registered_detector
 from carsdepo_assets.resources.mlflow import attach_tracking_run
 from carsdepo_assets.visual import markdown_image
 

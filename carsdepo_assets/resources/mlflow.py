@@ -16,11 +16,11 @@ from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
 from pydantic import Field
 
 from carsdepo_assets.detection.champion import CHAMPION, configure_mlflow
-from carsdepo_assets.detection.pyfunc import load_registered_detector
 from carsdepo_assets.images.store import ImageStore
 from carsdepo_assets.labeling.prelabels import ImageToLabel, Prelabels
 from carsdepo_assets.prediction.models import ModelNotFound, resolve_model
 from carsdepo_assets.prediction.prelabels import DEFAULT_MIN_SCORE, model_prelabels
+from carsdepo_assets.prediction.pyfunc import load_registered_detector
 from carsdepo_assets.resources.label_studio import Prelabeler
 from carsdepo_assets.state import StateLayout
 
