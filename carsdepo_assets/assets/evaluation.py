@@ -22,6 +22,7 @@ from carsdepo_assets.detection.report import (
     worst_examples_png,
 )
 from carsdepo_assets.detection.types import Detection
+from carsdepo_assets.prediction.pyfunc import load_registered_detector
 from carsdepo_assets.resources.mlflow import attach_tracking_run
 from carsdepo_assets.taxonomy import CLASS_NAMES
 from carsdepo_assets.visual import markdown_image

@@ -23,8 +23,8 @@ from carsdepo_assets.detection.backends import (
 )
 from carsdepo_assets.detection.config import ConfigError, DetectorConfig
 from carsdepo_assets.detection.data import CocoSplit, DatasetError
-from carsdepo_assets.detection.pyfunc import log_detector_model
 from carsdepo_assets.images.store import ImageStore
+from carsdepo_assets.prediction.pyfunc import log_detector_model
 from carsdepo_assets.resources.mlflow import attach_tracking_run
 from carsdepo_assets.visual import contact_sheet, draw_boxes, markdown_image, png_bytes
 
