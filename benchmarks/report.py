@@ -16,7 +16,7 @@ from pathlib import Path
 
 from benchmarks._record import RESULTS_DIR
 
-IDENTITY = ("backend", "variant", "stage", "step", "batch_size", "chunk_size")
+IDENTITY = ("backend", "variant", "stage", "step", "batch_size", "chunk_size", "seed")
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 
 

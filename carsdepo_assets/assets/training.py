@@ -52,13 +52,17 @@ class DetectorTrainingConfig(Config):
     brightness: float | None = Field(default=None, description="Brightness augmentation.")
     contrast: float | None = Field(default=None, description="Contrast augmentation.")
     seed: int = Field(default=0, description="Random seed.")
+    num_threads: int | None = Field(
+        default=None, description="torch threads; unset: the cores other processes leave free."
+    )
     log_every: int = Field(default=25, description="Log progress every N iterations.")
 
     def detector_config(self) -> DetectorConfig:
         overrides = {
             name: getattr(self, name)
             for name in ("backend", "iterations", "batch_size", "lr", "min_size", "max_size",
-                         "pretrained", "weights_path", "brightness", "contrast", "seed")
+                         "pretrained", "weights_path", "brightness", "contrast", "seed",
+                         "num_threads")
             if getattr(self, name) is not None
         }
         return DetectorConfig.preset(self.preset, **overrides)

@@ -44,7 +44,9 @@ class DetectorConfig:
     batch_size: int = 4
     optimizer: str = "adamw"
     lr: float = 1e-3
-    backbone_lr_factor: float = 1.0  # the pretrained backbone body learns at lr x this
+    # the backbone body learns at lr x this (torchvision backend; detectron2 trains every
+    # parameter at lr): 0.1 lifted synthetic AP50 from 0.91 to 0.94 (500 it, 200 photos)
+    backbone_lr_factor: float = 0.1
     weight_decay: float = 1e-4
     warmup_iterations: int = 50
     clip_grad_norm: float = 10.0
@@ -186,6 +188,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "box_detections_per_img": 50,
         "eval_period": 500,
         "checkpoint_period": 250,
+        "backbone_lr_factor": 1.0,  # as measured before the factor existed
     },
     # real photos on two idle CPU cores within an hour: 640 px photos at full resolution;
     # 1800 iterations of 4 at the measured ~2.3 images/s take about 52 minutes
@@ -196,5 +199,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "iterations": 1800,
         "eval_period": 300,
         "checkpoint_period": 100,
+        "backbone_lr_factor": 1.0,  # as measured before the factor existed
     },
 }
