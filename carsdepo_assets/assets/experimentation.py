@@ -16,8 +16,8 @@ from pydantic import Field
 
 from carsdepo_assets.assets.training import DetectorTrainingConfig, train_tracked
 from carsdepo_assets.datasets import load_dataset
+from carsdepo_assets.detection.champion import configure_mlflow
 from carsdepo_assets.detection.evaluate import evaluate_on_split
-from carsdepo_assets.detection.registry import configure_mlflow
 from carsdepo_assets.partitions import batch_partitions
 from carsdepo_assets.resources.state import CarsdepoHome
 

@@ -21,7 +21,7 @@ from dagster import (
 from mlflow.tracking import MlflowClient
 
 from carsdepo_assets.datasets import latest_dataset, load_dataset
-from carsdepo_assets.detection.registry import current_champion
+from carsdepo_assets.detection.champion import current_champion
 from carsdepo_assets.fileio import atomic_write_json
 from carsdepo_assets.images.ingest import iter_stored_images
 from carsdepo_assets.monitoring import drift as drift_statistics

@@ -104,7 +104,8 @@ def train_tracked(
     context.log.info(
         f"training {resolved.backend} detector on dataset {dataset.version} "
         f"({resolved.iterations} iterations, batch {resolved.batch_size}, "
-        f"input {resolved.min_size}-{resolved.max_size}px, device {resolved.device})"
+        f"input {resolved.min_size}-{resolved.max_size}px, device {resolved.device}, "
+        f"{resolved.num_threads} torch threads)"
     )
 
     def on_progress(progress: TrainProgress) -> None:

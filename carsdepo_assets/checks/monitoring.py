@@ -15,7 +15,7 @@ from dagster import (
 from mlflow.tracking import MlflowClient
 
 from carsdepo_assets.assets.monitoring import drift_report
-from carsdepo_assets.detection.registry import current_champion
+from carsdepo_assets.detection.champion import current_champion
 from carsdepo_assets.labeling.history import load_latest_snapshot
 from carsdepo_assets.monitoring.freshness import model_staleness
 from carsdepo_assets.partitions import batch_partitions

@@ -44,6 +44,7 @@ class DetectorConfig:
     batch_size: int = 4
     optimizer: str = "adamw"
     lr: float = 1e-3
+    backbone_lr_factor: float = 1.0  # the pretrained backbone body learns at lr x this
     weight_decay: float = 1e-4
     warmup_iterations: int = 50
     clip_grad_norm: float = 10.0
@@ -64,7 +65,7 @@ class DetectorConfig:
     # run
     seed: int = 0
     device: str = "auto"
-    num_threads: int = 0  # 0: every core torch sees
+    num_threads: int = 0  # 0: the cores other processes leave free now (detection/threads.py)
     eval_period: int = 100  # validate (model selection) every N iterations and at the end
     checkpoint_period: int = 50  # keep the last good weights every N iterations
 
@@ -98,6 +99,9 @@ class DetectorConfig:
             raise ConfigError(f"min_size={self.min_size} is larger than max_size={self.max_size}")
         if not (self.lr > 0 and self.weight_decay >= 0 and self.clip_grad_norm >= 0):
             raise ConfigError("lr must be positive; weight_decay and clip_grad_norm not negative")
+        if not 0.0 < self.backbone_lr_factor <= 1.0:
+            raise ConfigError(f"backbone_lr_factor={self.backbone_lr_factor!r}: must be within "
+                              "(0, 1]")
         for name in ("box_score_thresh", "score_threshold", "brightness", "contrast"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be within [0, 1]")

@@ -36,7 +36,7 @@ from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from PIL import Image
 
 from carsdepo_assets.detection.backends import TrainedDetector, load_detector
-from carsdepo_assets.detection.registry import register_challenger
+from carsdepo_assets.detection.champion import register_challenger
 from carsdepo_assets.detection.types import damage_answer
 from carsdepo_assets.images.files import FileTooBig, NotARegularFile, read_regular_file
 from carsdepo_assets.images.validate import (

@@ -44,7 +44,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
-from carsdepo_assets.detection.registry import (
+from carsdepo_assets.detection.champion import (
     PROMOTED_AT_TAG,
     ROLLED_BACK_AT_TAG,
     current_champion,

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from carsdepo_assets.detection.registry import TRACKING_URI_ENV
+from carsdepo_assets.detection.champion import TRACKING_URI_ENV
 from carsdepo_assets.prediction.inference_log import serving_environment
 from carsdepo_assets.prediction.models import ALIASES, ModelRef
 

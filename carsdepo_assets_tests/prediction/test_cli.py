@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from carsdepo_assets.cli import main
-from carsdepo_assets.detection.registry import CHAMPION, alias_version, promote
+from carsdepo_assets.detection.champion import CHAMPION, alias_version, promote
 from carsdepo_assets.prediction.inference_log import CLI, InferenceLog
 from carsdepo_assets.prediction.models import ModelRef
 from carsdepo_assets.state import StateLayout

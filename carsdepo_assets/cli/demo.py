@@ -6,15 +6,19 @@ against a real Label Studio and a real MLflow store under CARSDEPO_HOME, and pri
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from carsdepo_assets.console import figure, say
-from carsdepo_assets.runner import materialization_metadata
+from carsdepo_assets.cli.console import figure, say
 from carsdepo_assets.state import StateLayout
+
+if TYPE_CHECKING:
+    from carsdepo_assets.cli.parser import AddCommand
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,8 @@ def generate_batch(layout: StateLayout, plan: DemoPlan, batch: str, lighting: st
 
 @step("Ingesting the batch through Dagster (raw_images)")
 def ingest(batch: str, folder: Path) -> None:
+    from carsdepo_assets.cli.runner import ingest_batch_through_dagster
     from carsdepo_assets.images.summary import format_summary
-    from carsdepo_assets.runner import ingest_batch_through_dagster
 
     manifest = ingest_batch_through_dagster(folder / "images", batch)
     say("    " + format_summary(manifest).replace("\n", "\n    "))
@@ -80,7 +84,7 @@ def start_label_studio(layout: StateLayout) -> str:
 
 @step("Importing the batch into Label Studio as tasks (label_studio_tasks)")
 def create_tasks(batch: str) -> None:
-    from carsdepo_assets.runner import run_job
+    from carsdepo_assets.cli.runner import materialization_metadata, run_job
 
     result = run_job("labeling_job", partition_key=batch)
     metadata = materialization_metadata(result, "label_studio_tasks")
@@ -100,7 +104,7 @@ def annotate(layout: StateLayout, batch: str, folder: Path) -> None:
 
 @step("Pulling annotations and building the curated dataset (dataset_job)")
 def build_dataset() -> None:
-    from carsdepo_assets.runner import run_job
+    from carsdepo_assets.cli.runner import materialization_metadata, run_job
 
     result = run_job("dataset_job")
     metadata = materialization_metadata(result, "curated_dataset")
@@ -112,7 +116,7 @@ def build_dataset() -> None:
 
 @step("Training, evaluating and promoting a detector (training_job, tracked in MLflow)")
 def train(iterations: int, backend: str) -> None:
-    from carsdepo_assets.runner import RunFailed, run_job
+    from carsdepo_assets.cli.runner import RunFailed, materialization_metadata, run_job
 
     result = run_job("training_job", raise_on_failure=False, run_config={
         "ops": {"detector": {"config": {"iterations": iterations, "backend": backend}}}
@@ -134,7 +138,7 @@ def train(iterations: int, backend: str) -> None:
 
 @step("Profiling a batch and deciding what its drift calls for (monitoring_job)")
 def monitor(batch: str) -> str:
-    from carsdepo_assets.runner import run_job
+    from carsdepo_assets.cli.runner import materialization_metadata, run_job
 
     result = run_job("monitoring_job", partition_key=batch)
     decision = materialization_metadata(result, "retraining_decision")
@@ -145,8 +149,8 @@ def monitor(batch: str) -> str:
 
 @step("Predicting a fresh batch with the champion (prediction_job) and the KPIs (kpi_job)")
 def predict(layout: StateLayout, batch: str, shown: int = 6) -> None:
+    from carsdepo_assets.cli.runner import materialization_metadata, run_job
     from carsdepo_assets.prediction.batch import prediction_path, read_predictions
-    from carsdepo_assets.runner import run_job
 
     result = run_job("prediction_job", partition_key=batch, raise_on_failure=False)
     if not result.success:
@@ -174,9 +178,8 @@ def _check(result, check_name: str) -> str:
 
 
 def run_demo(images: int, seed: int, iterations: int, backend: str = "auto") -> int:
-    from carsdepo_assets.instance import prepare_dagster_home
+    from carsdepo_assets.cli.runner import RunFailed, prepare_dagster_home
     from carsdepo_assets.labeling.server import ServerError
-    from carsdepo_assets.runner import RunFailed
 
     layout = StateLayout.from_env().ensure()
     prepare_dagster_home(layout)
@@ -210,3 +213,22 @@ def run_demo(images: int, seed: int, iterations: int, backend: str = "auto") -> 
         "with `make mlflow-ui` (http://127.0.0.1:5000), tasks in Label Studio "
         f"({label_studio_url}; `make labelstudio-stop` stops it).")
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(
+        images=args.images, seed=args.seed, iterations=args.iterations, backend=args.backend
+    )
+
+
+def register(command: AddCommand) -> None:
+    demo = command("demo", cmd_demo, "Run the whole loop on synthetic data with embedded defaults.")
+    demo.add_argument("--images", type=int, default=120, help="photos per synthetic batch")
+    demo.add_argument("--seed", type=int, default=7, help="random seed for the synthetic data")
+    demo.add_argument(
+        "--iterations", type=int, default=300, help="detector training iterations (default 300)"
+    )
+    demo.add_argument(
+        "--backend", default="auto", choices=["auto", "torchvision", "detectron2"],
+        help="detector backend (default auto: detectron2 when installed, else torchvision)",
+    )

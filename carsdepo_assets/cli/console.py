@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 
 def say(message: str) -> None:
-    """One line of progress on stdout, flushed (output often goes to a file or a pipe)."""
-    print(message, flush=True)
+    """One line of progress on stderr, flushed (output often goes to a file or a pipe); stdout
+    is kept for a command's result (a table, JSON), and Dagster's own log goes to stderr too."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def progress_printer(label: str) -> Callable[[int, int], None]:
