@@ -13,7 +13,6 @@ from carsdepo_assets.detection.bootstrap import LOWER_BOUND, bootstrap_bounds
 from carsdepo_assets.detection.champion import current_champion, promote
 from carsdepo_assets.detection.evaluate import evaluate_on_split
 from carsdepo_assets.detection.metrics import EvaluationResult
-from carsdepo_assets.detection.pyfunc import load_registered_detector
 from carsdepo_assets.detection.report import (
     comparison_markdown,
     confusion_matrix_png,
