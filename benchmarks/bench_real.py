@@ -8,7 +8,7 @@ Trains as `make train-real` does (``carsdepo train-real``, in a temporary CARSDE
 ``--home`` names one to keep, with Label Studio on a free port), then records the test-split
 figures of its report. ``--reuse`` records the report already in ``--home`` (default
 ``.carsdepo-real``, where `make train-real` leaves it). The data set's class map and split
-caveats: see carsdepo_assets/real_data.py. About an hour on two CPU cores (``real_cpu``).
+caveats: see carsdepo_assets/cli/train_real.py. About an hour on two CPU cores (``real_cpu``).
 """
 
 from __future__ import annotations
@@ -79,9 +79,9 @@ def record_resized(home: Path, report: dict, sizes: list[int]) -> None:
     """The trained model evaluated at other input sizes (test-time resizing, no retraining):
     how much does input resolution limit it?"""
     from carsdepo_assets.datasets import load_dataset
+    from carsdepo_assets.detection.champion import configure_mlflow
     from carsdepo_assets.detection.evaluate import evaluate_on_split
-    from carsdepo_assets.detection.pyfunc import load_registered_detector
-    from carsdepo_assets.detection.registry import configure_mlflow
+    from carsdepo_assets.prediction.pyfunc import load_registered_detector
     from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
     from carsdepo_assets.state import StateLayout
 

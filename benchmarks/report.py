@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmarks._record import RESULTS_DIR
 
 PATHS_SUITE = "paths"  # bench_paths: shown as a table of paths beside their floors
-IDENTITY = ("backend", "variant", "stage", "step", "batch_size", "chunk_size")
+IDENTITY = ("backend", "variant", "stage", "step", "batch_size", "chunk_size", "seed")
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 
 

@@ -44,6 +44,9 @@ class DetectorConfig:
     batch_size: int = 4
     optimizer: str = "adamw"
     lr: float = 1e-3
+    # the backbone body learns at lr x this (torchvision backend; detectron2 trains every
+    # parameter at lr): 0.1 lifted synthetic AP50 from 0.91 to 0.94 (500 it, 200 photos)
+    backbone_lr_factor: float = 0.1
     weight_decay: float = 1e-4
     warmup_iterations: int = 50
     clip_grad_norm: float = 10.0
@@ -64,7 +67,7 @@ class DetectorConfig:
     # run
     seed: int = 0
     device: str = "auto"
-    num_threads: int = 0  # 0: every core torch sees
+    num_threads: int = 0  # 0: the cores other processes leave free now (detection/threads.py)
     eval_period: int = 100  # validate (model selection) every N iterations and at the end
     checkpoint_period: int = 50  # keep the last good weights every N iterations
 
@@ -98,6 +101,9 @@ class DetectorConfig:
             raise ConfigError(f"min_size={self.min_size} is larger than max_size={self.max_size}")
         if not (self.lr > 0 and self.weight_decay >= 0 and self.clip_grad_norm >= 0):
             raise ConfigError("lr must be positive; weight_decay and clip_grad_norm not negative")
+        if not 0.0 < self.backbone_lr_factor <= 1.0:
+            raise ConfigError(f"backbone_lr_factor={self.backbone_lr_factor!r}: must be within "
+                              "(0, 1]")
         for name in ("box_score_thresh", "score_threshold", "brightness", "contrast"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be within [0, 1]")
@@ -182,6 +188,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "box_detections_per_img": 50,
         "eval_period": 500,
         "checkpoint_period": 250,
+        "backbone_lr_factor": 1.0,  # as measured before the factor existed
     },
     # real photos on two idle CPU cores within an hour: 640 px photos at full resolution;
     # 1800 iterations of 4 at the measured ~2.3 images/s take about 52 minutes
@@ -192,5 +199,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "iterations": 1800,
         "eval_period": 300,
         "checkpoint_period": 100,
+        "backbone_lr_factor": 1.0,  # as measured before the factor existed
     },
 }

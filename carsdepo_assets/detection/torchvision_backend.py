@@ -9,7 +9,6 @@ batches.
 
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -40,10 +39,8 @@ from carsdepo_assets.detection.config import ConfigError, DetectorConfig
 from carsdepo_assets.detection.data import LoadedSplit, image_tensor
 from carsdepo_assets.detection.training import fit
 from carsdepo_assets.detection.types import Detection
-from carsdepo_assets.fileio import atomic_write_bytes
 from carsdepo_assets.taxonomy import CLASS_NAME_BY_ID, CLASS_NAMES
 
-WEIGHTS_FILE = "model.pt"
 PREDICT_BATCH = 8
 LEVELS = (*FEATURE_NAMES, "pool")  # FPN outputs: c3, c4, c5 and a max-pooled extra level
 
@@ -122,8 +119,7 @@ class TorchvisionDetector(TrainedDetector):
 
     def __init__(self, model: FasterRCNN, config: DetectorConfig,
                  summary: TrainingSummary | None = None):
-        super().__init__(config, summary)
-        self.model = model
+        super().__init__(model, config, summary)
         self.device = next(model.parameters()).device
 
     def predict(self, images: list[Image.Image]) -> list[list[Detection]]:
@@ -139,19 +135,13 @@ class TorchvisionDetector(TrainedDetector):
                 results.append(_detections(output, tensor.shape, image.size))
         return results
 
-    def _save_weights(self, directory: Path) -> None:
-        buffer = io.BytesIO()
-        torch.save(self.model.state_dict(), buffer)
-        atomic_write_bytes(directory / WEIGHTS_FILE, buffer.getvalue())
+    def _set_output_limits(self, score_floor: float, max_detections: int) -> None:
+        self.model.roi_heads.score_thresh = score_floor
+        self.model.roi_heads.detections_per_img = max_detections
 
     @classmethod
-    def _load(cls, directory: Path, config: DetectorConfig,
-              summary: TrainingSummary | None) -> TorchvisionDetector:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = build_model(config, load_backbone_weights=False)
-        state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-        return cls(model.to(device).eval(), config, summary)
+    def _build_model(cls, config: DetectorConfig) -> FasterRCNN:
+        return build_model(config, load_backbone_weights=False)
 
 
 def _detections(output: dict, tensor_shape: torch.Size, size: tuple[int, int]) -> list[Detection]:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from carsdepo_assets.cli import main
+from carsdepo_assets.cli.train_real import RealDataError, import_published_splits, split_paths
 from carsdepo_assets.labeling.results import convert_tasks
-from carsdepo_assets.real_data import RealDataError, import_published_splits, split_paths
 from carsdepo_assets.resources.label_studio import LabelStudioResource
 from carsdepo_assets.state import StateLayout
 from carsdepo_assets.synth import generate_dataset

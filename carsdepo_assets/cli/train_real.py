@@ -25,16 +25,19 @@ synthetic photos never end up in one dataset.
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from carsdepo_assets.console import figure, progress_printer, say
+from carsdepo_assets.cli.console import figure, progress_printer, say
 from carsdepo_assets.fileio import atomic_write_json
 from carsdepo_assets.state import PROJECT_ROOT, StateLayout
 
 if TYPE_CHECKING:
+    from carsdepo_assets.cli.parser import AddCommand
     from carsdepo_assets.labeling.tasks import LabelingBackend
 
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "lensor_car_damage"
@@ -85,8 +88,8 @@ def import_published_splits(
 ) -> list[SplitImport]:
     """Ingest and import every published split, pinned to it; val and test copies of train
     photos are dropped (see the module docstring). Idempotent: a second run adds nothing."""
+    from carsdepo_assets.cli.runner import ingest_batch_through_dagster
     from carsdepo_assets.labeling.coco_import import import_coco_annotations, parse_coco
-    from carsdepo_assets.runner import ingest_batch_through_dagster
 
     train_groups: set[str] = set()
     imports = []
@@ -131,10 +134,9 @@ def train_on_real_data(
     iterations: int | None = None,
 ) -> dict[str, Any]:
     """The whole run (module docstring); returns and stores the report."""
-    from carsdepo_assets.instance import prepare_dagster_home
+    from carsdepo_assets.cli.runner import materialization_metadata, prepare_dagster_home, run_job
     from carsdepo_assets.labeling import server
     from carsdepo_assets.resources.label_studio import LabelStudioResource
-    from carsdepo_assets.runner import materialization_metadata, run_job
 
     data_dir = Path(data_dir).expanduser().resolve()
     if not data_dir.is_dir():
@@ -204,3 +206,43 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("    promoted to champion" if report["promoted"]
                  else "    stays a challenger (the quality gate did not pass)")
     return "\n".join(lines)
+
+
+def cmd_train_real(args: argparse.Namespace) -> int:
+    from carsdepo_assets.cli.runner import RunFailed
+    from carsdepo_assets.detection.config import ConfigError
+    from carsdepo_assets.labeling.coco_import import CocoImportError
+    from carsdepo_assets.labeling.server import ServerError
+
+    try:
+        train_on_real_data(Path(args.data), preset=args.preset, backend=args.backend,
+                           iterations=args.iterations)
+    except (RealDataError, CocoImportError, ConfigError, ServerError, RunFailed) as error:
+        print(f"carsdepo train-real: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(command: AddCommand) -> None:
+    train_real = command(
+        "train-real", cmd_train_real,
+        "Train on the real lensor car-damage photos (published train split, val for model "
+        "selection) and evaluate on their test split; run it in a CARSDEPO_HOME of its own "
+        "(`make train-real` uses .carsdepo-real). About an hour on 2 CPU cores.",
+    )
+    train_real.add_argument(
+        "--data", default=str(DEFAULT_DATA_DIR),
+        help="the data set: images/<split>/ and annotations/instances_<split>.json "
+        "(default: %(default)s)",
+    )
+    train_real.add_argument(
+        "--preset", default="auto", choices=PRESET_CHOICES,
+        help="detector preset (default auto: gpu where CUDA is there, else real_cpu)",
+    )
+    train_real.add_argument(
+        "--backend", default="auto", choices=["auto", "torchvision", "detectron2"],
+        help="detector backend (default auto: detectron2 when installed, else torchvision)",
+    )
+    train_real.add_argument(
+        "--iterations", type=int, help="training iterations (default: the preset's)"
+    )
