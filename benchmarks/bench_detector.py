@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from benchmarks._record import record
@@ -39,6 +38,7 @@ SUITE = "detector"
 VARIANTS: dict[str, dict] = {
     "default": {},  # the cpu preset
     "scratch": {"pretrained": False},  # same backbone and budget, random initialisation
+    "backbone_lr_1": {"backbone_lr_factor": 1.0},  # the pretrained body at the full rate
     "lite0_pretrained": {"backbone": "efficientnet_lite0", "pretrained": True},
     "resnet_tiny_scratch": {"backbone": "resnet_tiny", "pretrained": False},
 }
@@ -62,7 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-images", type=int, default=100)
     parser.add_argument("--iterations", type=int, default=0,
                         help="override the config's training iterations (0: keep)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: the cores other processes leave free)")
     parser.add_argument("--latency-runs", type=int, default=30)
     return parser.parse_args(argv)
 
@@ -109,7 +110,7 @@ def bench_variant(backend: str, variant: str, train: CocoSplit, val: CocoSplit,
     figures.update(_accuracy(detector, test))
     return [
         record(SUITE, name, round(value, 4), unit, data, backend=backend, variant=variant,
-               threads=args.threads or torch.get_num_threads(), **_target(name, value), **extra)
+               threads=used.num_threads, **_target(name, value), **extra)
         for name, (value, unit, extra) in figures.items()
     ]
 

@@ -90,10 +90,10 @@ def train_and_promote(layout: StateLayout, root: Path, iterations: int) -> None:
     import mlflow
 
     from carsdepo_assets.detection.backends import train_detector
+    from carsdepo_assets.detection.champion import configure_mlflow, promote
     from carsdepo_assets.detection.config import DetectorConfig
     from carsdepo_assets.detection.data import CocoSplit
-    from carsdepo_assets.detection.pyfunc import log_detector_model
-    from carsdepo_assets.detection.registry import configure_mlflow, promote
+    from carsdepo_assets.prediction.pyfunc import log_detector_model
     from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
     from carsdepo_assets.synth import generate_dataset
 
@@ -125,8 +125,8 @@ def ingest(layout: StateLayout, photos: list[Path], batch: str, folder: Path) ->
 
 
 def champion():
-    from carsdepo_assets.detection.pyfunc import load_registered_detector
     from carsdepo_assets.prediction.models import resolve_model
+    from carsdepo_assets.prediction.pyfunc import load_registered_detector
     from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
 
     model = resolve_model(DEFAULT_MODEL_NAME)
@@ -207,7 +207,7 @@ def bench_memory(layout: StateLayout, photos: list[Path], size: int) -> None:
 
 def memory_worker(home: Path, batch: str, chunk: int) -> None:
     """Runs in the subprocess: load the champion, predict the batch, print memory figures."""
-    from carsdepo_assets.detection.registry import configure_mlflow
+    from carsdepo_assets.detection.champion import configure_mlflow
     from carsdepo_assets.prediction.batch import predict_batch
 
     layout = StateLayout(home)

@@ -8,7 +8,7 @@ Trains as `make train-real` does (``carsdepo train-real``, in a temporary CARSDE
 ``--home`` names one to keep, with Label Studio on a free port), then records the test-split
 figures of its report. ``--reuse`` records the report already in ``--home`` (default
 ``.carsdepo-real``, where `make train-real` leaves it). The data set's class map and split
-caveats: see carsdepo_assets/real_data.py. About an hour on two CPU cores (``real_cpu``).
+caveats: see carsdepo_assets/cli/train_real.py. About an hour on two CPU cores (``real_cpu``).
 """
 
 from __future__ import annotations
@@ -35,12 +35,19 @@ FIGURES = (  # report metric -> recorded name
     ("AP_scratch", "real_test_AP_scratch"),
     ("AP_dent", "real_test_AP_dent"),
     ("AP75", "real_test_AP75"),
+    ("damage_AP50", "real_test_damage_AP50"),
+    ("APs", "real_test_APs"),
+    ("none_accuracy", "real_test_none_accuracy"),
 )
 
 
-def train(home: Path, args: argparse.Namespace) -> None:
+def train(home: Path, args: argparse.Namespace, overrides: dict | None = None,
+          variant: str | None = None) -> None:
     command = [sys.executable, "-m", "carsdepo_assets.cli", "train-real",
                "--preset", args.preset, "--backend", args.backend]
+    command += [f"--set={key}={json.dumps(value)}" for key, value in (overrides or {}).items()]
+    if variant:
+        command += ["--variant", variant]
     if args.data:
         command += ["--data", args.data]
     if args.iterations:
@@ -62,7 +69,9 @@ def record_report(report: dict) -> None:
             f"{config.get('iterations')} it x {config.get('batch_size')} at "
             f"{config.get('min_size')}-{config.get('max_size')} px")
     common = {"backend": report["backend"], "preset": report["preset"],
-              "model_version": report["model_version"]}
+              "model_version": report["model_version"],
+              **({"variant": report["variant"]} if report.get("variant") else {}),
+              **({"overrides": report["overrides"]} if report.get("overrides") else {})}
     for metric, name in FIGURES:
         if metric not in metrics:
             continue
@@ -73,15 +82,47 @@ def record_report(report: dict) -> None:
         record(SUITE, name, round(metrics[metric], 4), "AP", data, **extra)
     record(SUITE, "real_train_wall", report["train_wall_s"], "s", data, **common,
            images_per_s=report["train_images_per_s"])
+    if "ms_per_image" in metrics:  # sliced at native resolution where the config says so
+        record(SUITE, "real_test_ms_per_image", round(metrics["ms_per_image"], 1), "ms/image",
+               data, **common)
+
+
+def ablation_variants() -> dict[str, dict]:
+    """Issue 12's ablation at real_cpu_short's fixed budget: the old design (every change
+    undone), each change alone, all together."""
+    from carsdepo_assets.detection.config import WITHOUT_CHANGE
+
+    undo_all = {key: value for undo in WITHOUT_CHANGE.values() for key, value in undo.items()}
+    variants = {"baseline": undo_all}
+    for change in WITHOUT_CHANGE:
+        others = [undo for name, undo in WITHOUT_CHANGE.items() if name != change]
+        variants[f"{change} only"] = {k: v for undo in others for k, v in undo.items()}
+    variants["all changes"] = {}
+    return variants
+
+
+def run_ablation(args: argparse.Namespace) -> None:
+    """Train and record every variant (one training at a time), then print the table."""
+    from carsdepo_assets.cli.train_real import table_markdown
+
+    args.preset = "real_cpu_short"
+    rows = {}
+    for variant, overrides in ablation_variants().items():
+        with tempfile.TemporaryDirectory(prefix="bench-real-") as home:
+            train(Path(home), args, overrides, variant)
+            report = read_report(Path(home))
+        record_report(report)
+        rows[variant] = report["test_metrics"]
+    print(table_markdown(rows))
 
 
 def record_resized(home: Path, report: dict, sizes: list[int]) -> None:
     """The trained model evaluated at other input sizes (test-time resizing, no retraining):
     how much does input resolution limit it?"""
     from carsdepo_assets.datasets import load_dataset
+    from carsdepo_assets.detection.champion import configure_mlflow
     from carsdepo_assets.detection.evaluate import evaluate_on_split
-    from carsdepo_assets.detection.pyfunc import load_registered_detector
-    from carsdepo_assets.detection.registry import configure_mlflow
+    from carsdepo_assets.prediction.pyfunc import load_registered_detector
     from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
     from carsdepo_assets.state import StateLayout
 
@@ -112,13 +153,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="record the report already in --home instead of training")
     parser.add_argument("--data", help="the data set folder (default: train-real's)")
-    parser.add_argument("--preset", default="auto", help="auto | real_cpu | gpu")
+    parser.add_argument("--preset", default="auto",
+                        help="auto | real_cpu | real_cpu_short | gpu")
+    parser.add_argument("--ablation", action="store_true",
+                        help="issue 12's ablation: the old design, each change alone and all "
+                        "together at real_cpu_short's budget, one training after another "
+                        "(about 5 trainings; not run so far)")
     parser.add_argument("--backend", default="auto", help="auto | torchvision | detectron2")
     parser.add_argument("--iterations", type=int, help="training iterations (preset's default)")
     parser.add_argument("--eval-sizes", type=int, nargs="+", default=[], metavar="PX",
                         help="also evaluate the trained model resized to these input sizes")
     args = parser.parse_args(argv)
-    if args.reuse:
+    if args.ablation:
+        run_ablation(args)
+    elif args.reuse:
         measure(args.home or PROJECT_ROOT / ".carsdepo-real", args.eval_sizes)
     elif args.home:
         train(args.home.resolve(), args)

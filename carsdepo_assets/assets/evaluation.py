@@ -10,11 +10,11 @@ from pydantic import Field
 
 from carsdepo_assets.datasets import load_dataset
 from carsdepo_assets.detection.anchors import coverage_for
+from carsdepo_assets.detection.bootstrap import LOWER_BOUND, bootstrap_bounds
+from carsdepo_assets.detection.champion import current_champion, promote
 from carsdepo_assets.detection.data import coco_boxes_as_seen
 from carsdepo_assets.detection.evaluate import evaluate_on_split
 from carsdepo_assets.detection.metrics import EvaluationResult
-from carsdepo_assets.detection.pyfunc import load_registered_detector
-from carsdepo_assets.detection.registry import current_champion, promote
 from carsdepo_assets.detection.report import (
     comparison_markdown,
     confusion_matrix_png,
@@ -23,6 +23,7 @@ from carsdepo_assets.detection.report import (
     worst_examples_png,
 )
 from carsdepo_assets.detection.types import Detection
+from carsdepo_assets.prediction.pyfunc import load_registered_detector
 from carsdepo_assets.resources.mlflow import attach_tracking_run
 from carsdepo_assets.taxonomy import CLASS_NAMES
 from carsdepo_assets.visual import markdown_image
@@ -30,6 +31,10 @@ from carsdepo_assets.visual import markdown_image
 
 class EvaluationConfig(Config):
     batch_size: int = Field(default=4, description="Images predicted together.")
+    confidence: float = Field(
+        default=0.95, description="One-sided confidence of the bootstrap lower bounds."
+    )
+    resamples: int = Field(default=1000, description="Bootstrap resamples of the test images.")
 
 
 @asset(
@@ -41,7 +46,8 @@ class EvaluationConfig(Config):
         "AP/AP50/AP75/APs/APm/APl from every detection (score >= 0.001, up to 100 per image), "
         'per-class AP and AP50 by size, class-agnostic "damage" AP50, what became of each '
         "ground-truth box, precision/recall/F1 at the operating threshold, "
-        'damaged-vs-"None" accuracy, scratch/dent confusion and ms per image.'
+        'damaged-vs-"None" accuracy, bootstrap lower bounds of AP50 and that accuracy over the '
+        "test images, scratch/dent confusion and ms per image."
     ),
 )
 def evaluation_report(
@@ -70,10 +76,13 @@ def evaluation_report(
             model, test, dataset.image_root, config.batch_size
         )
         results[role] = result
+        bounds = bootstrap_bounds(test, predictions[role], model.config.score_threshold,
+                                  config.confidence, config.resamples)
         report["models"][role] = {
             "version": version,
             "anchor_coverage": coverage_for(model.config, coco_boxes_as_seen(test, model.config)),
-            "metrics": {**result.flat_metrics(), "ms_per_image": ms_per_image},
+            "metrics": {**result.flat_metrics(), "ms_per_image": ms_per_image,
+                        **{f"{name}{LOWER_BOUND}": bound.lower for name, bound in bounds.items()}},
             "details": result.to_dict(),
         }
     challenger = results["challenger"]
@@ -102,6 +111,11 @@ def evaluation_report(
         **{f"AP50_{name}": metrics.get(f"AP50_{name}") for name in CLASS_NAMES},
         "none_accuracy": metrics.get("none_accuracy"),
         "anchor_coverage": MetadataValue.json(report["models"]["challenger"]["anchor_coverage"]),
+        f"AP50{LOWER_BOUND}": metrics.get(f"AP50{LOWER_BOUND}"),
+        f"none_accuracy{LOWER_BOUND}": metrics.get(f"none_accuracy{LOWER_BOUND}"),
+        "bounds": (f"one-sided {config.confidence:.0%} lower bounds: percentile bootstrap over "
+                   f"the {len(test['images'])} test images, {config.resamples} resamples"),
+        "test_images": len(test["images"]),
         "ms_per_image": round(metrics["ms_per_image"], 1),
         "report": MetadataValue.md(result_markdown(challenger)),
         "comparison": MetadataValue.md(comparison_markdown(results)),

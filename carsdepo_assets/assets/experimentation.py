@@ -16,8 +16,8 @@ from pydantic import Field
 
 from carsdepo_assets.assets.training import DetectorTrainingConfig, train_tracked
 from carsdepo_assets.datasets import load_dataset
+from carsdepo_assets.detection.champion import configure_mlflow
 from carsdepo_assets.detection.evaluate import evaluate_on_split
-from carsdepo_assets.detection.registry import configure_mlflow
 from carsdepo_assets.partitions import batch_partitions
 from carsdepo_assets.resources.state import CarsdepoHome
 
@@ -71,7 +71,7 @@ def experiment_sweep(
         with mlflow.start_run(run_name=f"sweep-{index}") as run:
             mlflow.set_tag("carsdepo.drifted_batch", batch)
             tracked = train_tracked(
-                context, training, dataset, layout.models / context.run_id / f"sweep-{index}"
+                context, training, dataset, layout.run_folder(context.run_id, f"sweep-{index}")
             )
             result, _, ms_per_image = evaluate_on_split(
                 tracked.trained, dataset.coco("val"), dataset.image_root

@@ -4,6 +4,7 @@
 
 
 import io
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,8 @@ from carsdepo_assets.detection.backends import (
 )
 from carsdepo_assets.detection.config import ConfigError, DetectorConfig
 from carsdepo_assets.detection.data import CocoSplit, DatasetError
-from carsdepo_assets.detection.pyfunc import log_detector_model
 from carsdepo_assets.images.store import ImageStore
+from carsdepo_assets.prediction.pyfunc import log_detector_model
 from carsdepo_assets.resources.mlflow import attach_tracking_run
 from carsdepo_assets.visual import contact_sheet, draw_boxes, markdown_image, png_bytes
 
@@ -52,16 +53,31 @@ class DetectorTrainingConfig(Config):
     brightness: float | None = Field(default=None, description="Brightness augmentation.")
     contrast: float | None = Field(default=None, description="Contrast augmentation.")
     seed: int = Field(default=0, description="Random seed.")
+    overrides: str = Field(
+        default="{}",
+        description='Further DetectorConfig fields as a JSON object, applied last (e.g. '
+        '{"work_side": 0} to train real_cpu without native-resolution crops).',
+    )
+    num_threads: int | None = Field(
+        default=None, description="torch threads; unset: the cores other processes leave free."
+    )
     log_every: int = Field(default=25, description="Log progress every N iterations.")
 
     def detector_config(self) -> DetectorConfig:
         overrides = {
             name: getattr(self, name)
             for name in ("backend", "iterations", "batch_size", "lr", "min_size", "max_size",
-                         "pretrained", "weights_path", "brightness", "contrast", "seed")
+                         "pretrained", "weights_path", "brightness", "contrast", "seed",
+                         "num_threads")
             if getattr(self, name) is not None
         }
-        return DetectorConfig.preset(self.preset, **overrides)
+        try:
+            extra = json.loads(self.overrides)
+        except ValueError as error:
+            raise ConfigError(f"overrides is not JSON: {error}") from None
+        if not isinstance(extra, dict):
+            raise ConfigError("overrides must be a JSON object of DetectorConfig fields")
+        return DetectorConfig.preset(self.preset, **{**overrides, **extra})
 
 
 @dataclass
@@ -104,7 +120,8 @@ def train_tracked(
     context.log.info(
         f"training {resolved.backend} detector on dataset {dataset.version} "
         f"({resolved.iterations} iterations, batch {resolved.batch_size}, "
-        f"input {resolved.min_size}-{resolved.max_size}px, device {resolved.device})"
+        f"input {resolved.min_size}-{resolved.max_size}px, device {resolved.device}, "
+        f"{resolved.num_threads} torch threads)"
     )
 
     def on_progress(progress: TrainProgress) -> None:

@@ -3,7 +3,7 @@
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
 
 from carsdepo_assets.assets.evaluation import evaluation_report
-from carsdepo_assets.detection.registry import gate
+from carsdepo_assets.detection.champion import gate
 
 
 @asset_check(

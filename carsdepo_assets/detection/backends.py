@@ -28,7 +28,15 @@ from torch import nn
 
 from carsdepo_assets.detection.anchors import coverage_for, with_learned_anchors
 from carsdepo_assets.detection.config import ConfigError, DetectorConfig
-from carsdepo_assets.detection.data import CocoSplit, LoadedSplit, boxes_as_trained, load_split
+from carsdepo_assets.detection.data import (
+    CocoSplit,
+    Crop,
+    LoadedSplit,
+    boxes_as_trained,
+    load_split,
+)
+from carsdepo_assets.detection.slicing import merge_detections, tiles
+from carsdepo_assets.detection.threads import choose_threads
 from carsdepo_assets.detection.types import Detection, damage_answer
 from carsdepo_assets.fileio import atomic_write_bytes, atomic_write_json
 
@@ -102,7 +110,10 @@ class TrainedDetector(ABC):
 
     The weights are the torch module's state dict (``model.pt``) for every backend; a backend
     says how to build its module from the config (``_build_model``), how to run it on images
-    (``predict``) and where its output limits live (``_set_output_limits``)."""
+    resized to a given size (``_predict_resized``) and where its output limits live
+    (``_set_output_limits``). ``predict`` is the one prediction path (evaluation, the CLI,
+    batch predictions and REST serving all call it): the whole-image pass, and with
+    ``config.work_side`` the tiles at native resolution too, merged (slicing.py)."""
 
     backend: ClassVar[str]
 
@@ -111,12 +122,39 @@ class TrainedDetector(ABC):
         self.model = model
         self.config = config
         self.summary = summary
+        self._max_detections = config.box_detections_per_img
 
-    @abstractmethod
     def predict(self, images: list[Image.Image]) -> list[list[Detection]]:
         """Detections per image (score >= ``config.box_score_thresh``, at most
         ``config.box_detections_per_img``, best first), boxes in the pixel coordinates of the
         image as given, labels from the taxonomy."""
+        whole = self._predict_resized(images, self.config.min_size, self.config.max_size)
+        if not self.config.work_side:
+            return whole
+        return [self._with_tiles(image, found)
+                for image, found in zip(images, whole, strict=True)]
+
+    def _with_tiles(self, image: Image.Image, whole: list[Detection]) -> list[Detection]:
+        """The whole-image detections merged with those of every tile, in photo pixels."""
+        found = list(whole)
+        image = image if image.mode == "RGB" else image.convert("RGB")  # once, not per tile
+        by_size: dict[tuple[int, int], list[Crop]] = {}
+        for crop in tiles(image.width, image.height, self.config):
+            by_size.setdefault(crop.size, []).append(crop)
+        for (width, height), crops in by_size.items():
+            pictures = [crop.read(image) for crop in crops]
+            # min/max of the tile's own sides: the model sees each tile at scale 1
+            for crop, detections in zip(crops, self._predict_resized(
+                    pictures, min(width, height), max(width, height)), strict=True):
+                found += [Detection(d.label, d.score, tuple(crop.to_photo(d.box)[0].tolist()))
+                          for d in detections]
+        return merge_detections(found, self.config.merge_iou)[:self._max_detections]
+
+    @abstractmethod
+    def _predict_resized(self, images: list[Image.Image], min_size: int,
+                         max_size: int) -> list[list[Detection]]:
+        """Each image resized to ``min_size`` / ``max_size`` (the Faster R-CNN convention), run
+        through the model, boxes back in the pixels of the image as given."""
 
     def answers(self, images: list[Image.Image], threshold: float | None = None) -> list:
         """The public answer per image: ``"None"`` or detections at the operating point."""
@@ -128,11 +166,13 @@ class TrainedDetector(ABC):
         """Predict down to ``score_floor``, up to ``max_detections`` per image, inside the
         block (the COCO protocol's evaluation); the config's limits again afterwards."""
         self._set_output_limits(score_floor, max_detections)
+        self._max_detections = max_detections
         try:
             yield self
         finally:
             self._set_output_limits(self.config.box_score_thresh,
                                     self.config.box_detections_per_img)
+            self._max_detections = self.config.box_detections_per_img
 
     @abstractmethod
     def _set_output_limits(self, score_floor: float, max_detections: int) -> None:
@@ -198,8 +238,7 @@ class DetectorBackend(ABC):
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         previous_threads = torch.get_num_threads()
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
+        torch.set_num_threads(config.num_threads)
         try:
             detector = self._fit(train_split, val_split, config, workdir, on_progress)
         finally:
@@ -252,14 +291,16 @@ def resolve_backend(name: str) -> str:
 
 
 def resolve_config(config: DetectorConfig) -> DetectorConfig:
-    """The concrete config a run uses: backend, device and norm decided, no ``auto`` left."""
+    """The concrete config a run uses: backend, device, norm and torch threads decided, no
+    ``auto`` left."""
     device = config.device
     if device in ("auto", "cuda"):
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device='cuda' but no CUDA device is available here")
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    threads = config.num_threads or choose_threads().threads
     return config.replace(backend=resolve_backend(config.backend), device=device,
-                          norm=config.resolved_norm)
+                          norm=config.resolved_norm, num_threads=threads)
 
 
 def get_backend(name: str) -> DetectorBackend:

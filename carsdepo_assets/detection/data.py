@@ -9,6 +9,7 @@ the entry at fault. Images with no boxes are kept: they teach the model to answe
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,6 +238,10 @@ def _boxes_at_model_scale(items, config: DetectorConfig) -> dict[str, np.ndarray
     for width, height, boxes, labels in items:
         scale = resize_scale(width, height, config.min_size, config.max_size)
         for box, label in zip(boxes, labels, strict=True):
+            if config.work_side:  # as damage_crop reads it
+                longest = max(box[2] - box[0], box[3] - box[1])
+                scale = min(working_scale(width, height, config.work_side),
+                            LARGE_BOX_FILL * config.crop_size / max(longest, 1e-9))
             if int(label) in CLASS_NAME_BY_ID:
                 per_class[CLASS_NAME_BY_ID[int(label)]].append(np.asarray(box) * scale)
     return {name: np.array(boxes, dtype=np.float64).reshape(-1, 4)
@@ -299,3 +304,141 @@ def training_sample(
     if augmentation is not None:
         tensor, boxes = augmentation.apply(tensor, boxes, rng)
     return tensor, {"boxes": boxes.reshape(-1, 4), "labels": torch.from_numpy(record.labels)}
+
+
+# A box larger than this share of the crop side is read at a smaller scale (keeps its context).
+LARGE_BOX_FILL = 0.6
+# A box cut by the crop edge is kept when at least this share of its area is inside the crop.
+MIN_VISIBLE_SHARE = 0.3
+MIN_VISIBLE_SIDE_PX = 2.0
+
+
+def working_scale(width: int, height: int, work_side: int) -> float:
+    """The factor a photo is read at for native-resolution training and prediction: up to
+    ``work_side`` on the long side, never below its own resolution."""
+    return max(1.0, work_side / max(width, height))
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A window of a photo as the model sees it: ``scale`` x the photo's pixels, top-left at
+    ``origin`` (in scaled pixels), ``size`` (width, height) scaled pixels. A point p of the
+    crop is p / scale + origin / scale in the photo."""
+
+    scale: float
+    origin: tuple[float, float]
+    size: tuple[int, int]
+
+    @property
+    def photo_window(self) -> tuple[float, float, float, float]:
+        """The crop's (x1, y1, x2, y2) in the photo's own pixels."""
+        x, y = self.origin
+        return (x / self.scale, y / self.scale, (x + self.size[0]) / self.scale,
+                (y + self.size[1]) / self.scale)
+
+    def to_crop(self, boxes: np.ndarray) -> np.ndarray:
+        """Photo (x1, y1, x2, y2) boxes -> crop pixels (not clipped)."""
+        x, y = self.origin
+        return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * self.scale - (x, y, x, y)
+
+    def to_photo(self, boxes: np.ndarray) -> np.ndarray:
+        """Crop-pixel boxes -> the photo's pixels."""
+        x, y = self.origin
+        return (np.asarray(boxes, dtype=np.float64).reshape(-1, 4) + (x, y, x, y)) / self.scale
+
+    def read(self, image: Image.Image) -> Image.Image:
+        """The crop's pixels, resampled from the full-resolution photo in one step."""
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        return rgb.resize(self.size, Image.Resampling.BILINEAR, box=self.photo_window)
+
+
+def damage_crop(record: ImageRecord, index: int, config: DetectorConfig,
+                rng: np.random.Generator) -> Crop:
+    """A crop holding box ``index`` of ``record`` whole (when it fits), at a random position
+    around it; boxes larger than LARGE_BOX_FILL of the crop are read at a smaller scale."""
+    x1, y1, x2, y2 = (float(v) for v in record.boxes[index])
+    scale = working_scale(record.width, record.height, config.work_side)
+    longest = max(x2 - x1, y2 - y1)
+    scale = min(scale, LARGE_BOX_FILL * config.crop_size / longest) if longest > 0 else scale
+    size = _crop_size(record, scale, config.crop_size)
+    origin = tuple(
+        _position(low * scale, high * scale, side, limit * scale, rng)
+        for low, high, side, limit in ((x1, x2, size[0], record.width),
+                                       (y1, y2, size[1], record.height))
+    )
+    return Crop(scale, origin, size)
+
+
+def random_crop(record: ImageRecord, config: DetectorConfig, rng: np.random.Generator) -> Crop:
+    """A crop anywhere in the photo, at its working scale (background, or what it holds)."""
+    scale = working_scale(record.width, record.height, config.work_side)
+    size = _crop_size(record, scale, config.crop_size)
+    origin = (float(rng.uniform(0, record.width * scale - size[0])),
+              float(rng.uniform(0, record.height * scale - size[1])))
+    return Crop(scale, origin, size)
+
+
+def _crop_size(record: ImageRecord, scale: float, crop_size: int) -> tuple[int, int]:
+    return (min(crop_size, int(record.width * scale)), min(crop_size, int(record.height * scale)))
+
+
+def _position(low: float, high: float, side: int, limit: float,
+              rng: np.random.Generator) -> float:
+    """A start for a window of ``side`` inside [0, limit] that holds [low, high] when it fits
+    (else one that lies within it), uniformly among those."""
+    start_min, start_max = (high - side, low) if high - low <= side else (low, high - side)
+    start_min, start_max = max(0.0, start_min), min(limit - side, start_max)
+    return float(rng.uniform(start_min, start_max)) if start_max > start_min \
+        else float(min(max(0.0, start_min), limit - side))
+
+
+def boxes_in_crop(crop: Crop, boxes: np.ndarray, labels: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The boxes as the crop shows them: clipped to it; a box is dropped when less than
+    MIN_VISIBLE_SHARE of it, or a sliver under MIN_VISIBLE_SIDE_PX, is inside."""
+    inside = crop.to_crop(boxes)
+    full_area = (inside[:, 2] - inside[:, 0]) * (inside[:, 3] - inside[:, 1])
+    width, height = crop.size
+    clipped = np.stack([inside[:, 0].clip(0, width), inside[:, 1].clip(0, height),
+                        inside[:, 2].clip(0, width), inside[:, 3].clip(0, height)], axis=1)
+    sides = np.stack([clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]], axis=1)
+    visible = sides.prod(axis=1)
+    keep = (sides.min(axis=1) >= MIN_VISIBLE_SIDE_PX) & \
+        (visible >= MIN_VISIBLE_SHARE * np.maximum(full_area, 1e-9))
+    return clipped[keep].astype(np.float32), np.asarray(labels)[keep]
+
+
+def crop_sample(
+    record: ImageRecord,
+    config: DetectorConfig,
+    augmentation: Augmentation | None,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A native-resolution training sample: a damage-centred crop (a random box of the photo)
+    or, for ``background_crops`` of the samples and for photos without boxes, a random one."""
+    if len(record.boxes) and rng.random() >= config.background_crops:
+        crop = damage_crop(record, int(rng.integers(len(record.boxes))), config, rng)
+    else:
+        crop = random_crop(record, config, rng)
+    with Image.open(record.path) as image:
+        tensor = pil_to_tensor(crop.read(image)).float().div_(255.0)
+    boxes, labels = boxes_in_crop(crop, record.boxes, record.labels)
+    boxes = torch.from_numpy(boxes)
+    if augmentation is not None:
+        tensor, boxes = augmentation.apply(tensor, boxes, rng)
+    return tensor, {"boxes": boxes.reshape(-1, 4), "labels": torch.from_numpy(labels)}
+
+
+def repeat_factors(records: list[ImageRecord], threshold: float) -> np.ndarray:
+    """LVIS repeat factors: r(class) = max(1, sqrt(threshold / share of images with the
+    class)), an image's factor the largest of its classes' (1 for images without boxes)."""
+    factors = np.ones(len(records))
+    if threshold <= 0 or not records:
+        return factors
+    images_with = Counter(int(label) for record in records for label in set(record.labels))
+    per_class = {label: max(1.0, math.sqrt(threshold / (count / len(records))))
+                 for label, count in images_with.items()}
+    for index, record in enumerate(records):
+        if len(record.labels):
+            factors[index] = max(per_class[int(label)] for label in record.labels)
+    return factors

@@ -52,7 +52,7 @@ from carsdepo_assets.detection.backends import (
     TrainingSummary,
     TrainProgress,
 )
-from carsdepo_assets.detection.config import DetectorConfig
+from carsdepo_assets.detection.config import ConfigError, DetectorConfig
 from carsdepo_assets.detection.data import LoadedSplit
 from carsdepo_assets.detection.detectron2_model import detectron2_cfg
 from carsdepo_assets.detection.metrics import COCO_MAX_DETECTIONS, COCO_SCORE_FLOOR
@@ -74,23 +74,25 @@ class Detectron2Detector(TrainedDetector):
                  summary: TrainingSummary | None = None):
         super().__init__(model, config, summary)
 
-    def predict(self, images: list[Image.Image]) -> list[list[Detection]]:
+    def _predict_resized(self, images: list[Image.Image], min_size: int,
+                         max_size: int) -> list[list[Detection]]:
         self.model.eval()
         results: list[list[Detection]] = []
         for start in range(0, len(images), PREDICT_BATCH):
-            inputs = [self._model_input(image) for image in images[start:start + PREDICT_BATCH]]
+            inputs = [self._model_input(image, min_size, max_size)
+                      for image in images[start:start + PREDICT_BATCH]]
             with torch.inference_mode():
                 outputs = self.model(inputs)
             results.extend(_detections(output["instances"]) for output in outputs)
         return results
 
-    def _model_input(self, image: Image.Image) -> dict:
+    def _model_input(self, image: Image.Image, min_size: int, max_size: int) -> dict:
         """The image resized as the test loader resizes (without drawing a random size), with
         its original size, to which detectron2 scales the boxes back."""
         pixels = np.asarray(image.convert("RGB"))
         height, width = pixels.shape[:2]
         new_height, new_width = T.ResizeShortestEdge.get_output_shape(
-            height, width, self.config.min_size, self.config.max_size)
+            height, width, min_size, max_size)
         resized = T.ResizeTransform(height, width, new_height, new_width).apply_image(pixels)
         tensor = torch.as_tensor(resized.astype(np.float32).transpose(2, 0, 1))
         return {"image": tensor, "height": height, "width": width}
@@ -396,6 +398,11 @@ class Detectron2Backend(DetectorBackend):
         workdir: Path,
         on_progress: Callable[[TrainProgress], None] | None,
     ) -> Detectron2Detector:
+        if config.work_side:
+            raise ConfigError(
+                "the detectron2 backend trains on whole images: native-resolution crops "
+                "(work_side) are the torchvision backend's; train with work_side=0 (a trained "
+                "detectron2 model still predicts in tiles when its config sets work_side)")
         _leave_logging_to_the_host()
         with registered_splits(train, val, workdir) as (train_name, val_name):
             cfg = detectron2_cfg(config, train_dataset=train_name, val_dataset=val_name,

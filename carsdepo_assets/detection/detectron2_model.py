@@ -160,6 +160,9 @@ def detectron2_cfg(
     cfg.DATALOADER.NUM_WORKERS = 0
     # images without boxes are kept: they teach the model to answer "None"
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+    if config.repeat_factor_threshold:  # LVIS repeat-factor sampling, detectron2's own
+        cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
+        cfg.DATALOADER.REPEAT_THRESHOLD = config.repeat_factor_threshold
 
     solver = cfg.SOLVER
     solver.IMS_PER_BATCH = config.batch_size

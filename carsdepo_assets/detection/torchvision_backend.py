@@ -123,13 +123,13 @@ class TorchvisionDetector(TrainedDetector):
         super().__init__(model, config, summary)
         self.device = next(model.parameters()).device
 
-    def predict(self, images: list[Image.Image]) -> list[list[Detection]]:
+    def _predict_resized(self, images: list[Image.Image], min_size: int,
+                         max_size: int) -> list[list[Detection]]:
         self.model.eval()
         results: list[list[Detection]] = []
         for start in range(0, len(images), PREDICT_BATCH):
             chunk = images[start:start + PREDICT_BATCH]
-            tensors = [image_tensor(image, self.config.min_size, self.config.max_size)[0]
-                       for image in chunk]
+            tensors = [image_tensor(image, min_size, max_size)[0] for image in chunk]
             with torch.inference_mode():
                 outputs = self.model([tensor.to(self.device) for tensor in tensors])
             for image, tensor, output in zip(chunk, tensors, outputs, strict=True):

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from carsdepo_assets.detection.backbones import BackboneBody
 from carsdepo_assets.detection.backends import (
     TrainedDetector,
     TrainingDiverged,
@@ -27,7 +28,13 @@ from carsdepo_assets.detection.backends import (
     TrainProgress,
 )
 from carsdepo_assets.detection.config import DetectorConfig
-from carsdepo_assets.detection.data import Augmentation, LoadedSplit, training_sample
+from carsdepo_assets.detection.data import (
+    Augmentation,
+    LoadedSplit,
+    crop_sample,
+    repeat_factors,
+    training_sample,
+)
 from carsdepo_assets.detection.metrics import (
     COCO_MAX_DETECTIONS,
     COCO_SCORE_FLOOR,
@@ -36,6 +43,7 @@ from carsdepo_assets.detection.metrics import (
 from carsdepo_assets.taxonomy import CLASS_NAMES
 
 VAL_METRIC = "AP50"
+LR_SCALE = "lr_scale"  # a parameter group's share of the scheduled learning rate
 LAST_CHECKPOINT = "last"
 BEST_CHECKPOINT = "best"
 
@@ -59,8 +67,9 @@ def fit(
     rng = np.random.default_rng(config.seed)
     augmentation = Augmentation(config.brightness, config.contrast, config.hflip)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _optimizer(parameters, config)
-    batches = _batch_indices(len(train.records), config.batch_size, rng)
+    optimizer = _optimizer(_parameter_groups(model, config), config)
+    batches = _batch_indices(repeat_factors(train.records, config.repeat_factor_threshold),
+                             config.batch_size, rng)
     checkpoints = Path(workdir)
     last_good: Path | None = None
     best: float | None = None
@@ -73,8 +82,10 @@ def fit(
     for iteration in range(1, config.iterations + 1):
         step_started = time.perf_counter()
         model.train()
-        samples = [training_sample(train.records[i], config.min_size, config.max_size,
-                                   augmentation, rng) for i in next(batches)]
+        samples = [crop_sample(train.records[i], config, augmentation, rng) if config.work_side
+                   else training_sample(train.records[i], config.min_size, config.max_size,
+                                        augmentation, rng)
+                   for i in next(batches)]
         images = [image.to(device) for image, _ in samples]
         targets = [{k: v.to(device) for k, v in target.items()} for _, target in samples]
         loss_terms = model(images, targets)
@@ -88,7 +99,7 @@ def fit(
             last_good = as_detector(None).save(checkpoints / LAST_CHECKPOINT)
         lr = _learning_rate(iteration, config)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group[LR_SCALE]
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         if config.clip_grad_norm:
@@ -151,11 +162,25 @@ def _open_rgb(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
-def _optimizer(parameters: list[nn.Parameter], config: DetectorConfig) -> torch.optim.Optimizer:
+def _parameter_groups(model: nn.Module, config: DetectorConfig) -> list[dict]:
+    """The trainable parameters in two groups: the backbone body (pretrained features, which a
+    full learning rate on a few hundred photos mostly disturbs) at ``backbone_lr_factor`` of
+    the rate, everything built new for detection (FPN, RPN, heads) at the full rate."""
+    body = {id(p) for module in model.modules() if isinstance(module, BackboneBody)
+            for p in module.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trainable if id(p) not in body], LR_SCALE: 1.0},
+        {"params": [p for p in trainable if id(p) in body], LR_SCALE: config.backbone_lr_factor},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+def _optimizer(groups: list[dict], config: DetectorConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9,
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9,
                                weight_decay=config.weight_decay)
-    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _learning_rate(iteration: int, config: DetectorConfig) -> float:
@@ -168,13 +193,22 @@ def _learning_rate(iteration: int, config: DetectorConfig) -> float:
     return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _batch_indices(count: int, batch_size: int, rng: np.random.Generator):
-    """Endless shuffled batches; every image is seen once per epoch."""
+def _batch_indices(factors: np.ndarray, batch_size: int, rng: np.random.Generator):
+    """Endless shuffled batches. Every image is seen once per epoch, or, with repeat factors
+    above 1 (``data.repeat_factors``), floor(r) times plus once more with probability r - floor(r)
+    (LVIS's stochastic rounding), drawn anew each epoch."""
     order: list[int] = []
     while True:
         batch = []
         while len(batch) < batch_size:
             if not order:
-                order = rng.permutation(count).tolist()
+                order = _epoch(factors, rng)
             batch.append(order.pop())
         yield batch
+
+
+def _epoch(factors: np.ndarray, rng: np.random.Generator) -> list[int]:
+    if (factors == 1).all():
+        return rng.permutation(len(factors)).tolist()
+    copies = np.floor(factors).astype(int) + (rng.random(len(factors)) < factors % 1)
+    return rng.permutation(np.repeat(np.arange(len(factors)), copies)).tolist()

@@ -44,7 +44,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
-from carsdepo_assets.detection.registry import (
+from carsdepo_assets.detection.champion import (
     PROMOTED_AT_TAG,
     ROLLED_BACK_AT_TAG,
     current_champion,
@@ -62,7 +62,6 @@ from carsdepo_assets.visual import histogram_png, label_colour, png_bytes
 
 ANSWER_KINDS = (NONE_ANSWER, SCRATCH, DENT, f"{SCRATCH}+{DENT}")
 ALERT_ACTIONS = ("retrain", "experiment")
-DECISIONS_FOLDER = "decisions"  # under StateLayout.reports
 CHAMPION_METRICS = ("AP50", "AP")  # read as test_<name> from the version's run
 DEFAULT_LATENCY_DAYS = 30
 
@@ -279,7 +278,7 @@ def collect_kpis(
         annotations_per_day=annotations_per_day(images),
         latencies_ms=_latencies(InferenceLog(layout.inference_log), since, notes),
         champions=champion_history(model_name) if model_name else [],
-        decisions=_decisions(layout.reports / DECISIONS_FOLDER, notes),
+        decisions=_decisions(layout.decisions, notes),
         latency_days=latency_days,
         notes=notes,
     )

@@ -1,6 +1,6 @@
 """Which registered detector answers: ``champion``, ``challenger`` or a version number.
 
-Needs MLflow pointed at the store first (``detection.registry.configure_mlflow``).
+Needs MLflow pointed at the store first (``detection.champion.configure_mlflow``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from carsdepo_assets.detection.registry import CHALLENGER, CHAMPION, alias_version
+from carsdepo_assets.detection.champion import CHALLENGER, CHAMPION, alias_version
 
 ALIASES = (CHAMPION, CHALLENGER)
 

@@ -22,13 +22,17 @@ from label_studio_sdk.core.api_error import ApiError
 from pydantic import Field
 
 from carsdepo_assets.labeling.config import labeling_config
-from carsdepo_assets.labeling.prelabels import ImageToLabel, Prelabels, TaskPrediction
+from carsdepo_assets.labeling.prelabels import TaskPrediction
 from carsdepo_assets.labeling.results import IMPORTED_ACTION, parse_timestamp
-from carsdepo_assets.labeling.server import ServerSettings
+from carsdepo_assets.labeling.server import MissingSecret, ServerSettings, api_token
 from carsdepo_assets.labeling.tasks import TaskImport, TaskRef
+from carsdepo_assets.state import StateLayout
 
 IMPORT_CHUNK = 500  # tasks per import request
 PAGE_SIZE = 100
+# Below Dagster's 60 s sensor timeout: a hung server costs the sensor a skip with the reason,
+# not a tick error (one request fails before the next is sent).
+HTTP_TIMEOUT_S = 20.0
 STORAGE_TITLE = "carsdepo image store (serving only, do not sync)"
 NEVER_MATCHES = "^$"  # a sync by mistake imports no file as a task
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
@@ -69,9 +73,11 @@ class LabelStudioResource(ConfigurableResource):
         "start` on http://127.0.0.1:8080).",
     )
     api_key: str = Field(
+        default="",
         description="API token of a Label Studio user allowed to manage the project (a legacy "
-        "token, sent as 'Authorization: Token ...'). Set through EnvVar('LABEL_STUDIO_API_KEY'); "
-        "the local default is in label_studio/README.md.",
+        "token, sent as 'Authorization: Token ...'). Set through EnvVar('LABEL_STUDIO_API_KEY'). "
+        "Empty: the local token, only for the loopback server `carsdepo labelstudio start` "
+        "runs from CARSDEPO_HOME; anywhere else an empty key is an error naming the variable.",
     )
     project_title: str = Field(
         default="carsdepo car damage",
@@ -82,13 +88,18 @@ class LabelStudioResource(ConfigurableResource):
         description="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT. Empty: the state "
         "directory (CARSDEPO_HOME), which is what `carsdepo labelstudio start` uses.",
     )
-    timeout_s: float = Field(default=60.0, description="Timeout of one HTTP request, seconds.")
+    timeout_s: float = Field(
+        default=HTTP_TIMEOUT_S,
+        description="Timeout of one HTTP request, seconds (below the sensors' 60 s).",
+    )
 
     @classmethod
-    def from_env(cls, **overrides) -> LabelStudioResource:
-        """The resource as the CLI uses it: ``LABEL_STUDIO_URL``/``LABEL_STUDIO_API_KEY``."""
-        settings = ServerSettings.from_env()
-        return cls(**{"url": settings.url, "api_key": settings.token, **overrides})
+    def from_env(cls, layout: StateLayout | None = None, **overrides) -> LabelStudioResource:
+        """The resource as the CLI uses it: ``LABEL_STUDIO_URL`` and ``LABEL_STUDIO_API_KEY``
+        (the local token only for the local server, see ``labeling.server.api_token``)."""
+        url = ServerSettings.from_env().url
+        token = api_token(url, layout or StateLayout.from_env())
+        return cls(**{"url": url, "api_key": token, **overrides})
 
     # -- project -------------------------------------------------------------------------------
 
@@ -232,7 +243,11 @@ class LabelStudioResource(ConfigurableResource):
     # -- internals -----------------------------------------------------------------------------
 
     def _client(self) -> LabelStudio:
-        return LabelStudio(base_url=self.url, api_key=self.api_key, timeout=self.timeout_s)
+        try:
+            key = self.api_key or api_token(self.url, StateLayout.from_env())
+        except MissingSecret as missing:
+            raise LabelStudioError(str(missing)) from missing
+        return LabelStudio(base_url=self.url, api_key=key, timeout=self.timeout_s)
 
     @contextmanager
     def _talking(self, what: str) -> Iterator[None]:
@@ -289,18 +304,6 @@ class LabelStudioResource(ConfigurableResource):
                 )
                 for task in pager
             ]
-
-
-class Prelabeler(ConfigurableResource):
-    """Pre-annotations for new tasks. This base returns none ("no champion model yet").
-
-    The detector stage provides a subclass that runs the champion model and binds it as the
-    ``prelabeler`` resource; ``label_studio_tasks`` then attaches its detections with their
-    ``model_version``, least confident images first.
-    """
-
-    def predictions_for(self, images: Sequence[ImageToLabel]) -> Prelabels | None:
-        return None
 
 
 def _as_dict(annotation) -> dict:

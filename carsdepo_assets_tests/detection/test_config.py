@@ -18,8 +18,8 @@ def test_config_survives_a_json_round_trip_unchanged():
 
 def test_default_config_is_the_cpu_preset_and_real_data_presets_use_larger_inputs():
     assert DetectorConfig() == DetectorConfig.preset("cpu")
-    assert set(PRESETS) == {"cpu", "gpu", "real_cpu"}
-    for name in ("gpu", "real_cpu"):
+    assert set(PRESETS) == {"cpu", "gpu", "real_cpu", "real_cpu_short"}
+    for name in ("gpu", "real_cpu", "real_cpu_short"):
         real = DetectorConfig.preset(name)
         assert real.min_size > DetectorConfig().min_size
         assert real.iterations > DetectorConfig().iterations

@@ -160,6 +160,35 @@ def test_anchors_learned_at_training_start_are_saved_and_reloaded_with_the_model
     assert reloaded.predict(images) == detector.predict(images)
 
 
+def test_sliced_prediction_settings_are_saved_with_the_model_and_used_after_reloading(
+        trained, images, tmp_path):
+    detector, _, _ = trained
+    sliced = type(detector)(detector.model, detector.config.replace(work_side=320, crop_size=128))
+    large = images[0].resize((WIDTH * 2, HEIGHT * 2), Image.Resampling.BILINEAR)
+
+    found = sliced.predict([large])[0]
+
+    assert found != detector.predict([large])[0]  # the tiles add detections of their own
+    assert all(0 <= d.box[0] < d.box[2] <= large.width for d in found)
+    reloaded = load_detector(sliced.save(tmp_path / "sliced"))
+    assert (reloaded.config.work_side, reloaded.config.crop_size) == (320, 128)
+    assert reloaded.predict([large]) == [found]
+
+
+def test_native_resolution_training_with_crops_and_repeat_factors_runs_and_predicts(
+        panels, images, tmp_path):
+    reports = []
+    config = DetectorConfig(iterations=3, eval_period=3, work_side=320, crop_size=128,
+                            repeat_factor_threshold=0.9, **TINY)
+
+    detector = train_detector(panels, panels, config, tmp_path, reports.append)
+
+    assert all(math.isfinite(v) for r in reports for v in r.losses.values())
+    assert reports[-1].val_metrics is not None  # validated through the sliced path
+    assert detector.config.work_side == 320
+    assert len(detector.predict(images[:1])) == 1
+
+
 def test_answers_are_none_below_the_operating_point_and_detections_above(trained, images):
     detector, _, _ = trained
     assert detector.answers(images[:2], threshold=1.01) == [NONE_ANSWER, NONE_ANSWER]
@@ -205,3 +234,25 @@ def test_divergence_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(p).all() for p in kept.model.parameters())
     assert all(math.isfinite(d.score) for found in kept.predict(
         [Image.open(next(panels.image_root.iterdir()))]) for d in found)
+
+
+def test_backbone_body_learns_at_its_factor_of_the_learning_rate(panels, tmp_path):
+    from carsdepo_assets.detection.backends import resolve_config
+    from carsdepo_assets.detection.torchvision_backend import build_model
+
+    def one_step(factor: float) -> dict[str, torch.Tensor]:
+        config = DetectorConfig(iterations=1, warmup_iterations=0, backbone_lr_factor=factor,
+                                **TINY)
+        return train_detector(panels, None, config, tmp_path / str(factor)).model.state_dict()
+
+    torch.manual_seed(0)
+    start = build_model(resolve_config(DetectorConfig(**TINY))).state_dict()
+    full, slow = one_step(1.0), one_step(0.01)
+
+    def moved(state: dict[str, torch.Tensor], prefix: str) -> float:
+        return sum(float((state[k] - start[k]).abs().sum()) for k in start
+                   if k.startswith(prefix) and start[k].is_floating_point())
+
+    assert moved(full, "backbone.body.") > 0
+    assert moved(slow, "backbone.body.") < 0.05 * moved(full, "backbone.body.")
+    assert moved(slow, "roi_heads.") == pytest.approx(moved(full, "roi_heads."), rel=0.2)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from carsdepo_assets.instance import prepare_dagster_home
+from carsdepo_assets.cli.runner import prepare_dagster_home
 from carsdepo_assets.state import PROJECT_ROOT, StateLayout
 from carsdepo_assets_tests.fixtures.label_studio import free_port
 from carsdepo_assets_tests.images.samples import jpeg

@@ -36,7 +36,7 @@ def find_binary(*names: str) -> str | None:
 def dagster_dev(carsdepo_home) -> Iterator[str]:
     """`dagster dev` on the repo's workspace and a temporary DAGSTER_HOME; its URL once the
     carsdepo code location has loaded."""
-    from carsdepo_assets.instance import prepare_dagster_home
+    from carsdepo_assets.cli.runner import prepare_dagster_home
 
     prepare_dagster_home(carsdepo_home)
     port = free_port()

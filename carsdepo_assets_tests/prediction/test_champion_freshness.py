@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from carsdepo_assets.cli.runner import run_job
 from carsdepo_assets.labeling.history import write_snapshot
 from carsdepo_assets.labeling.snapshot import AnnotationSnapshot, LabeledImage
-from carsdepo_assets.runner import run_job
 from carsdepo_assets.state import StateLayout
 
 TINY_LIMIT_DAYS = 1e-6  # about 0.09 s: any champion registered before the test is older

@@ -11,7 +11,7 @@ from dagster import materialize
 from mlflow.tracking import MlflowClient
 
 from carsdepo_assets.assets.kpis import kpi_report
-from carsdepo_assets.detection.registry import (
+from carsdepo_assets.detection.champion import (
     ROLLED_BACK_AT_TAG,
     configure_mlflow,
     promote,

@@ -1,16 +1,22 @@
-"""Run carsdepo's jobs in the local Dagster instance, so CLI runs show in the UI like any other."""
+"""The one way commands run carsdepo's jobs: in the local Dagster instance
+(``$CARSDEPO_HOME/dagster``, configured by the repo's dagster.yaml), so that CLI runs show in the
+Dagster UI (``make dev``) exactly like runs launched there.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance, ExecuteInProcessResult
+from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
 
 from carsdepo_assets.images.manifest import BatchManifest
-from carsdepo_assets.instance import local_instance
 from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
-from carsdepo_assets.state import StateLayout
+from carsdepo_assets.state import PROJECT_ROOT, StateLayout
+
+INSTANCE_CONFIG = PROJECT_ROOT / "dagster.yaml"
 
 # Dagster's console logger defaults to DEBUG (every step event); people at a terminal want INFO.
 CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -20,18 +26,38 @@ class RunFailed(RuntimeError):
     """A Dagster run ended in failure; the message names the failed steps and their errors."""
 
 
+def prepare_dagster_home(layout: StateLayout) -> str:
+    """Point ``DAGSTER_HOME`` at the state directory and install the instance config there."""
+    home = layout.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    if not target.exists() or target.read_bytes() != INSTANCE_CONFIG.read_bytes():
+        shutil.copyfile(INSTANCE_CONFIG, target)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return str(home)
+
+
+def local_instance(layout: StateLayout) -> DagsterInstance:
+    prepare_dagster_home(layout)
+    return DagsterInstance.get()
+
+
 def add_batch_partition(instance: DagsterInstance, batch: str) -> None:
     if not instance.has_dynamic_partition(BATCHES_PARTITIONS_NAME, batch):
         instance.add_dynamic_partitions(BATCHES_PARTITIONS_NAME, [batch])
 
 
-def _failure_summary(result: ExecuteInProcessResult) -> str:
-    messages = []
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            error = event.step_failure_data.error
-            messages.append(f"{event.step_key}: {error.message.strip()}")
-    return "; ".join(messages) or "run failed (see the run in the Dagster UI)"
+def step_failures(result: ExecuteInProcessResult) -> dict[str, str]:
+    """The error message of each failed step of a finished run, by step key."""
+    return {event.step_key: event.step_failure_data.error.message.strip()
+            for event in result.all_events
+            if event.is_step_failure and event.step_failure_data and event.step_failure_data.error}
+
+
+def failure_summary(result: ExecuteInProcessResult) -> str:
+    """One line naming each failed step and its error."""
+    return ("; ".join(f"{step}: {message}" for step, message in step_failures(result).items())
+            or "run failed (see the run in the Dagster UI)")
 
 
 def run_job(
@@ -42,15 +68,17 @@ def run_job(
     instance: DagsterInstance | None = None,
     tags: dict[str, str] | None = None,
     raise_on_failure: bool = True,
+    defs: Definitions | None = None,
 ) -> ExecuteInProcessResult:
-    """Execute a job from the code location in-process, recorded in the (local) instance.
+    """Execute a job of ``defs`` (default: the code location) in-process, recorded in the
+    (local) instance.
 
     A failed run raises RunFailed naming the failed steps, unless ``raise_on_failure`` is
     False (for callers to whom a failure is an outcome, e.g. a blocking quality gate)."""
-    from carsdepo_assets.definitions import defs
-
-    layout = StateLayout.from_env().ensure()
-    instance = instance or local_instance(layout)
+    if defs is None:
+        from carsdepo_assets.definitions import defs
+    if instance is None:
+        instance = local_instance(StateLayout.from_env().ensure())
     if partition_key is not None:
         add_batch_partition(instance, partition_key)
     result = defs.resolve_job_def(job_name).execute_in_process(
@@ -61,7 +89,7 @@ def run_job(
         raise_on_error=False,
     )
     if raise_on_failure and not result.success:
-        raise RunFailed(f"{job_name} run {result.run_id}: {_failure_summary(result)}")
+        raise RunFailed(f"{job_name} run {result.run_id}: {failure_summary(result)}")
     return result
 
 

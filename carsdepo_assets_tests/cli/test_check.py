@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from carsdepo_assets.checks_runner import (
+from carsdepo_assets.cli.check import (
     FAILED,
     NOT_RUN,
     PASSED,

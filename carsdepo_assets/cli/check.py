@@ -25,14 +25,18 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from carsdepo_assets.cli.console import say
 from carsdepo_assets.state import ENV_VAR, StateLayout
+
+if TYPE_CHECKING:
+    from carsdepo_assets.cli.parser import AddCommand
 
 CHECKS_JOB = "checks_job"
 LABEL_STUDIO_RESOURCE = "label_studio"
@@ -142,10 +146,6 @@ def _one_line(text: str, limit: int = 90) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 @contextlib.contextmanager
 def isolated_home(root: Path) -> Iterator[StateLayout]:
     """Point CARSDEPO_HOME, DAGSTER_HOME and MLflow at ``root`` for the block, then restore.
@@ -225,7 +225,9 @@ def _outcomes(result, all_check_keys) -> list[CheckOutcome]:
             severity=evaluation.severity.value,
             description=evaluation.description or "",
         )
-    failures = _step_failures(result)
+    from carsdepo_assets.cli.runner import step_failures
+
+    failures = step_failures(result)
     outcomes = []
     for key in sorted(all_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
         if key in evaluated:
@@ -238,15 +240,10 @@ def _outcomes(result, all_check_keys) -> list[CheckOutcome]:
     return outcomes
 
 
-def _step_failures(result) -> dict[str, str]:
-    """The error message of each failed step of a finished run, by step key."""
-    return {event.step_key: event.step_failure_data.error.message.strip()
-            for event in result.all_events
-            if event.is_step_failure and event.step_failure_data and event.step_failure_data.error}
-
-
 def _step_errors(result) -> list[str]:
-    return [f"{step}: {message}" for step, message in _step_failures(result).items()]
+    from carsdepo_assets.cli.runner import step_failures
+
+    return [f"{step}: {message}" for step, message in step_failures(result).items()]
 
 
 def build_demo_state(defs, instance, layout: StateLayout, plan: CheckPlan) -> list[str]:
@@ -255,8 +252,8 @@ def build_demo_state(defs, instance, layout: StateLayout, plan: CheckPlan) -> li
     Returns the errors of failed steps (empty when the whole state was built)."""
     from dagster import Definitions, define_asset_job
 
+    from carsdepo_assets.cli.runner import run_job
     from carsdepo_assets.labeling.history import write_snapshot
-    from carsdepo_assets.runner import add_batch_partition
     from carsdepo_assets.synth import generate_dataset
 
     started = time.perf_counter()
@@ -265,11 +262,9 @@ def build_demo_state(defs, instance, layout: StateLayout, plan: CheckPlan) -> li
                                  width=plan.width, height=plan.height)
     say(f"    {generated.n_images} synthetic photos ({generated.n_clean} undamaged) "
         f"[{time.perf_counter() - started:.0f}s]")
-    add_batch_partition(instance, plan.batch)
-    ingest = defs.resolve_job_def("ingest_job").execute_in_process(
-        instance=instance, partition_key=plan.batch, raise_on_error=False,
-        run_config=plan.ingest_run_config(generated.images_dir),
-    )
+    ingest = run_job("ingest_job", defs=defs, instance=instance, partition_key=plan.batch,
+                     run_config=plan.ingest_run_config(generated.images_dir),
+                     raise_on_failure=False)
     if not ingest.success:
         return _step_errors(ingest)
     say(f"    ingested batch {plan.batch} through ingest_job "
@@ -278,21 +273,23 @@ def build_demo_state(defs, instance, layout: StateLayout, plan: CheckPlan) -> li
     write_snapshot(snapshot, layout.annotations)
     say(f"    simulated annotation snapshot {snapshot.version}: {len(snapshot.images)} images")
     build_job = define_asset_job("check_state_build", selection=state_selection(defs))
-    job = Definitions.merge(defs, Definitions(jobs=[build_job])).resolve_job_def(build_job.name)
+    with_build = Definitions.merge(defs, Definitions(jobs=[build_job]))
+    job = with_build.resolve_job_def(build_job.name)
     names = sorted(node.to_user_string() for node in job.asset_layer.selected_asset_keys)
     say(f"    materializing {', '.join(names)} (detector: {plan.iterations} iterations)...")
-    build = job.execute_in_process(instance=instance, partition_key=plan.batch,
-                                   run_config=plan.build_run_config(), raise_on_error=False)
+    build = run_job(build_job.name, defs=with_build, instance=instance, partition_key=plan.batch,
+                    run_config=plan.build_run_config(), raise_on_failure=False)
     say(f"    state built [{time.perf_counter() - started:.0f}s]")
     return _step_errors(build)
 
 
 def run_checks(defs, instance, plan: CheckPlan) -> list[CheckOutcome]:
     """Launch ``checks_job`` for the demo batch: the partition tag scopes per-batch checks."""
-    result = defs.resolve_job_def(CHECKS_JOB).execute_in_process(
-        instance=instance, run_config=plan.checks_run_config(), tags={PARTITION_TAG: plan.batch},
-        raise_on_error=False,
-    )
+    from carsdepo_assets.cli.runner import run_job
+
+    result = run_job(CHECKS_JOB, defs=defs, instance=instance,
+                     run_config=plan.checks_run_config(), tags={PARTITION_TAG: plan.batch},
+                     raise_on_failure=False)
     return _outcomes(result, defs.resolve_asset_graph().asset_check_keys)
 
 
@@ -303,8 +300,8 @@ def check_demo_state(plan: CheckPlan = CheckPlan(), home: Path | None = None) ->
     with contextlib.ExitStack() as stack:
         root = home or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="carsdepo-")))
         layout = stack.enter_context(isolated_home(Path(root).resolve()))
+        from carsdepo_assets.cli.runner import local_instance
         from carsdepo_assets.definitions import defs
-        from carsdepo_assets.instance import local_instance
 
         instance = stack.enter_context(local_instance(layout))
         report = CheckReport(home=layout.root)
@@ -316,19 +313,7 @@ def check_demo_state(plan: CheckPlan = CheckPlan(), home: Path | None = None) ->
     return report
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = CheckPlan()
-    parser.add_argument("--images", type=int, default=defaults.images,
-                        help=f"synthetic photos in the demo batch (default {defaults.images})")
-    parser.add_argument("--iterations", type=int, default=defaults.iterations,
-                        help=f"detector training iterations (default {defaults.iterations})")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="synthetic data seed")
-    parser.add_argument("--keep", metavar="DIR",
-                        help="build the state in DIR and keep it (default: a temporary folder)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace) -> int:
     """``carsdepo check``: 0 when no ERROR-severity check failed and every check ran."""
     plan = CheckPlan(images=args.images, iterations=args.iterations, seed=args.seed)
     home = Path(args.keep).expanduser() if args.keep else None
@@ -341,11 +326,18 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="carsdepo check", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def register(command: AddCommand) -> None:
+    parser = command(
+        "check", cmd_check,
+        "Run every asset check against a freshly built demo state in a temporary "
+        "CARSDEPO_HOME; exit 1 on any ERROR-severity failure.",
+    )
+    defaults = CheckPlan()
+    parser.add_argument("--images", type=int, default=defaults.images,
+                        help=f"synthetic photos in the demo batch (default {defaults.images})")
+    parser.add_argument("--iterations", type=int, default=defaults.iterations,
+                        help=f"detector training iterations (default {defaults.iterations})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="synthetic data seed")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="build the state in DIR and keep it (default: a temporary folder)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")

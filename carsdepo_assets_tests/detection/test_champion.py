@@ -11,7 +11,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from carsdepo_assets.detection.registry import (
+from carsdepo_assets.detection.champion import (
     CHALLENGER,
     PREVIOUS_CHAMPION_TAG,
     PROMOTED_AT_TAG,

@@ -25,23 +25,27 @@ synthetic photos never end up in one dataset.
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from carsdepo_assets.console import figure, progress_printer, say
+from carsdepo_assets.cli.console import figure, progress_printer, say
 from carsdepo_assets.fileio import atomic_write_json
 from carsdepo_assets.state import PROJECT_ROOT, StateLayout
 
 if TYPE_CHECKING:
+    from carsdepo_assets.cli.parser import AddCommand
     from carsdepo_assets.labeling.tasks import LabelingBackend
 
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "lensor_car_damage"
 SPLITS = ("train", "val", "test")
 BATCH_PREFIX = "lensor-"
 REPORT_FILE = "real_data.json"
-PRESET_CHOICES = ("auto", "real_cpu", "gpu")
+PRESET_CHOICES = ("auto", "real_cpu", "real_cpu_short", "gpu")
 
 
 class RealDataError(RuntimeError):
@@ -85,8 +89,8 @@ def import_published_splits(
 ) -> list[SplitImport]:
     """Ingest and import every published split, pinned to it; val and test copies of train
     photos are dropped (see the module docstring). Idempotent: a second run adds nothing."""
+    from carsdepo_assets.cli.runner import ingest_batch_through_dagster
     from carsdepo_assets.labeling.coco_import import import_coco_annotations, parse_coco
-    from carsdepo_assets.runner import ingest_batch_through_dagster
 
     train_groups: set[str] = set()
     imports = []
@@ -117,11 +121,28 @@ def import_published_splits(
     return imports
 
 
-def training_run_config(preset: str, backend: str, iterations: int | None) -> dict[str, Any]:
+def training_run_config(preset: str, backend: str, iterations: int | None,
+                        overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     detector: dict[str, Any] = {"preset": preset, "backend": backend}
     if iterations is not None:
         detector["iterations"] = iterations
+    if overrides:
+        detector["overrides"] = json.dumps(overrides)
     return {"ops": {"detector": {"config": detector}}}
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs (VALUE as JSON where it parses, else a string) -> config fields."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise RealDataError(f"--set {item!r}: expected KEY=VALUE, e.g. work_side=0")
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            overrides[key] = value
+    return overrides
 
 
 def train_on_real_data(
@@ -129,12 +150,13 @@ def train_on_real_data(
     preset: str = "auto",
     backend: str = "auto",
     iterations: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    variant: str | None = None,
 ) -> dict[str, Any]:
     """The whole run (module docstring); returns and stores the report."""
-    from carsdepo_assets.instance import prepare_dagster_home
+    from carsdepo_assets.cli.runner import materialization_metadata, prepare_dagster_home, run_job
     from carsdepo_assets.labeling import server
     from carsdepo_assets.resources.label_studio import LabelStudioResource
-    from carsdepo_assets.runner import materialization_metadata, run_job
 
     data_dir = Path(data_dir).expanduser().resolve()
     if not data_dir.is_dir():
@@ -157,7 +179,7 @@ def train_on_real_data(
     say(f"==> Training ({preset} preset, backend {backend}) and evaluating on the test split")
     training_started = time.perf_counter()
     result = run_job("training_job", raise_on_failure=False,
-                     run_config=training_run_config(preset, backend, iterations))
+                     run_config=training_run_config(preset, backend, iterations, overrides))
     training_s = time.perf_counter() - training_started
     detector = materialization_metadata(result, "detector")
     if not detector:
@@ -173,6 +195,8 @@ def train_on_real_data(
         "dataset_version": evaluation["dataset_version"],
         "imports": [vars(outcome) for outcome in imports],
         "preset": preset,
+        "overrides": overrides or {},
+        "variant": variant,
         "config": detector.get("config"),
         "backend": detector.get("backend"),
         "model_version": challenger["version"],
@@ -192,15 +216,81 @@ def train_on_real_data(
     return report
 
 
+# The ablation table's columns (issue 12): header -> report metric.
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("AP50", "AP50"), ("AP", "AP"), ("scratch AP50", "AP50_scratch"),
+    ("dent AP50", "AP50_dent"), ("damage AP50", "damage_AP50"), ("APs", "APs"),
+    ('"None" acc.', "none_accuracy"), ("ms/photo", "ms_per_image"),
+)
+
+
+def table_markdown(rows: dict[str, dict[str, Any]]) -> str:
+    """One markdown row per run (name -> test metrics) in the ablation table's columns."""
+    lines = ["| run | " + " | ".join(h for h, _ in TABLE_COLUMNS) + " |",
+             "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
+    for name, metrics in rows.items():
+        cells = [f"{metrics[key]:.0f}" if key == "ms_per_image" and metrics.get(key) is not None
+                 else figure(metrics.get(key)) for _, key in TABLE_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_report(report: dict[str, Any]) -> str:
     metrics = report["test_metrics"]
-    rows = [("AP50", "AP50"), ("AP", "AP"), ("AP50 scratch", "AP50_scratch"),
-            ("AP50 dent", "AP50_dent"), ("AP scratch", "AP_scratch"), ("AP dent", "AP_dent"),
-            ('"None" accuracy', "none_accuracy"), ("ms per image", "ms_per_image")]
     lines = [f"\nreal test split ({report['test_images']} photos), model v"
-             f"{report['model_version']} ({report['backend']}, {report['preset']} preset, "
-             f"trained in {report['train_wall_s']} s at {report['train_images_per_s']} images/s)"]
-    lines += [f"    {label:<16} {figure(metrics.get(key))}" for label, key in rows]
+             f"{report['model_version']} ({report['backend']}, {report['preset']} preset"
+             + (f" with {report['overrides']}" if report.get("overrides") else "")
+             + f", trained in {report['train_wall_s']} s at {report['train_images_per_s']} "
+             "images/s)", "",
+             table_markdown({report.get("variant") or report["preset"]: metrics}), ""]
     lines.append("    promoted to champion" if report["promoted"]
                  else "    stays a challenger (the quality gate did not pass)")
     return "\n".join(lines)
+
+
+def cmd_train_real(args: argparse.Namespace) -> int:
+    from carsdepo_assets.cli.runner import RunFailed
+    from carsdepo_assets.detection.config import ConfigError
+    from carsdepo_assets.labeling.coco_import import CocoImportError
+    from carsdepo_assets.labeling.server import ServerError
+
+    try:
+        train_on_real_data(Path(args.data), preset=args.preset, backend=args.backend,
+                           iterations=args.iterations, overrides=parse_overrides(args.set),
+                           variant=args.variant)
+    except (RealDataError, CocoImportError, ConfigError, ServerError, RunFailed) as error:
+        print(f"carsdepo train-real: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(command: AddCommand) -> None:
+    train_real = command(
+        "train-real", cmd_train_real,
+        "Train on the real lensor car-damage photos (published train split, val for model "
+        "selection) and evaluate on their test split; run it in a CARSDEPO_HOME of its own "
+        "(`make train-real` uses .carsdepo-real). About an hour on 2 CPU cores.",
+    )
+    train_real.add_argument(
+        "--data", default=str(DEFAULT_DATA_DIR),
+        help="the data set: images/<split>/ and annotations/instances_<split>.json "
+        "(default: %(default)s)",
+    )
+    train_real.add_argument(
+        "--preset", default="auto", choices=PRESET_CHOICES,
+        help="detector preset (default auto: gpu where CUDA is there, else real_cpu)",
+    )
+    train_real.add_argument(
+        "--backend", default="auto", choices=["auto", "torchvision", "detectron2"],
+        help="detector backend (default auto: detectron2 when installed, else torchvision)",
+    )
+    train_real.add_argument(
+        "--iterations", type=int, help="training iterations (default: the preset's)"
+    )
+    train_real.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="another detector config field, e.g. --set work_side=0 (repeatable)",
+    )
+    train_real.add_argument(
+        "--variant", help="a name for this run in the report's table (default: the preset)"
+    )

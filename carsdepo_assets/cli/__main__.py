@@ -1,0 +1,7 @@
+"""``python -m carsdepo_assets.cli``: the ``carsdepo`` command."""
+
+import sys
+
+from carsdepo_assets.cli.parser import main
+
+sys.exit(main())

@@ -1,0 +1,192 @@
+"""Data commands: the state folder, synthetic photos, ingestion and labelling (``init``,
+``synth``, ``ingest``, ``labelstudio``, ``annotate-simulated``, ``import-coco``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from carsdepo_assets.cli.console import progress_printer
+from carsdepo_assets.state import StateLayout
+
+if TYPE_CHECKING:
+    from carsdepo_assets.cli.parser import AddCommand
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from carsdepo_assets.cli.runner import prepare_dagster_home
+
+    layout = StateLayout.from_env().ensure()
+    prepare_dagster_home(layout)
+    print(f"CARSDEPO_HOME ready at {layout.root}")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from carsdepo_assets.synth import generate_dataset
+
+    try:
+        result = generate_dataset(
+            Path(args.out),
+            n_images=args.images,
+            seed=args.seed,
+            lighting=args.lighting,
+            clean_share=args.clean_share,
+            width=args.width,
+            height=args.height,
+            progress=progress_printer("synth"),
+        )
+    except (ValueError, FileExistsError, NotADirectoryError) as error:
+        print(f"carsdepo synth: {error}", file=sys.stderr)
+        return 2
+    instances = ", ".join(f"{n} {name}" for name, n in result.instances_per_class.items())
+    print(
+        f"wrote {result.n_images} photos ({result.n_clean} without damage; {instances}) to "
+        f"{result.images_dir}\nground truth: {result.annotations_path}"
+    )
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from carsdepo_assets.cli.runner import ingest_batch_through_dagster
+    from carsdepo_assets.images.summary import format_summary, manifest_summary_json
+
+    source = Path(args.dir).expanduser().resolve()
+    batch = args.batch or source.name
+    try:
+        manifest = ingest_batch_through_dagster(source, batch)
+    except Exception as error:  # the batch itself could not be processed
+        print(f"carsdepo ingest: batch {batch!r} from {source} failed: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(manifest_summary_json(manifest), indent=2))
+    else:
+        print(format_summary(manifest))
+    return 0
+
+
+def cmd_labelstudio(args: argparse.Namespace) -> int:
+    from carsdepo_assets.labeling import server
+
+    layout = StateLayout.from_env().ensure()
+    if args.action == "start":
+        try:
+            info = server.start(layout)
+        except server.ServerError as error:
+            print(f"carsdepo labelstudio start: {error}", file=sys.stderr)
+            return 1
+        state = "already running" if info.already_running else "started"
+        print(f"Label Studio {state} at {info.url} (pid {info.pid}, log {info.log_path})")
+        return 0
+    if args.action == "stop":
+        stopped = server.stop(layout)
+        print("Label Studio stopped" if stopped else "Label Studio was not running")
+        return 0
+    info = server.status(layout)
+    if info is None:
+        print("Label Studio is not running (start it with `carsdepo labelstudio start`)")
+        return 3
+    print(f"Label Studio is running at {info.url} (pid {info.pid})")
+    return 0
+
+
+def cmd_annotate_simulated(args: argparse.Namespace) -> int:
+    from carsdepo_assets.labeling.simulated import AnnotatorProfile, annotate_batch_simulated
+    from carsdepo_assets.resources.label_studio import LabelStudioResource
+
+    layout = StateLayout.from_env().ensure()
+    profile = AnnotatorProfile(seed=args.seed)
+    report = annotate_batch_simulated(
+        LabelStudioResource.from_env(), layout, args.batch, Path(args.ground_truth), profile
+    )
+    print(json.dumps(report.summary(), indent=2))
+    return 0
+
+
+def cmd_import_coco(args: argparse.Namespace) -> int:
+    from carsdepo_assets.cli.runner import RunFailed, ingest_batch_through_dagster
+    from carsdepo_assets.labeling.coco_import import (
+        CocoImportError,
+        import_coco_annotations,
+        load_category_map,
+        parse_coco,
+    )
+    from carsdepo_assets.resources.label_studio import LabelStudioResource
+
+    layout = StateLayout.from_env().ensure()
+    try:
+        category_map = load_category_map(Path(args.category_map)) if args.category_map else None
+        parsed = parse_coco(Path(args.annotations), category_map, args.keep_splits)
+        manifest = ingest_batch_through_dagster(Path(args.images_dir).resolve(), args.batch)
+    except (CocoImportError, FileNotFoundError, RunFailed) as error:
+        print(f"carsdepo import-coco: {error}", file=sys.stderr)
+        return 1
+    report = import_coco_annotations(LabelStudioResource.from_env(), layout, manifest, parsed,
+                                     progress=progress_printer("import-coco"))
+    print(json.dumps(report.summary(), indent=2))
+    return 0
+
+
+def register(command: AddCommand) -> None:
+    command("init", cmd_init, "Create the state directory and the local Dagster instance.")
+
+    synth = command("synth", cmd_synth, "Write synthetic car-panel photos and COCO ground truth.")
+    synth.add_argument("--out", required=True, help="output folder (images/ + annotations.json)")
+    synth.add_argument("--images", type=int, default=100, help="number of photos (default 100)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
+    synth.add_argument(
+        "--lighting", default="normal", choices=["normal", "dim", "very-dim", "harsh"],
+        help="lighting preset (default normal)",
+    )
+    synth.add_argument(
+        "--clean-share", type=float, default=0.25, help="share of undamaged photos (default 0.25)"
+    )
+    synth.add_argument("--width", type=int, default=640, help="image width (default 640)")
+    synth.add_argument("--height", type=int, default=480, help="image height (default 480)")
+
+    ingest = command(
+        "ingest", cmd_ingest,
+        "Ingest a folder of photos as one batch (a raw_images partition) through Dagster.",
+    )
+    ingest.add_argument("dir", help="folder with the batch's photos (subfolders included)")
+    ingest.add_argument("--batch", help="batch name (default: the folder's name)")
+    ingest.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
+
+    labelstudio = command(
+        "labelstudio", cmd_labelstudio,
+        "Run the local Label Studio server (127.0.0.1, data under CARSDEPO_HOME/label-studio).",
+    )
+    labelstudio.add_argument("action", choices=["start", "stop", "status"])
+
+    simulated = command(
+        "annotate-simulated", cmd_annotate_simulated,
+        "Annotate a synthetic batch's tasks in Label Studio from its ground truth, with "
+        "realistic imperfections (box jitter, missed boxes, skipped tasks).",
+    )
+    simulated.add_argument("--batch", required=True, help="the ingested batch")
+    simulated.add_argument(
+        "--ground-truth", required=True,
+        help="the synthetic folder (holding annotations.json) the batch was generated into",
+    )
+    simulated.add_argument("--seed", type=int, default=0, help="seed of the simulated annotator")
+
+    import_coco = command(
+        "import-coco", cmd_import_coco,
+        "Ingest labelled photos as a batch and bring their COCO boxes into Label Studio as "
+        "completed (imported) annotations.",
+    )
+    import_coco.add_argument("images_dir", help="folder of the photos")
+    import_coco.add_argument("annotations", help="COCO detection JSON for those photos")
+    import_coco.add_argument("--batch", required=True, help="batch name for the photos")
+    import_coco.add_argument(
+        "--category-map",
+        help="JSON/YAML: source category -> scratch | dent | null (default: *-scratch -> "
+        "scratch, *-dent -> dent, others dropped)",
+    )
+    import_coco.add_argument(
+        "--keep-splits", metavar="SPLIT", choices=["train", "val", "test"],
+        help="pin every imported image to this published split instead of hash splitting",
+    )
