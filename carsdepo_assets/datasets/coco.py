@@ -35,7 +35,6 @@ from carsdepo_assets.datasets.splits import (
     assign_splits,
 )
 from carsdepo_assets.fileio import atomic_write_json
-from carsdepo_assets.labeling import history
 from carsdepo_assets.labeling.snapshot import AnnotationSnapshot, LabeledImage
 from carsdepo_assets.state import StateLayout
 from carsdepo_assets.taxonomy import CATEGORY_ID_BY_NAME, CLASS_NAMES, coco_categories
@@ -117,30 +116,6 @@ def find_image(image_root: Path, sha256: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def latest_snapshot_path(layout: StateLayout) -> Path | None:
-    """The snapshot the last ``annotations`` run produced, or None when there is none.
-
-    That is the one ``annotations/LATEST`` names (``labeling.history``); without that pointer
-    (a snapshot saved by hand), the most recently written ``annotations/*.json``.
-    """
-    pointed = history.latest_snapshot_path(layout.annotations)
-    if pointed is not None:
-        return pointed
-    snapshots = [path for path in layout.annotations.glob("*.json") if path.is_file()]
-    if not snapshots:
-        return None
-    return max(snapshots, key=lambda path: (path.stat().st_mtime_ns, path.name))
-
-
-def load_latest_snapshot(layout: StateLayout) -> tuple[AnnotationSnapshot, Path]:
-    path = latest_snapshot_path(layout)
-    if path is None:
-        raise FileNotFoundError(
-            f"no annotation snapshot in {layout.annotations}: materialize `annotations` first"
-        )
-    return AnnotationSnapshot.load(path), path
 
 
 def split_counts(coco: dict) -> dict:
