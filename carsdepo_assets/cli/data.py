@@ -16,16 +16,16 @@ if TYPE_CHECKING:
     from carsdepo_assets.cli.parser import AddCommand
 
 
-def cmd_init(args: argparse.Namespace) -> int:
+def cmd_init(args: argparse.Namespace, layout: StateLayout) -> int:
     from carsdepo_assets.cli.runner import prepare_dagster_home
 
-    layout = StateLayout.from_env().ensure()
+    layout = layout.ensure()
     prepare_dagster_home(layout)
     print(f"CARSDEPO_HOME ready at {layout.root}")
     return 0
 
 
-def cmd_synth(args: argparse.Namespace) -> int:
+def cmd_synth(args: argparse.Namespace, layout: StateLayout) -> int:
     from carsdepo_assets.synth import generate_dataset
 
     try:
@@ -50,14 +50,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
+def cmd_ingest(args: argparse.Namespace, layout: StateLayout) -> int:
     from carsdepo_assets.cli.runner import ingest_batch_through_dagster
     from carsdepo_assets.images.summary import format_summary, manifest_summary_json
 
     source = Path(args.dir).expanduser().resolve()
     batch = args.batch or source.name
     try:
-        manifest = ingest_batch_through_dagster(source, batch)
+        manifest = ingest_batch_through_dagster(source, batch, layout.ensure())
     except Exception as error:  # the batch itself could not be processed
         print(f"carsdepo ingest: batch {batch!r} from {source} failed: {error}", file=sys.stderr)
         return 1
@@ -68,10 +68,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_labelstudio(args: argparse.Namespace) -> int:
+def cmd_labelstudio(args: argparse.Namespace, layout: StateLayout) -> int:
     from carsdepo_assets.labeling import server
 
-    layout = StateLayout.from_env().ensure()
+    layout = layout.ensure()
     if args.action == "start":
         try:
             info = server.start(layout)
@@ -93,11 +93,11 @@ def cmd_labelstudio(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_annotate_simulated(args: argparse.Namespace) -> int:
+def cmd_annotate_simulated(args: argparse.Namespace, layout: StateLayout) -> int:
     from carsdepo_assets.labeling.simulated import AnnotatorProfile, annotate_batch_simulated
     from carsdepo_assets.resources.label_studio import LabelStudioResource
 
-    layout = StateLayout.from_env().ensure()
+    layout = layout.ensure()
     profile = AnnotatorProfile(seed=args.seed)
     report = annotate_batch_simulated(
         LabelStudioResource.from_env(), layout, args.batch, Path(args.ground_truth), profile
@@ -106,7 +106,7 @@ def cmd_annotate_simulated(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_import_coco(args: argparse.Namespace) -> int:
+def cmd_import_coco(args: argparse.Namespace, layout: StateLayout) -> int:
     from carsdepo_assets.cli.runner import RunFailed, ingest_batch_through_dagster
     from carsdepo_assets.labeling.coco_import import (
         CocoImportError,
@@ -116,11 +116,12 @@ def cmd_import_coco(args: argparse.Namespace) -> int:
     )
     from carsdepo_assets.resources.label_studio import LabelStudioResource
 
-    layout = StateLayout.from_env().ensure()
+    layout = layout.ensure()
     try:
         category_map = load_category_map(Path(args.category_map)) if args.category_map else None
         parsed = parse_coco(Path(args.annotations), category_map, args.keep_splits)
-        manifest = ingest_batch_through_dagster(Path(args.images_dir).resolve(), args.batch)
+        manifest = ingest_batch_through_dagster(Path(args.images_dir).resolve(), args.batch,
+                                                layout)
     except (CocoImportError, FileNotFoundError, RunFailed) as error:
         print(f"carsdepo import-coco: {error}", file=sys.stderr)
         return 1

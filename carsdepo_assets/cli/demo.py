@@ -64,11 +64,11 @@ def generate_batch(layout: StateLayout, plan: DemoPlan, batch: str, lighting: st
 
 
 @step("Ingesting the batch through Dagster (raw_images)")
-def ingest(batch: str, folder: Path) -> None:
+def ingest(layout: StateLayout, batch: str, folder: Path) -> None:
     from carsdepo_assets.cli.runner import ingest_batch_through_dagster
     from carsdepo_assets.images.summary import format_summary
 
-    manifest = ingest_batch_through_dagster(folder / "images", batch)
+    manifest = ingest_batch_through_dagster(folder / "images", batch, layout)
     say("    " + format_summary(manifest).replace("\n", "\n    "))
 
 
@@ -83,10 +83,10 @@ def start_label_studio(layout: StateLayout) -> str:
 
 
 @step("Importing the batch into Label Studio as tasks (label_studio_tasks)")
-def create_tasks(batch: str) -> None:
+def create_tasks(layout: StateLayout, batch: str) -> None:
     from carsdepo_assets.cli.runner import materialization_metadata, run_job
 
-    result = run_job("labeling_job", partition_key=batch)
+    result = run_job("labeling_job", layout, partition_key=batch)
     metadata = materialization_metadata(result, "label_studio_tasks")
     say(f"    {metadata.get('tasks_created', 0)} tasks created, "
         f"{metadata.get('tasks_existing', 0)} already there; project {metadata.get('project_url')}")
@@ -103,10 +103,10 @@ def annotate(layout: StateLayout, batch: str, folder: Path) -> None:
 
 
 @step("Pulling annotations and building the curated dataset (dataset_job)")
-def build_dataset() -> None:
+def build_dataset(layout: StateLayout) -> None:
     from carsdepo_assets.cli.runner import materialization_metadata, run_job
 
-    result = run_job("dataset_job")
+    result = run_job("dataset_job", layout)
     metadata = materialization_metadata(result, "curated_dataset")
     say(f"    dataset {metadata.get('version')}: train {metadata.get('images_train')}, "
         f"val {metadata.get('images_val')}, test {metadata.get('images_test')} images; "
@@ -115,10 +115,10 @@ def build_dataset() -> None:
 
 
 @step("Training, evaluating and promoting a detector (training_job, tracked in MLflow)")
-def train(iterations: int, backend: str) -> None:
+def train(layout: StateLayout, iterations: int, backend: str) -> None:
     from carsdepo_assets.cli.runner import RunFailed, materialization_metadata, run_job
 
-    result = run_job("training_job", raise_on_failure=False, run_config={
+    result = run_job("training_job", layout, raise_on_failure=False, run_config={
         "ops": {"detector": {"config": {"iterations": iterations, "backend": backend}}}
     })
     report = materialization_metadata(result, "evaluation_report")
@@ -137,10 +137,10 @@ def train(iterations: int, backend: str) -> None:
 
 
 @step("Profiling a batch and deciding what its drift calls for (monitoring_job)")
-def monitor(batch: str) -> str:
+def monitor(layout: StateLayout, batch: str) -> str:
     from carsdepo_assets.cli.runner import materialization_metadata, run_job
 
-    result = run_job("monitoring_job", partition_key=batch)
+    result = run_job("monitoring_job", layout, partition_key=batch)
     decision = materialization_metadata(result, "retraining_decision")
     say(f"    batch {batch}: deviation {decision.get('deviation'):.1f}% -> "
         f"{decision.get('action').upper()}")
@@ -152,7 +152,7 @@ def predict(layout: StateLayout, batch: str, shown: int = 6) -> None:
     from carsdepo_assets.cli.runner import materialization_metadata, run_job
     from carsdepo_assets.prediction.batch import prediction_path, read_predictions
 
-    result = run_job("prediction_job", partition_key=batch, raise_on_failure=False)
+    result = run_job("prediction_job", layout, partition_key=batch, raise_on_failure=False)
     if not result.success:
         say("    no prediction: there is no champion yet (the quality gate did not pass)")
         return
@@ -164,7 +164,7 @@ def predict(layout: StateLayout, batch: str, shown: int = 6) -> None:
         if isinstance(answer, list):
             answer = ", ".join(f"{d['label']} {d['score']:.2f}" for d in answer)
         say(f"    {row['sha256'][:12]}…  {answer}")
-    kpis = materialization_metadata(run_job("kpi_job"), "kpi_report")
+    kpis = materialization_metadata(run_job("kpi_job", layout), "kpi_report")
     shown_kpis = {key: value for key, value in kpis.items() if isinstance(value, int | float)}
     say("    KPIs: " + ", ".join(f"{key} {value:.3g}" for key, value in shown_kpis.items()))
 
@@ -177,11 +177,12 @@ def _check(result, check_name: str) -> str:
     return ""
 
 
-def run_demo(images: int, seed: int, iterations: int, backend: str = "auto") -> int:
+def run_demo(layout: StateLayout, images: int, seed: int, iterations: int,
+             backend: str = "auto") -> int:
     from carsdepo_assets.cli.runner import RunFailed, prepare_dagster_home
     from carsdepo_assets.labeling.server import ServerError
 
-    layout = StateLayout.from_env().ensure()
+    layout = layout.ensure()
     prepare_dagster_home(layout)
     plan = DemoPlan(images=images, seed=seed)
     say(f"carsdepo demo: state in {layout.root}")
@@ -189,17 +190,18 @@ def run_demo(images: int, seed: int, iterations: int, backend: str = "auto") -> 
     try:
         batch = plan.batch("labelled")
         folder = generate_batch(layout, plan, batch, "normal", 0)
-        ingest(batch, folder)
+        ingest(layout, batch, folder)
         label_studio_url = start_label_studio(layout)
-        create_tasks(batch)
+        create_tasks(layout, batch)
         annotate(layout, batch, folder)
-        build_dataset()
-        train(iterations, backend)
+        build_dataset(layout)
+        train(layout, iterations, backend)
         decisions = {}
         for offset, lighting in enumerate(("normal", "dim", "very-dim"), start=1):
             incoming = plan.batch(f"incoming-{lighting}")
-            ingest(incoming, generate_batch(layout, plan, incoming, lighting, 1000 * offset))
-            decisions[incoming] = monitor(incoming)
+            folder = generate_batch(layout, plan, incoming, lighting, 1000 * offset)
+            ingest(layout, incoming, folder)
+            decisions[incoming] = monitor(layout, incoming)
         predict(layout, incoming)
     except (RunFailed, ServerError) as error:
         print(f"\ndemo failed: {error}", file=sys.stderr)
@@ -215,9 +217,10 @@ def run_demo(images: int, seed: int, iterations: int, backend: str = "auto") -> 
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace, layout: StateLayout) -> int:
     return run_demo(
-        images=args.images, seed=args.seed, iterations=args.iterations, backend=args.backend
+        layout, images=args.images, seed=args.seed, iterations=args.iterations,
+        backend=args.backend,
     )
 
 

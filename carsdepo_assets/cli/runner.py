@@ -1,12 +1,13 @@
-"""The one way commands run carsdepo's jobs: in the local Dagster instance
-(``$CARSDEPO_HOME/dagster``, configured by the repo's dagster.yaml), so that CLI runs show in the
-Dagster UI (``make dev``) exactly like runs launched there.
+"""The one way commands run carsdepo's jobs: the code location's definitions built on the state
+folder the command was given, executed in that folder's Dagster instance (``<state>/dagster``,
+configured by the repo's dagster.yaml), so that CLI runs show in the Dagster UI (``make dev``)
+exactly like runs launched there. Nothing here reads or writes the process environment.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +28,28 @@ class RunFailed(RuntimeError):
 
 
 def prepare_dagster_home(layout: StateLayout) -> str:
-    """Point ``DAGSTER_HOME`` at the state directory and install the instance config there."""
+    """Install the instance config in the state folder's Dagster home (``DAGSTER_HOME`` for
+    ``dagster dev``, which the Makefile sets); returns that folder."""
     home = layout.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     if not target.exists() or target.read_bytes() != INSTANCE_CONFIG.read_bytes():
         shutil.copyfile(INSTANCE_CONFIG, target)
-    os.environ["DAGSTER_HOME"] = str(home)
     return str(home)
 
 
 def local_instance(layout: StateLayout) -> DagsterInstance:
-    prepare_dagster_home(layout)
-    return DagsterInstance.get()
+    """The state folder's Dagster instance, opened from its folder."""
+    return DagsterInstance.from_config(prepare_dagster_home(layout))
+
+
+@cache
+def definitions_for(layout: StateLayout) -> Definitions:
+    """The code location with every resource on ``layout``'s folder."""
+    from carsdepo_assets.definitions import build_definitions
+    from carsdepo_assets.resources.state import CarsdepoHome
+
+    return build_definitions(CarsdepoHome(path=str(layout.root)))
 
 
 def add_batch_partition(instance: DagsterInstance, batch: str) -> None:
@@ -62,6 +72,7 @@ def failure_summary(result: ExecuteInProcessResult) -> str:
 
 def run_job(
     job_name: str,
+    layout: StateLayout,
     *,
     partition_key: str | None = None,
     run_config: dict[str, Any] | None = None,
@@ -70,15 +81,13 @@ def run_job(
     raise_on_failure: bool = True,
     defs: Definitions | None = None,
 ) -> ExecuteInProcessResult:
-    """Execute a job of ``defs`` (default: the code location) in-process, recorded in the
-    (local) instance.
+    """Execute a job of ``defs`` (default: the code location on ``layout``) in-process,
+    recorded in ``instance`` (default: ``layout``'s).
 
     A failed run raises RunFailed naming the failed steps, unless ``raise_on_failure`` is
     False (for callers to whom a failure is an outcome, e.g. a blocking quality gate)."""
-    if defs is None:
-        from carsdepo_assets.definitions import defs
-    if instance is None:
-        instance = local_instance(StateLayout.from_env().ensure())
+    defs = defs or definitions_for(layout)
+    instance = instance or local_instance(layout)
     if partition_key is not None:
         add_batch_partition(instance, partition_key)
     result = defs.resolve_job_def(job_name).execute_in_process(
@@ -104,15 +113,16 @@ def materialization_metadata(result: ExecuteInProcessResult, asset_name: str) ->
 
 
 def ingest_batch_through_dagster(
-    source: Path, batch: str, instance: DagsterInstance | None = None
+    source: Path, batch: str, layout: StateLayout, instance: DagsterInstance | None = None
 ) -> BatchManifest:
     """Materialize ``raw_images`` for ``batch`` from ``source`` and return its manifest."""
     if not source.is_dir():
         raise FileNotFoundError(f"batch folder {source} does not exist or is not a folder")
     run_job(
         "ingest_job",
+        layout,
         partition_key=batch,
         run_config={"ops": {"raw_images": {"config": {"source_dir": str(source)}}}},
         instance=instance,
     )
-    return BatchManifest.load(StateLayout.from_env().manifest_path(batch))
+    return BatchManifest.load(layout.manifest_path(batch))
