@@ -136,7 +136,14 @@ def train_tracked(
     saved = trained.save(workdir / "detector")
     summary = trained.summary.to_dict() if trained.summary else {}
     mlflow.log_dict(summary, "training_summary.json")
-    mlflow.log_dict(resolved.to_dict(), "detector_config.json")
+    # what training used: anchors learned at its start are in here, not in the params above
+    mlflow.log_dict(trained.config.to_dict(), "detector_config.json")
+    coverage = summary.get("anchor_coverage", {})
+    mlflow.log_metrics({f"anchor_coverage_{kind}_{name}": value
+                        for name, shares in coverage.items()
+                        for kind, value in shares.items() if kind != "boxes" and value is not None})
+    context.log.info(f"anchors {trained.config.anchor_sizes} x {trained.config.aspect_ratios}; "
+                     f"coverage of the training boxes {coverage}")
     metadata = {
         "backend": resolved.backend,
         "dataset_version": dataset.version,
@@ -144,7 +151,8 @@ def train_tracked(
         "train_wall_s": round(time.perf_counter() - started, 1),
         "train_images_per_s": round(summary.get("images_per_second", 0.0), 2),
         "best_val_AP50": summary.get("best_val_metric"),
-        "config": MetadataValue.json(resolved.to_dict()),
+        "config": MetadataValue.json(trained.config.to_dict()),
+        "anchor_coverage": MetadataValue.json(coverage),
     }
     samples = sample_predictions_png(trained, dataset.coco("val"), dataset.image_root)
     if samples:
