@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 LS_VENV := .venv-label-studio
 BIN := $(VENV)/bin
+CONSTRAINTS := constraints.txt
+LS_CONSTRAINTS := label_studio/constraints.txt
+LOCK_VENV := .venv-lock
 export CARSDEPO_HOME ?= $(CURDIR)/.carsdepo
 export DAGSTER_HOME := $(CARSDEPO_HOME)/dagster
 DAGSTER_PORT ?= 3000
@@ -22,24 +25,44 @@ TRAIN_REAL_ARGS ?=
 
 .PHONY: help install install-label-studio demo test dev lint bench clean-state serve \
         labelstudio-start labelstudio-stop labelstudio-status mlflow-ui system-deps check \
-        bench-report train-real
+        bench-report train-real lock
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
-	@echo "==> creating $(VENV) and installing carsdepo with the dev extra"
+# Installs take the exact versions in the constraints files (resolved once, upgraded on purpose
+# with `make lock`), so a fresh clone installs what the tests and the demo were measured with.
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	@echo "==> creating $(VENV) and installing carsdepo with the dev extra ($(CONSTRAINTS))"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel -c $(CONSTRAINTS)
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $@
 
-$(LS_VENV)/.installed: label_studio/requirements.txt
+$(LS_VENV)/.installed: label_studio/requirements.txt $(LS_CONSTRAINTS)
 	@echo "==> creating $(LS_VENV) for the Label Studio server (it has dependency pins of its own)"
 	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/pip install --quiet --upgrade pip
-	$(LS_VENV)/bin/pip install --quiet -r label_studio/requirements.txt
+	$(LS_VENV)/bin/pip install --quiet -c $(LS_CONSTRAINTS) -r label_studio/requirements.txt
 	touch $@
+
+lock: ## Re-resolve the dependencies to the newest allowed releases; rewrite the constraints files
+	rm -rf $(LOCK_VENV) $(LOCK_VENV)-ls
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip setuptools wheel
+	$(LOCK_VENV)/bin/pip install --quiet -e '.[dev]'
+	{ sed -n '/^#/p' $(CONSTRAINTS); $(LOCK_VENV)/bin/pip freeze --all --exclude-editable \
+	    | grep -v -i '^pip==' | sort -f; } > $(CONSTRAINTS).new
+	$(PYTHON) -m venv $(LOCK_VENV)-ls
+	$(LOCK_VENV)-ls/bin/pip install --quiet --upgrade pip
+	$(LOCK_VENV)-ls/bin/pip install --quiet -r label_studio/requirements.txt
+	{ sed -n '/^#/p' $(LS_CONSTRAINTS); $(LOCK_VENV)-ls/bin/pip freeze --all --exclude-editable \
+	    | grep -v -i '^pip==' | sort -f; } > $(LS_CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	mv $(LS_CONSTRAINTS).new $(LS_CONSTRAINTS)
+	rm -rf $(LOCK_VENV) $(LOCK_VENV)-ls
+	@echo "==> constraints rewritten: review \`git diff $(CONSTRAINTS) $(LS_CONSTRAINTS)\`, fix the" \
+	    "date line, run make test and make demo, and commit them"
 
 install: $(VENV)/.installed $(LS_VENV)/.installed ## Create both virtual environments
 

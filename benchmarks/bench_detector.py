@@ -20,14 +20,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from benchmarks._record import record
 from carsdepo_assets.detection.backends import TrainedDetector, train_detector
 from carsdepo_assets.detection.config import DetectorConfig
 from carsdepo_assets.detection.data import CocoSplit
-from carsdepo_assets.detection.metrics import evaluate_detections
+from carsdepo_assets.detection.metrics import (
+    COCO_MAX_DETECTIONS,
+    COCO_SCORE_FLOOR,
+    evaluate_detections,
+)
 from carsdepo_assets.synth import generate_dataset
 from carsdepo_assets.taxonomy import CLASS_NAMES
 
@@ -35,6 +38,7 @@ SUITE = "detector"
 VARIANTS: dict[str, dict] = {
     "default": {},  # the cpu preset
     "scratch": {"pretrained": False},  # same backbone and budget, random initialisation
+    "backbone_lr_1": {"backbone_lr_factor": 1.0},  # the pretrained body at the full rate
     "lite0_pretrained": {"backbone": "efficientnet_lite0", "pretrained": True},
     "resnet_tiny_scratch": {"backbone": "resnet_tiny", "pretrained": False},
 }
@@ -58,7 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-images", type=int, default=100)
     parser.add_argument("--iterations", type=int, default=0,
                         help="override the config's training iterations (0: keep)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: the cores other processes leave free)")
     parser.add_argument("--latency-runs", type=int, default=30)
     return parser.parse_args(argv)
 
@@ -105,7 +110,7 @@ def bench_variant(backend: str, variant: str, train: CocoSplit, val: CocoSplit,
     figures.update(_accuracy(detector, test))
     return [
         record(SUITE, name, round(value, 4), unit, data, backend=backend, variant=variant,
-               threads=args.threads or torch.get_num_threads(), **_target(name, value), **extra)
+               threads=used.num_threads, **_target(name, value), **extra)
         for name, (value, unit, extra) in figures.items()
     ]
 
@@ -136,9 +141,10 @@ def _timed_ms(detector: TrainedDetector, images: list[Image.Image]) -> tuple[flo
 def _accuracy(detector: TrainedDetector, test: CocoSplit) -> dict:
     coco = json.loads(test.annotations.read_text())
     predictions = {}
-    for image in coco["images"]:
-        with Image.open(test.image_root / image["file_name"]) as photo:
-            predictions[image["id"]] = detector.predict([photo.convert("RGB")])[0]
+    with detector.output_limits(COCO_SCORE_FLOOR, COCO_MAX_DETECTIONS):
+        for image in coco["images"]:
+            with Image.open(test.image_root / image["file_name"]) as photo:
+                predictions[image["id"]] = detector.predict([photo.convert("RGB")])[0]
     result = evaluate_detections(coco, predictions, detector.config.score_threshold)
     metrics = result.flat_metrics()
     figures = {

@@ -21,7 +21,7 @@ from carsdepo_assets.checks import evaluation as evaluation_checks
 from carsdepo_assets.checks import ingestion as ingestion_checks
 from carsdepo_assets.checks import labeling as labeling_checks
 from carsdepo_assets.checks import monitoring as monitoring_checks
-from carsdepo_assets.labeling.server import DEFAULT_TOKEN, DEFAULT_URL
+from carsdepo_assets.labeling.server import DEFAULT_URL
 from carsdepo_assets.resources.label_studio import LabelStudioResource
 from carsdepo_assets.resources.mlflow import DEFAULT_EXPERIMENT, ModelRegistry, mlflow_tracking
 from carsdepo_assets.resources.monitoring import DriftPolicy
@@ -42,8 +42,10 @@ CHECK_MODULES = [
 
 def env_or_default(name: str, default: str) -> EnvVar | str:
     """``name`` from the environment (as an EnvVar, read when a run starts) when it is set,
-    else the embedded default: the local Label Studio `carsdepo labelstudio start` runs on
-    127.0.0.1. Any real deployment sets LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY itself."""
+    else ``default``. Label Studio's defaults: the local server `carsdepo labelstudio start`
+    runs on 127.0.0.1, and no key, so that the resource uses the local token only for that
+    server (``labeling.server.api_token``). A real deployment sets LABEL_STUDIO_URL and
+    LABEL_STUDIO_API_KEY itself."""
     return EnvVar(name) if os.environ.get(name) else default
 
 
@@ -54,7 +56,8 @@ def build_resources(home: CarsdepoHome) -> dict:
         "carsdepo_home": home,
         "label_studio": LabelStudioResource(
             url=env_or_default("LABEL_STUDIO_URL", DEFAULT_URL),
-            api_key=env_or_default("LABEL_STUDIO_API_KEY", DEFAULT_TOKEN),
+            api_key=env_or_default("LABEL_STUDIO_API_KEY", ""),
+            carsdepo_home=home,
         ),
         "prelabeler": ChampionPrelabeler(carsdepo_home=home),
         "mlflow": mlflow_tracking.configured({"experiment_name": DEFAULT_EXPERIMENT}),

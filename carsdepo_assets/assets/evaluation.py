@@ -9,23 +9,32 @@ from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataVal
 from pydantic import Field
 
 from carsdepo_assets.datasets import load_dataset
+from carsdepo_assets.detection.anchors import coverage_for
+from carsdepo_assets.detection.bootstrap import LOWER_BOUND, bootstrap_bounds
 from carsdepo_assets.detection.champion import current_champion, promote
+from carsdepo_assets.detection.data import coco_boxes_as_seen
 from carsdepo_assets.detection.evaluate import evaluate_on_split
-from carsdepo_assets.detection.metrics import (
-    EvaluationResult,
+from carsdepo_assets.detection.metrics import EvaluationResult
+from carsdepo_assets.detection.report import (
     comparison_markdown,
     confusion_matrix_png,
     pr_curves_png,
+    result_markdown,
     worst_examples_png,
 )
 from carsdepo_assets.detection.types import Detection
 from carsdepo_assets.prediction.pyfunc import load_registered_detector
 from carsdepo_assets.resources.mlflow import attach_tracking_run
+from carsdepo_assets.taxonomy import CLASS_NAMES
 from carsdepo_assets.visual import markdown_image
 
 
 class EvaluationConfig(Config):
     batch_size: int = Field(default=4, description="Images predicted together.")
+    confidence: float = Field(
+        default=0.95, description="One-sided confidence of the bootstrap lower bounds."
+    )
+    resamples: int = Field(default=1000, description="Bootstrap resamples of the test images.")
 
 
 @asset(
@@ -34,8 +43,11 @@ class EvaluationConfig(Config):
     required_resource_keys={"mlflow", "model_registry"},
     description=(
         "The challenger, and the champion when there is one, evaluated on the test split: COCO "
-        "AP/AP50/AP75/APs/APm/APl, per-class AP, precision/recall/F1 at the operating threshold, "
-        'damaged-vs-"None" accuracy, scratch/dent confusion and ms per image.'
+        "AP/AP50/AP75/APs/APm/APl from every detection (score >= 0.001, up to 100 per image), "
+        'per-class AP and AP50 by size, class-agnostic "damage" AP50, what became of each '
+        "ground-truth box, precision/recall/F1 at the operating threshold, "
+        'damaged-vs-"None" accuracy, bootstrap lower bounds of AP50 and that accuracy over the '
+        "test images, scratch/dent confusion and ms per image."
     ),
 )
 def evaluation_report(
@@ -64,9 +76,13 @@ def evaluation_report(
             model, test, dataset.image_root, config.batch_size
         )
         results[role] = result
+        bounds = bootstrap_bounds(test, predictions[role], model.config.score_threshold,
+                                  config.confidence, config.resamples)
         report["models"][role] = {
             "version": version,
-            "metrics": {**result.flat_metrics(), "ms_per_image": ms_per_image},
+            "anchor_coverage": coverage_for(model.config, coco_boxes_as_seen(test, model.config)),
+            "metrics": {**result.flat_metrics(), "ms_per_image": ms_per_image,
+                        **{f"{name}{LOWER_BOUND}": bound.lower for name, bound in bounds.items()}},
             "details": result.to_dict(),
         }
     challenger = results["challenger"]
@@ -90,9 +106,18 @@ def evaluation_report(
         "champion_version": models.get("champion", "none"),
         "AP50": metrics.get("AP50"),
         "AP": metrics.get("AP"),
+        "damage_AP50": metrics.get("damage_AP50"),
+        "APs": metrics.get("APs"),
+        **{f"AP50_{name}": metrics.get(f"AP50_{name}") for name in CLASS_NAMES},
         "none_accuracy": metrics.get("none_accuracy"),
+        f"AP50{LOWER_BOUND}": metrics.get(f"AP50{LOWER_BOUND}"),
+        f"none_accuracy{LOWER_BOUND}": metrics.get(f"none_accuracy{LOWER_BOUND}"),
+        "bounds": (f"one-sided {config.confidence:.0%} lower bounds: percentile bootstrap over "
+                   f"the {len(test['images'])} test images, {config.resamples} resamples"),
+        "test_images": len(test["images"]),
+        "anchor_coverage": MetadataValue.json(report["models"]["challenger"]["anchor_coverage"]),
         "ms_per_image": round(metrics["ms_per_image"], 1),
-        "report": MetadataValue.md(challenger.markdown_table()),
+        "report": MetadataValue.md(result_markdown(challenger)),
         "comparison": MetadataValue.md(comparison_markdown(results)),
         **{name: MetadataValue.md(markdown_image(png, name)) for name, png in plots.items()},
     }

@@ -70,7 +70,7 @@ def experiment_sweep(
         with mlflow.start_run(run_name=f"sweep-{index}") as run:
             mlflow.set_tag("carsdepo.drifted_batch", batch)
             tracked = train_tracked(
-                context, training, dataset, layout.models / context.run_id / f"sweep-{index}"
+                context, training, dataset, layout.run_folder(context.run_id, f"sweep-{index}")
             )
             result, _, ms_per_image = evaluate_on_split(
                 tracked.trained, dataset.coco("val"), dataset.image_root

@@ -62,7 +62,7 @@ def raw_images(
 ) -> MaterializeResult:
     layout = carsdepo_home.layout
     batch = context.partition_key
-    source = Path(config.source_dir) if config.source_dir else layout.landing / batch
+    source = Path(config.source_dir) if config.source_dir else layout.landing_folder(batch)
     context.log.info(f"ingesting batch {batch} from {source}")
 
     def progress(done: int, total: int) -> None:
@@ -84,7 +84,7 @@ def _metadata(manifest: BatchManifest, layout: StateLayout) -> dict:
     if sheet is not None:
         buffer = io.BytesIO()
         sheet.save(buffer, format="JPEG", quality=80)
-        path = layout.reports / "ingestion" / f"{manifest.batch}-contact-sheet.jpg"
+        path = layout.contact_sheet_path(manifest.batch)
         atomic_write_bytes(path, buffer.getvalue())
         encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
         metadata["preview"] = MetadataValue.md(

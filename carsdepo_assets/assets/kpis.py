@@ -15,7 +15,7 @@ from carsdepo_assets.resources.mlflow import ModelRegistry
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.visual import markdown_image
 
-REPORT_FOLDER = "kpis"  # under StateLayout.reports
+REPORT_FOLDER = "kpis"  # StateLayout.report_path(REPORT_FOLDER)
 
 
 class KpiConfig(Config):
@@ -44,7 +44,7 @@ def kpi_report(
     model_registry.connect()
     report = collect_kpis(layout, model_registry.model_name, latency_days=config.latency_days)
     plots = kpi_plots(report)
-    dashboard = save_report(report, plots, layout.reports / REPORT_FOLDER)
+    dashboard = save_report(report, plots, layout.report_path(REPORT_FOLDER))
     for note in report.notes:
         context.log.info(f"KPIs: {note}")
     pictures = "\n\n".join(markdown_image(png, name) for name, png in plots.items())

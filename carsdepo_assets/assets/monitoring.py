@@ -43,29 +43,12 @@ from carsdepo_assets.state import StateLayout
 from carsdepo_assets.visual import markdown_image
 
 GROUP = "monitoring"
-REFERENCE_PROFILE = "reference.bin"
-
-
-def reference_profile_path(layout: StateLayout) -> Path:
-    return layout.profiles / REFERENCE_PROFILE
-
-
-def batch_profile_path(layout: StateLayout, batch: str) -> Path:
-    return layout.profiles / "batches" / f"{batch}.bin"
-
-
-def drift_report_path(layout: StateLayout, batch: str) -> Path:
-    return layout.reports / "drift" / f"{batch}.json"
-
-
-def decision_path(layout: StateLayout, batch: str) -> Path:
-    return layout.reports / "decisions" / f"{batch}.json"
 
 
 def batch_feature_rows(layout: StateLayout, batch: str):
     """Image features of each stored image of the batch, one image in memory at a time, with
     the model-output features when ``batch_predictions`` has answered for the batch."""
-    answers = _predictions_by_sha(layout.predictions / f"{batch}.jsonl")
+    answers = _predictions_by_sha(layout.prediction_path(batch))
     stored = list(iter_stored_images(layout, batch))
     for (sha, _), features in zip(stored, iter_image_features(p for _, p in stored), strict=True):
         if answers:
@@ -99,8 +82,8 @@ def reference_profile(
     if champion is not None:
         tags = MlflowClient().get_model_version(model_registry.model_name, champion).tags
         version = tags.get("carsdepo.dataset_version")
-        if version and (layout.datasets / version).is_dir():
-            dataset = load_dataset(layout.datasets / version)
+        if version and layout.dataset_folder(version).is_dir():
+            dataset = load_dataset(layout.dataset_folder(version))
     source = f"champion v{champion}'s dataset" if dataset else "latest curated dataset"
     dataset = dataset or latest_dataset(layout)
     if dataset is None:
@@ -111,13 +94,13 @@ def reference_profile(
         raise Failure(f"dataset {dataset.version} has an empty train split: no reference")
     context.log.info(f"profiling {len(paths)} train images of dataset {dataset.version}")
     view = profile_rows(iter_image_features(paths))
-    write_profile(view, reference_profile_path(layout))
+    write_profile(view, layout.reference_profile_path())
     return MaterializeResult(metadata={
         "rows": row_count(view),
         "dataset_version": dataset.version,
         "source": source,
         "champion_version": champion or "none",
-        "path": MetadataValue.path(str(reference_profile_path(layout))),
+        "path": MetadataValue.path(str(layout.reference_profile_path())),
         "summary": MetadataValue.md(summary_table(view)),
     })
 
@@ -137,7 +120,7 @@ def batch_profile(context: AssetExecutionContext, carsdepo_home: CarsdepoHome) -
     rows = row_count(view)
     if rows == 0:
         context.log.warning(f"batch {batch} has no stored images: its profile is empty")
-    path = batch_profile_path(layout, batch)
+    path = layout.batch_profile_path(batch)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_profile(view, path)
     return MaterializeResult(metadata={
@@ -159,17 +142,17 @@ def drift_report(
 ) -> Output[DriftReport | None]:
     layout = carsdepo_home.layout
     batch = context.partition_key
-    batch_path = batch_profile_path(layout, batch)
+    batch_path = layout.batch_profile_path(batch)
     if not batch_path.is_file():
         raise Failure(f"no profile for batch {batch}: materialize batch_profile[{batch}] first")
-    reference_path = reference_profile_path(layout)
+    reference_path = layout.reference_profile_path()
     if not reference_path.is_file():
         context.log.warning("no reference profile yet: the batch is not compared")
-        atomic_write_json(drift_report_path(layout, batch), {"status": "no_reference"})
+        atomic_write_json(layout.drift_report_path(batch), {"status": "no_reference"})
         return Output(None, metadata={"status": "no reference profile yet", "deviation": 0.0})
     reference, current = read_profile(reference_path), read_profile(batch_path)
     report = drift_statistics.drift_report(reference, current, alpha=drift_policy.alpha)
-    atomic_write_json(drift_report_path(layout, batch), report.to_dict())
+    atomic_write_json(layout.drift_report_path(batch), report.to_dict())
     metadata = {
         "status": report.status,
         "deviation": round(report.deviation, 2),
@@ -197,7 +180,7 @@ def retraining_decision(
 ) -> Output[dict]:
     decision = decide(drift_report, drift_policy.retrain_at, drift_policy.experiment_at)
     record = {"batch": context.partition_key, **decision.to_dict()}
-    atomic_write_json(decision_path(carsdepo_home.layout, context.partition_key), record)
+    atomic_write_json(carsdepo_home.layout.decision_path(context.partition_key), record)
     context.log.info(f"batch {context.partition_key}: {decision.action} ({decision.reasons[0]})")
     return Output(record, metadata={
         "action": decision.action,

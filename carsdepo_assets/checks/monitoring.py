@@ -14,7 +14,7 @@ from dagster import (
 )
 from mlflow.tracking import MlflowClient
 
-from carsdepo_assets.assets.monitoring import drift_report, drift_report_path
+from carsdepo_assets.assets.monitoring import drift_report
 from carsdepo_assets.detection.champion import current_champion
 from carsdepo_assets.labeling.history import load_latest_snapshot
 from carsdepo_assets.monitoring.freshness import model_staleness
@@ -32,7 +32,7 @@ from carsdepo_assets.resources.state import CarsdepoHome
 def drift_within_policy(
     context: AssetCheckExecutionContext, carsdepo_home: CarsdepoHome, drift_policy: DriftPolicy
 ) -> AssetCheckResult:
-    path = drift_report_path(carsdepo_home.layout, context.partition_key)
+    path = carsdepo_home.layout.drift_report_path(context.partition_key)
     if not path.is_file():
         return AssetCheckResult(passed=False, description=f"no drift report at {path}")
     report = json.loads(path.read_text())

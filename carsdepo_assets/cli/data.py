@@ -100,7 +100,7 @@ def cmd_annotate_simulated(args: argparse.Namespace, layout: StateLayout) -> int
     layout = layout.ensure()
     profile = AnnotatorProfile(seed=args.seed)
     report = annotate_batch_simulated(
-        LabelStudioResource.from_env(), layout, args.batch, Path(args.ground_truth), profile
+        LabelStudioResource.from_env(layout), layout, args.batch, Path(args.ground_truth), profile
     )
     print(json.dumps(report.summary(), indent=2))
     return 0
@@ -125,7 +125,7 @@ def cmd_import_coco(args: argparse.Namespace, layout: StateLayout) -> int:
     except (CocoImportError, FileNotFoundError, RunFailed) as error:
         print(f"carsdepo import-coco: {error}", file=sys.stderr)
         return 1
-    report = import_coco_annotations(LabelStudioResource.from_env(), layout, manifest, parsed,
+    report = import_coco_annotations(LabelStudioResource.from_env(layout), layout, manifest, parsed,
                                      progress=progress_printer("import-coco"))
     print(json.dumps(report.summary(), indent=2))
     return 0

@@ -150,7 +150,7 @@ def train_on_real_data(
     say(f"==> Label Studio for {layout.root}")
     say(f"    {server.start(layout).url}")
     say(f"==> Importing the published splits of {data_dir}")
-    imports = import_published_splits(data_dir, layout, LabelStudioResource.from_env())
+    imports = import_published_splits(data_dir, layout, LabelStudioResource.from_env(layout))
     imported_s = time.perf_counter() - started
 
     say("==> Building the curated dataset (dataset_job)")

@@ -157,7 +157,7 @@ def build_dataset(
         "source_snapshot": snapshot.version,
         "skipped": [asdict(item) for item in skipped],
     }
-    target = layout.datasets / version
+    target = layout.dataset_folder(version)
     if not (target / MANIFEST_NAME).is_file():
         _write_folder(target, cocos, manifest)
     elif json.loads((target / MANIFEST_NAME).read_text()) != manifest:
@@ -192,7 +192,7 @@ def latest_dataset(layout: StateLayout) -> CuratedDataset | None:
     pointer = layout.datasets / LATEST_POINTER
     if not pointer.is_file():
         return None
-    return load_dataset(layout.datasets / json.loads(pointer.read_text())["version"])
+    return load_dataset(layout.dataset_folder(json.loads(pointer.read_text())["version"]))
 
 
 def _usable_images(

@@ -2,7 +2,7 @@
 
 Every backend trains on COCO splits with a ``DetectorConfig`` and returns a ``TrainedDetector``
 that predicts ``Detection`` lists in original pixel coordinates and saves itself as a
-self-describing folder (``detector.json`` + weights), which ``load_detector`` reopens without
+self-describing folder (``detector.json`` + ``model.pt``), which ``load_detector`` reopens without
 being told which backend made it — what the MLflow pyfunc needs.
 
 Backends are registered by import path, so a backend whose library is missing (detectron2)
@@ -11,24 +11,30 @@ costs nothing until it is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import io
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 from PIL import Image
+from torch import nn
 
+from carsdepo_assets.detection.anchors import coverage_for, with_learned_anchors
 from carsdepo_assets.detection.config import ConfigError, DetectorConfig
-from carsdepo_assets.detection.data import CocoSplit, LoadedSplit, load_split
+from carsdepo_assets.detection.data import CocoSplit, LoadedSplit, boxes_as_trained, load_split
+from carsdepo_assets.detection.threads import choose_threads
 from carsdepo_assets.detection.types import Detection, damage_answer
-from carsdepo_assets.fileio import atomic_write_json
+from carsdepo_assets.fileio import atomic_write_bytes, atomic_write_json
 
 DETECTOR_FILE = "detector.json"
+WEIGHTS_FILE = "model.pt"
 FORMAT = "carsdepo-detector/1"
 
 # backend name -> "module:Class" of its DetectorBackend
@@ -70,6 +76,8 @@ class TrainingSummary:
     val_history: list[dict] = field(default_factory=list)
     train_images: int = 0
     val_images: int = 0
+    # anchors.anchor_coverage of the training boxes: class -> boxes, iou50, positive
+    anchor_coverage: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,29 +99,53 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainedDetector(ABC):
-    """A trained model: predicts, saves itself, loads back from the folder alone."""
+    """A trained model: predicts, saves itself, loads back from the folder alone.
+
+    The weights are the torch module's state dict (``model.pt``) for every backend; a backend
+    says how to build its module from the config (``_build_model``), how to run it on images
+    (``predict``) and where its output limits live (``_set_output_limits``)."""
 
     backend: ClassVar[str]
 
-    def __init__(self, config: DetectorConfig, summary: TrainingSummary | None = None):
+    def __init__(self, model: nn.Module, config: DetectorConfig,
+                 summary: TrainingSummary | None = None):
+        self.model = model
         self.config = config
         self.summary = summary
 
     @abstractmethod
     def predict(self, images: list[Image.Image]) -> list[list[Detection]]:
-        """Detections per image (score >= ``config.box_score_thresh``, best first), boxes in
-        the pixel coordinates of the image as given, labels from the taxonomy."""
+        """Detections per image (score >= ``config.box_score_thresh``, at most
+        ``config.box_detections_per_img``, best first), boxes in the pixel coordinates of the
+        image as given, labels from the taxonomy."""
 
     def answers(self, images: list[Image.Image], threshold: float | None = None) -> list:
         """The public answer per image: ``"None"`` or detections at the operating point."""
         cut = self.config.score_threshold if threshold is None else threshold
         return [damage_answer(found, cut) for found in self.predict(images)]
 
+    @contextlib.contextmanager
+    def output_limits(self, score_floor: float, max_detections: int) -> Iterator[TrainedDetector]:
+        """Predict down to ``score_floor``, up to ``max_detections`` per image, inside the
+        block (the COCO protocol's evaluation); the config's limits again afterwards."""
+        self._set_output_limits(score_floor, max_detections)
+        try:
+            yield self
+        finally:
+            self._set_output_limits(self.config.box_score_thresh,
+                                    self.config.box_detections_per_img)
+
+    @abstractmethod
+    def _set_output_limits(self, score_floor: float, max_detections: int) -> None:
+        """Make the model keep detections down to ``score_floor``, at most ``max_detections``."""
+
     def save(self, directory: Path) -> Path:
         """Write weights and ``detector.json`` into ``directory`` (created if needed)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self._save_weights(directory)
+        buffer = io.BytesIO()
+        torch.save(self.model.state_dict(), buffer)
+        atomic_write_bytes(directory / WEIGHTS_FILE, buffer.getvalue())
         atomic_write_json(directory / DETECTOR_FILE, {
             "format": FORMAT,
             "backend": self.backend,
@@ -122,13 +154,21 @@ class TrainedDetector(ABC):
         })
         return directory
 
-    @abstractmethod
-    def _save_weights(self, directory: Path) -> None: ...
+    @classmethod
+    def load(cls, directory: Path, config: DetectorConfig,
+             summary: TrainingSummary | None) -> TrainedDetector:
+        """The detector saved in ``directory``, on the GPU where there is one."""
+        config = config.replace(device="cuda" if torch.cuda.is_available() else "cpu")
+        model = cls._build_model(config)
+        state = torch.load(Path(directory) / WEIGHTS_FILE, map_location=config.device,
+                           weights_only=True)
+        model.load_state_dict(state)
+        return cls(model.to(config.device).eval(), config, summary)
 
     @classmethod
     @abstractmethod
-    def _load(cls, directory: Path, config: DetectorConfig,
-              summary: TrainingSummary | None) -> TrainedDetector: ...
+    def _build_model(cls, config: DetectorConfig) -> nn.Module:
+        """The untrained module for ``config``, without reading any pretrained weights."""
 
 
 class DetectorBackend(ABC):
@@ -146,20 +186,27 @@ class DetectorBackend(ABC):
         """Train on ``train``; with ``val``, keep the weights that score best on it.
 
         The part every backend shares: the splits are loaded and checked (a clear error before
-        training starts), the config is resolved for this backend, and torch's thread count is
-        set for the run only. ``_fit`` does the rest."""
+        training starts), the config is resolved for this backend (anchors learned from the
+        training boxes when it asks for that), and torch's thread count is set for the run
+        only. ``_fit`` does the rest; the summary records how well the anchors cover the
+        training boxes."""
         train_split = load_split(train, require_every_class=True)
         val_split = load_split(val, require_every_class=False) if val is not None else None
         config = resolve_config(config.replace(backend=self.name))
+        train_boxes = boxes_as_trained(train_split, config)
+        if config.learn_anchors:
+            config = with_learned_anchors(config, train_boxes)
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         previous_threads = torch.get_num_threads()
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
+        torch.set_num_threads(config.num_threads)
         try:
-            return self._fit(train_split, val_split, config, workdir, on_progress)
+            detector = self._fit(train_split, val_split, config, workdir, on_progress)
         finally:
             torch.set_num_threads(previous_threads)
+        if detector.summary is not None:
+            detector.summary.anchor_coverage = coverage_for(config, train_boxes)
+        return detector
 
     @abstractmethod
     def _fit(
@@ -205,14 +252,16 @@ def resolve_backend(name: str) -> str:
 
 
 def resolve_config(config: DetectorConfig) -> DetectorConfig:
-    """The concrete config a run uses: backend, device and norm decided, no ``auto`` left."""
+    """The concrete config a run uses: backend, device, norm and torch threads decided, no
+    ``auto`` left."""
     device = config.device
     if device in ("auto", "cuda"):
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device='cuda' but no CUDA device is available here")
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    threads = config.num_threads or choose_threads().threads
     return config.replace(backend=resolve_backend(config.backend), device=device,
-                          norm=config.resolved_norm)
+                          norm=config.resolved_norm, num_threads=threads)
 
 
 def get_backend(name: str) -> DetectorBackend:
@@ -244,6 +293,6 @@ def load_detector(directory: Path) -> TrainedDetector:
         raise ValueError(f"{path}: unsupported detector format {meta.get('format')!r}")
     backend = get_backend(meta["backend"])
     summary = TrainingSummary(**meta["training"]) if meta.get("training") else None
-    return backend.detector_class._load(
+    return backend.detector_class.load(
         Path(directory), DetectorConfig.from_dict(meta["config"]), summary
     )

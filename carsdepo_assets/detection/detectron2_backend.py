@@ -45,6 +45,7 @@ from PIL import Image
 from torch import nn
 
 from carsdepo_assets.detection.backends import (
+    WEIGHTS_FILE,
     DetectorBackend,
     TrainedDetector,
     TrainingDiverged,
@@ -54,12 +55,12 @@ from carsdepo_assets.detection.backends import (
 from carsdepo_assets.detection.config import DetectorConfig
 from carsdepo_assets.detection.data import LoadedSplit
 from carsdepo_assets.detection.detectron2_model import detectron2_cfg
+from carsdepo_assets.detection.metrics import COCO_MAX_DETECTIONS, COCO_SCORE_FLOOR
 from carsdepo_assets.detection.training import BEST_CHECKPOINT, LAST_CHECKPOINT, VAL_METRIC
 from carsdepo_assets.detection.types import Detection
-from carsdepo_assets.fileio import atomic_write_bytes, atomic_write_json
+from carsdepo_assets.fileio import atomic_write_json
 from carsdepo_assets.taxonomy import CATEGORY_ID_BY_NAME, CLASS_NAMES
 
-WEIGHTS_FILE = "model.pt"
 PREDICT_BATCH = 8
 VAL_COCO_FILE = "val_coco.json"
 # taxonomy category id (1 = scratch, 2 = dent) -> detectron2's contiguous class index
@@ -71,8 +72,7 @@ class Detectron2Detector(TrainedDetector):
 
     def __init__(self, model: nn.Module, config: DetectorConfig,
                  summary: TrainingSummary | None = None):
-        super().__init__(config, summary)
-        self.model = model
+        super().__init__(model, config, summary)
 
     def predict(self, images: list[Image.Image]) -> list[list[Detection]]:
         self.model.eval()
@@ -95,20 +95,13 @@ class Detectron2Detector(TrainedDetector):
         tensor = torch.as_tensor(resized.astype(np.float32).transpose(2, 0, 1))
         return {"image": tensor, "height": height, "width": width}
 
-    def _save_weights(self, directory: Path) -> None:
-        buffer = io.BytesIO()
-        torch.save(self.model.state_dict(), buffer)
-        atomic_write_bytes(directory / WEIGHTS_FILE, buffer.getvalue())
+    def _set_output_limits(self, score_floor: float, max_detections: int) -> None:
+        self.model.roi_heads.box_predictor.test_score_thresh = score_floor
+        self.model.roi_heads.box_predictor.test_topk_per_image = max_detections
 
     @classmethod
-    def _load(cls, directory: Path, config: DetectorConfig,
-              summary: TrainingSummary | None) -> Detectron2Detector:
-        config = config.replace(device="cuda" if torch.cuda.is_available() else "cpu")
-        model = build_model(detectron2_cfg(config, load_backbone_weights=False))
-        state = torch.load(directory / WEIGHTS_FILE, map_location=config.device,
-                           weights_only=True)
-        model.load_state_dict(state)
-        return cls(model.eval(), config, summary)
+    def _build_model(cls, config: DetectorConfig) -> nn.Module:
+        return build_model(detectron2_cfg(config, load_backbone_weights=False))
 
 
 def _detections(instances: Instances) -> list[Detection]:
@@ -280,8 +273,9 @@ class _LossGuard(HookBase):
 
 
 class _ModelSelection(HookBase):
-    """Every ``TEST.EVAL_PERIOD`` and at the last iteration: evaluate on the val split and keep
-    the weights with the best AP50."""
+    """Every ``TEST.EVAL_PERIOD`` and at the last iteration: evaluate on the val split (the
+    COCO protocol's detections, as ``metrics.py`` counts them) and keep the weights with the
+    best AP50."""
 
     def __init__(self, run: _Run):
         self.run = run
@@ -291,7 +285,9 @@ class _ModelSelection(HookBase):
         iteration = trainer.iter + 1
         if iteration % trainer.cfg.TEST.EVAL_PERIOD and iteration != trainer.max_iter:
             return
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its tables
+        scored = Detectron2Detector(trainer.model, run.config)
+        with (scored.output_limits(COCO_SCORE_FLOOR, COCO_MAX_DETECTIONS),
+              contextlib.redirect_stdout(io.StringIO())):  # pycocotools prints its tables
             metrics = val_metrics(trainer.test(trainer.cfg, trainer.model))
         run.history.append({"iteration": iteration, **metrics})
         score = metrics.get(VAL_METRIC, -1.0)

@@ -1,11 +1,16 @@
 """How good a detector is on a labelled COCO split: the numbers every report and gate uses.
 
-Box AP comes from pycocotools' COCOeval (the reference everybody publishes against). The
-operating-point figures (precision/recall/F1, the image-level damaged-vs-"None" answer, the
-scratch/dent confusion, the worst images) are computed here at IoU 0.5 with greedy matching by
-score, on the detections at or above the score threshold the model will be deployed with.
-A metric that cannot be computed (a class without ground truth, no predictions to measure
-precision on) is ``None`` and shows as "n/a" instead of a misleading 0.
+Box AP follows the COCO protocol with pycocotools' COCOeval (the reference everybody publishes
+against): it ranks every detection down to a score of ``COCO_SCORE_FLOOR``, at most
+``COCO_MAX_DETECTIONS`` per image, whatever threshold the model is deployed with; a detector
+asked for fewer (a higher floor, a shorter list) under-reports its weak classes. Besides the
+per-class AP there is a class-agnostic "damage" AP (any damage box found, whichever class) and
+AP50 per object size. The operating-point figures (precision/recall/F1, the image-level
+damaged-vs-"None" answer, the scratch/dent confusion, what became of each ground-truth box, the
+worst images) are computed at IoU 0.5 with greedy matching by score, on the detections at or
+above the score threshold the model will be deployed with. A metric that cannot be computed (a
+class without ground truth, no predictions to measure precision on) is ``None`` and shows as
+"n/a" instead of a misleading 0. Rendering (markdown, PNG plots) is in ``report.py``.
 """
 
 from __future__ import annotations
@@ -16,12 +21,10 @@ import io
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
-from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -32,9 +35,15 @@ from carsdepo_assets.taxonomy import (
     CLASS_NAMES,
     coco_categories,
 )
-from carsdepo_assets.visual import contact_sheet, draw_boxes, png_bytes
 
 MATCH_IOU = 0.5
+# The COCO protocol: every detection down to this score, at most this many per image.
+COCO_SCORE_FLOOR = 0.001
+COCO_MAX_DETECTIONS = 100
+# A detection of the right class overlapping a missed box at least this much (but under
+# MATCH_IOU) found it "badly localised" (the background threshold of the TIDE error analysis).
+LOCALISATION_IOU = 0.1
+SIZES: tuple[str, ...] = ("small", "medium", "large")  # COCO's area ranges after "all"
 BACKGROUND = "background"
 CONFUSION_LABELS: tuple[str, ...] = (*CLASS_NAMES, BACKGROUND)
 # Names of COCOeval.stats[0:6], in order.
@@ -70,12 +79,29 @@ class MatchCounts:
 
 
 @dataclass(frozen=True)
+class BoxOutcomes:
+    """What became of a class's ground-truth boxes at the operating threshold: found (a
+    detection of the class at IoU >= 0.5), else found as the other class (IoU >= 0.5), else
+    badly localised (a detection of the class at LOCALISATION_IOU <= IoU < 0.5), else missed."""
+
+    found: int = 0
+    other_class: int = 0
+    badly_localised: int = 0
+    missed: int = 0
+
+    def __add__(self, other: BoxOutcomes) -> BoxOutcomes:
+        return BoxOutcomes(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+@dataclass(frozen=True)
 class ClassMetrics:
     name: str
     gt_boxes: int
     ap: float | None
     ap50: float | None
     counts: MatchCounts
+    ap50_by_size: dict[str, float | None] = field(default_factory=dict)  # SIZES -> AP50
+    outcomes: BoxOutcomes = field(default_factory=BoxOutcomes)
 
 
 @dataclass(frozen=True)
@@ -113,6 +139,7 @@ class EvaluationResult:
     score_threshold: float
     images: int
     coco: dict[str, float | None]  # COCO_STAT_NAMES -> value
+    damage: dict[str, float | None]  # class-agnostic "damage": AP and AP50
     classes: dict[str, ClassMetrics]  # by class name, in CLASS_NAMES order
     answers: AnswerCounts
     confusion: dict[str, dict[str, int]]  # ground truth -> predicted, over CONFUSION_LABELS
@@ -133,11 +160,15 @@ class EvaluationResult:
         return {
             "score_threshold": self.score_threshold,
             "iou_threshold": MATCH_IOU,
+            "protocol": {"score_floor": COCO_SCORE_FLOOR, "max_detections": COCO_MAX_DETECTIONS},
             "images": self.images,
             "coco": dict(self.coco),
+            "damage": dict(self.damage),
             "classes": {
                 name: {
-                    "gt_boxes": c.gt_boxes, "ap": c.ap, "ap50": c.ap50, **c.counts.to_dict()
+                    "gt_boxes": c.gt_boxes, "ap": c.ap, "ap50": c.ap50,
+                    "ap50_by_size": dict(c.ap50_by_size), "outcomes": asdict(c.outcomes),
+                    **c.counts.to_dict(),
                 }
                 for name, c in self.classes.items()
             },
@@ -155,6 +186,7 @@ class EvaluationResult:
         overall = self.overall
         values: dict[str, float | None] = {
             **self.coco,
+            **{f"damage_{name}": value for name, value in self.damage.items()},
             "precision": overall.precision,
             "recall": overall.recall,
             "f1": overall.f1,
@@ -170,62 +202,6 @@ class EvaluationResult:
             })
         return {name: float(value) for name, value in values.items() if value is not None}
 
-    def markdown_table(self) -> str:
-        """The report as markdown: headline numbers, per class, answers, confusion, worst images."""
-        overall = self.overall
-        lines = [
-            f"**{self.images} images, score threshold {self.score_threshold:g}, "
-            f"matching at IoU {MATCH_IOU:g}**",
-            "",
-            "| metric | value |",
-            "|---|---|",
-            *(f"| {name} | {_fmt(self.coco[name])} |" for name in COCO_STAT_NAMES),
-            f"| precision | {_fmt(overall.precision)} |",
-            f"| recall | {_fmt(overall.recall)} |",
-            f"| F1 | {_fmt(overall.f1)} |",
-            f'| damaged-vs-"None" accuracy | {_fmt(self.none_accuracy)} |',
-            "",
-            "| class | GT boxes | AP | AP50 | precision | recall | F1 | TP | FP | FN |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for name, c in self.classes.items():
-            k = c.counts
-            lines.append(
-                f"| {name} | {c.gt_boxes} | {_fmt(c.ap)} | {_fmt(c.ap50)} | {_fmt(k.precision)} "
-                f"| {_fmt(k.recall)} | {_fmt(k.f1)} | {k.tp} | {k.fp} | {k.fn} |"
-            )
-        a = self.answers
-        lines += [
-            "",
-            '| image truth \\ answer | damaged | "None" |',
-            "|---|---|---|",
-            f"| damaged | {a.damaged_answered_damaged} | {a.damaged_answered_none} |",
-            f"| clean | {a.clean_answered_damaged} | {a.clean_answered_none} |",
-            "",
-            "| truth \\ predicted | " + " | ".join(CONFUSION_LABELS) + " |",
-            "|---" * (len(CONFUSION_LABELS) + 1) + "|",
-            *(
-                f"| {truth} | " + " | ".join(str(row[p]) for p in CONFUSION_LABELS) + " |"
-                for truth, row in self.confusion.items()
-            ),
-        ]
-        if self.worst_images:
-            lines += ["", "| worst images | TP | FP | FN |", "|---|---|---|---|"]
-            lines += [f"| {w.file_name} | {w.tp} | {w.fp} | {w.fn} |" for w in self.worst_images]
-        return "\n".join(lines)
-
-
-def comparison_markdown(results: Mapping[str, EvaluationResult]) -> str:
-    """One table with a column per model (e.g. challenger and champion), metric by metric."""
-    flat = {model: result.flat_metrics() for model, result in results.items()}
-    names = list(dict.fromkeys(name for metrics in flat.values() for name in metrics))
-    lines = ["| metric | " + " | ".join(flat) + " |", "|---" * (len(flat) + 1) + "|"]
-    lines += [
-        f"| {name} | " + " | ".join(_fmt(metrics.get(name)) for metrics in flat.values()) + " |"
-        for name in names
-    ]
-    return "\n".join(lines)
-
 
 def evaluate_detections(
     ground_truth: str | Path | Mapping,
@@ -236,10 +212,14 @@ def evaluate_detections(
     """Evaluate ``predictions`` (image id -> detections, all scores) against a COCO split.
 
     ``ground_truth`` is a COCO JSON path or the parsed dict. Images without an entry in
-    ``predictions`` count as "nothing detected". Raises ValueError naming the offending item
-    for predictions on unknown images, unknown labels or unknown GT categories.
+    ``predictions`` count as "nothing detected". Of each image's detections the best
+    ``COCO_MAX_DETECTIONS`` at or above ``COCO_SCORE_FLOOR`` are evaluated (the COCO protocol);
+    ``score_threshold`` is the operating point, used only for the figures a deployed model is
+    judged by (precision, recall, answers, confusion, box outcomes). Raises ValueError naming
+    the offending item for predictions on unknown images, unknown labels or unknown GT
+    categories.
     """
-    gt = _normalised_ground_truth(ground_truth)
+    gt = normalised_ground_truth(ground_truth)
     images = {image["id"]: image for image in gt["images"]}
     unknown = sorted(set(predictions) - set(images), key=str)
     if unknown:
@@ -251,26 +231,32 @@ def evaluate_detections(
                     f"image {image_id}: detection label {detection.label!r} is not one of "
                     f"{list(CLASS_NAMES)}"
                 )
+    ranked = {image_id: protocol_detections(detections)
+              for image_id, detections in predictions.items()}
     gt_by_image: dict[int, list[tuple[str, Box]]] = {i: [] for i in images}
     for ann in gt["annotations"]:
         if not ann["iscrowd"]:
             gt_by_image[ann["image_id"]].append((CLASS_NAME_BY_ID[ann["category_id"]],
-                                                 _xyxy(ann["bbox"])))
-    coco_stats, per_class_ap, recall_thresholds, pr_curves = _coco_eval(gt, predictions)
+                                                 xyxy(ann["bbox"])))
+    per_class = _coco_eval(gt, ranked)
+    damage = _class_agnostic_eval(gt, ranked)
 
     class_counts = {name: MatchCounts() for name in CLASS_NAMES}
+    outcomes = {name: BoxOutcomes() for name in CLASS_NAMES}
     answers = AnswerCounts()
     confusion = {truth: dict.fromkeys(CONFUSION_LABELS, 0) for truth in CONFUSION_LABELS}
     per_image: list[ImageErrors] = []
     for image_id, truths in gt_by_image.items():
-        kept = sorted((d for d in predictions.get(image_id, ()) if d.score >= score_threshold),
-                      key=lambda d: -d.score)
+        kept = [d for d in ranked.get(image_id, ()) if d.score >= score_threshold]
         image_counts = MatchCounts()
         for name in CLASS_NAMES:
-            counts = _match_one_class([t[1] for t in truths if t[0] == name],
-                                      [d.box for d in kept if d.label == name])
+            own = [t[1] for t in truths if t[0] == name]
+            found = _match_one_class(own, [d.box for d in kept if d.label == name])
+            counts = MatchCounts(tp=len(found), fp=sum(d.label == name for d in kept) - len(found),
+                                 fn=len(own) - len(found))
             class_counts[name] += counts
             image_counts += counts
+            outcomes[name] += _box_outcomes(own, found, name, kept)
         _add_confusion(confusion, truths, kept)
         answers = _add_answer(answers, damaged=bool(truths), answered_damaged=bool(kept))
         per_image.append(ImageErrors(image_id, images[image_id].get("file_name", str(image_id)),
@@ -283,87 +269,30 @@ def evaluate_detections(
     return EvaluationResult(
         score_threshold=score_threshold,
         images=len(images),
-        coco=coco_stats,
+        coco=per_class.stats,
+        damage=damage,
         classes={
-            name: ClassMetrics(name, gt_boxes[name], *per_class_ap[name], class_counts[name])
+            name: ClassMetrics(name, gt_boxes[name], *per_class.ap[name], class_counts[name],
+                               per_class.ap50_by_size[name], outcomes[name])
             for name in CLASS_NAMES
         },
         answers=answers,
         confusion=confusion,
-        recall_thresholds=recall_thresholds,
-        pr_curves=pr_curves,
+        recall_thresholds=per_class.recall_thresholds,
+        pr_curves=per_class.curves,
         worst_images=worst_images,
     )
 
 
-def pr_curves_png(result: EvaluationResult) -> bytes:
-    """Precision-recall curves per class at IoU 0.5 (COCO's 101 recall points) as a PNG."""
-    figure = Figure(figsize=(5, 4), dpi=100)
-    axes = figure.subplots()
-    for name, precision in result.pr_curves.items():
-        if precision is None:
-            axes.plot([], [], label=f"{name} (no ground truth)")
-        else:
-            ap50 = result.classes[name].ap50
-            axes.plot(result.recall_thresholds, precision, label=f"{name} (AP50 {_fmt(ap50)})")
-    axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-             title="Precision-recall at IoU 0.5")
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower left")
-    return png_bytes(figure)
+def protocol_detections(detections: Sequence[Detection]) -> list[Detection]:
+    """The detections the COCO protocol ranks: best first, score >= ``COCO_SCORE_FLOOR``, at
+    most ``COCO_MAX_DETECTIONS``."""
+    ranked = sorted((d for d in detections if d.score >= COCO_SCORE_FLOOR),
+                    key=lambda d: -d.score)
+    return ranked[:COCO_MAX_DETECTIONS]
 
 
-def confusion_matrix_png(result: EvaluationResult) -> bytes:
-    """The scratch/dent/background confusion (rows: truth, columns: prediction) as a PNG."""
-    counts = np.array([[result.confusion[t][p] for p in CONFUSION_LABELS]
-                       for t in CONFUSION_LABELS])
-    figure = Figure(figsize=(4.5, 4), dpi=100)
-    axes = figure.subplots()
-    axes.imshow(counts, cmap="Blues")
-    ticks = range(len(CONFUSION_LABELS))
-    axes.set_xticks(ticks, CONFUSION_LABELS)
-    axes.set_yticks(ticks, CONFUSION_LABELS)
-    axes.set(xlabel="predicted", ylabel="ground truth",
-             title=f"Confusion at IoU {MATCH_IOU:g}, score >= {result.score_threshold:g}")
-    top = counts.max() or 1
-    for (row, col), value in np.ndenumerate(counts):
-        axes.text(col, row, str(value), ha="center", va="center",
-                  color="white" if value > top / 2 else "black")
-    return png_bytes(figure)
-
-
-def worst_examples_png(
-    result: EvaluationResult,
-    ground_truth: str | Path | Mapping,
-    predictions: Mapping[int, Sequence[Detection]],
-    image_root: Path,
-    columns: int = 3,
-    thumb_size: int = 320,
-) -> bytes | None:
-    """A contact sheet of ``result.worst_images`` (None when there are none): ground truth
-    captioned "true <class>", detections at the score threshold captioned with their score.
-    ``file_name`` in the COCO split is relative to ``image_root``."""
-    if not result.worst_images:
-        return None
-    truths: dict[int, list[dict]] = {}
-    for ann in _normalised_ground_truth(ground_truth)["annotations"]:
-        truths.setdefault(ann["image_id"], []).append(ann)
-    pictures = []
-    for worst in result.worst_images:
-        with Image.open(Path(image_root) / worst.file_name) as opened:
-            picture = opened.convert("RGB")
-        anns = truths.get(worst.image_id, [])
-        picture = draw_boxes(picture, [_xyxy(a["bbox"]) for a in anns],
-                             [f"true {CLASS_NAME_BY_ID[a['category_id']]}" for a in anns])
-        kept = [d for d in predictions.get(worst.image_id, ())
-                if d.score >= result.score_threshold]
-        picture = draw_boxes(picture, [d.box for d in kept], [d.label for d in kept],
-                             [d.score for d in kept])
-        pictures.append(picture)
-    return png_bytes(contact_sheet(pictures, columns, thumb_size))
-
-
-def _normalised_ground_truth(ground_truth: str | Path | Mapping) -> dict:
+def normalised_ground_truth(ground_truth: str | Path | Mapping) -> dict:
     """A deep copy with the fields COCOeval needs (area, iscrowd, categories), checked."""
     if isinstance(ground_truth, str | Path):
         source = str(ground_truth)
@@ -392,8 +321,44 @@ def _normalised_ground_truth(ground_truth: str | Path | Mapping) -> dict:
     return gt
 
 
-def _coco_eval(gt: dict, predictions: Mapping[int, Sequence[Detection]]):
-    """Run COCOeval (bbox) and return (stats, per-class (AP, AP50), recall points, PR curves)."""
+@dataclass(frozen=True)
+class _PerClassEval:
+    stats: dict[str, float | None]  # COCO_STAT_NAMES -> value
+    ap: dict[str, tuple[float | None, float | None]]  # class -> (AP, AP50)
+    ap50_by_size: dict[str, dict[str, float | None]]  # class -> SIZES -> AP50
+    recall_thresholds: list[float]
+    curves: dict[str, list[float] | None]  # class -> precision at each recall point, IoU 0.5
+
+
+def _coco_eval(gt: dict, predictions: Mapping[int, Sequence[Detection]]) -> _PerClassEval:
+    """COCOeval (bbox) per class: the summary stats, per-class AP/AP50 (also by size) and the
+    precision-recall curves at IoU 0.5."""
+    evaluator = _run_cocoeval(gt, predictions, use_categories=True)
+    stats = {name: _defined(evaluator.stats[i]) for i, name in enumerate(COCO_STAT_NAMES)}
+    # precision[T, R, K, A, M]: IoU thresholds x recall points x classes x area ranges x maxDets;
+    # area range 0 is "all", then SIZES; maxDets -1 is COCO_MAX_DETECTIONS.
+    precision = evaluator.eval["precision"][..., -1]
+    iou_50 = int(np.argmin(np.abs(evaluator.params.iouThrs - MATCH_IOU)))
+    ap, by_size, curves = {}, {}, {}
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        name = CLASS_NAME_BY_ID[cat_id]
+        curve = precision[iou_50, :, k, 0]
+        ap[name] = (_mean_defined(precision[:, :, k, 0]), _mean_defined(curve))
+        by_size[name] = {size: _mean_defined(precision[iou_50, :, k, index])
+                         for index, size in enumerate(SIZES, start=1)}
+        curves[name] = [float(v) for v in curve] if (curve > -1).any() else None
+    return _PerClassEval(stats, ap, by_size, [float(r) for r in evaluator.params.recThrs], curves)
+
+
+def _class_agnostic_eval(gt: dict, predictions: Mapping[int, Sequence[Detection]]) -> dict:
+    """AP and AP50 of "damage": every box one class (COCOeval with ``useCats`` off), so a dent
+    found as a scratch still counts as found."""
+    evaluator = _run_cocoeval(gt, predictions, use_categories=False)
+    return {"AP": _defined(evaluator.stats[0]), "AP50": _defined(evaluator.stats[1])}
+
+
+def _run_cocoeval(gt: dict, predictions: Mapping[int, Sequence[Detection]],
+                  use_categories: bool) -> COCOeval:
     results = []
     for image_id, detections in predictions.items():
         for d in detections:
@@ -406,20 +371,12 @@ def _coco_eval(gt: dict, predictions: Mapping[int, Sequence[Detection]]):
         coco_dt = _coco({"images": gt["images"], "categories": gt["categories"],
                          "annotations": results})
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        evaluator.params.useCats = int(use_categories)
+        evaluator.params.maxDets = [1, 10, COCO_MAX_DETECTIONS]
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    stats = {name: _defined(evaluator.stats[i]) for i, name in enumerate(COCO_STAT_NAMES)}
-    # precision[T, R, K, A, M]: IoU thresholds x recall points x classes x area ranges x maxDets.
-    precision = evaluator.eval["precision"][:, :, :, 0, -1]
-    iou_50 = int(np.argmin(np.abs(evaluator.params.iouThrs - MATCH_IOU)))
-    per_class, curves = {}, {}
-    for k, cat_id in enumerate(evaluator.params.catIds):
-        name = CLASS_NAME_BY_ID[cat_id]
-        curve = precision[iou_50, :, k]
-        per_class[name] = (_mean_defined(precision[:, :, k]), _mean_defined(curve))
-        curves[name] = [float(v) for v in curve] if (curve > -1).any() else None
-    return stats, per_class, [float(r) for r in evaluator.params.recThrs], curves
+    return evaluator
 
 
 def _coco(dataset: dict) -> COCO:
@@ -429,16 +386,32 @@ def _coco(dataset: dict) -> COCO:
     return coco
 
 
-def _match_one_class(truths: list[Box], boxes: list[Box]) -> MatchCounts:
-    """Greedy matching: each box (highest score first) takes the free truth it overlaps most."""
+def _match_one_class(truths: list[Box], boxes: list[Box]) -> set[int]:
+    """Greedy matching: each box (highest score first) takes the free truth it overlaps most;
+    returns the indices of the truths found."""
     free = list(range(len(truths)))
-    tp = 0
     for box in boxes:
         best = _best_match(box, truths, free)
         if best is not None:
             free.remove(best)
-            tp += 1
-    return MatchCounts(tp=tp, fp=len(boxes) - tp, fn=len(truths) - tp)
+    return set(range(len(truths))) - set(free)
+
+
+def _box_outcomes(truths: list[Box], found: set[int], name: str,
+                  kept: list[Detection]) -> BoxOutcomes:
+    """Sort the truths not found into the three ways of not finding a box (see BoxOutcomes)."""
+    other_class = badly_localised = missed = 0
+    for index, truth in enumerate(truths):
+        if index in found:
+            continue
+        overlaps = [(d.label == name, box_iou(d.box, truth)) for d in kept]
+        if any(not same and iou >= MATCH_IOU for same, iou in overlaps):
+            other_class += 1
+        elif any(same and iou >= LOCALISATION_IOU for same, iou in overlaps):
+            badly_localised += 1
+        else:
+            missed += 1
+    return BoxOutcomes(len(found), other_class, badly_localised, missed)
 
 
 def _add_confusion(confusion: dict, truths: list[tuple[str, Box]],
@@ -487,7 +460,7 @@ def _xywh(box: Sequence[float]) -> list[float]:
     return [x1, y1, x2 - x1, y2 - y1]
 
 
-def _xyxy(bbox: Sequence[float]) -> Box:
+def xyxy(bbox: Sequence[float]) -> Box:
     x, y, w, h = (float(v) for v in bbox)
     return (x, y, x + w, y + h)
 
@@ -505,9 +478,3 @@ def _defined(value: float) -> float | None:
 def _mean_defined(values: np.ndarray) -> float | None:
     defined = values[values > -1]
     return float(defined.mean()) if defined.size else None
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-

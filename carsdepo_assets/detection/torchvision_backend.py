@@ -1,15 +1,13 @@
 """Faster R-CNN from ``torchvision.models.detection`` on a registered backbone body + FPN.
 
-Sized for small damage on a CPU: anchors from 16 px on stride-8 features with elongated
-aspect ratios for scratches, GroupNorm in the FPN (stable from scratch and with tiny batches),
-a slim two-layer box head, and proposal counts from the config. Images are resized with Pillow
-before the model (``data.image_tensor``), so the model's own transform only normalises and
-batches.
-"""
+Sized for small damage on a CPU: anchors from 16 px on stride-8 features (or several sizes per
+level, learned from the training boxes: anchors.py) with elongated aspect ratios for scratches,
+GroupNorm in the FPN (stable from scratch and with tiny batches), a slim two-layer box head, and
+proposal counts from the config. Images are resized with Pillow before the model
+(``data.image_tensor``), so the model's own transform only normalises and batches. """
 
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -40,10 +38,8 @@ from carsdepo_assets.detection.config import ConfigError, DetectorConfig
 from carsdepo_assets.detection.data import LoadedSplit, image_tensor
 from carsdepo_assets.detection.training import fit
 from carsdepo_assets.detection.types import Detection
-from carsdepo_assets.fileio import atomic_write_bytes
 from carsdepo_assets.taxonomy import CLASS_NAME_BY_ID, CLASS_NAMES
 
-WEIGHTS_FILE = "model.pt"
 PREDICT_BATCH = 8
 LEVELS = (*FEATURE_NAMES, "pool")  # FPN outputs: c3, c4, c5 and a max-pooled extra level
 
@@ -80,7 +76,7 @@ def build_model(config: DetectorConfig, *, load_backbone_weights: bool = True) -
     if len(config.anchor_sizes) != len(LEVELS):
         raise ConfigError(
             f"anchor_sizes has {len(config.anchor_sizes)} entries, the torchvision backend has "
-            f"{len(LEVELS)} feature levels ({', '.join(LEVELS)}): give one size per level"
+            f"{len(LEVELS)} feature levels ({', '.join(LEVELS)}): give the sizes of each level"
         )
     body = build_backbone_body(
         config.backbone, norm=config.resolved_norm,
@@ -90,7 +86,7 @@ def build_model(config: DetectorConfig, *, load_backbone_weights: bool = True) -
     )
     backbone = FpnBackbone(body, config.fpn_channels)
     anchors = AnchorGenerator(
-        sizes=tuple((size,) for size in config.anchor_sizes),
+        sizes=config.anchor_sizes,
         aspect_ratios=(config.aspect_ratios,) * len(LEVELS),
     )
     roi_pool = MultiScaleRoIAlign(featmap_names=list(FEATURE_NAMES), output_size=7,
@@ -98,12 +94,14 @@ def build_model(config: DetectorConfig, *, load_backbone_weights: bool = True) -
     model = FasterRCNN(
         backbone,
         rpn_anchor_generator=anchors,
-        rpn_head=RPNHead(config.fpn_channels, len(config.aspect_ratios)),
+        rpn_head=RPNHead(config.fpn_channels, anchors.num_anchors_per_location()[0]),
         rpn_pre_nms_top_n_train=config.rpn_pre_nms_top_n_train,
         rpn_post_nms_top_n_train=config.rpn_post_nms_top_n_train,
         rpn_pre_nms_top_n_test=config.rpn_pre_nms_top_n_test,
         rpn_post_nms_top_n_test=config.rpn_post_nms_top_n_test,
         rpn_batch_size_per_image=config.rpn_batch_size_per_image,
+        rpn_fg_iou_thresh=config.rpn_fg_iou_thresh,
+        rpn_bg_iou_thresh=config.rpn_bg_iou_thresh,
         box_roi_pool=roi_pool,
         box_head=TwoMLPHead(config.fpn_channels * 7 * 7, config.box_head_dim),
         box_predictor=FastRCNNPredictor(config.box_head_dim, len(CLASS_NAMES) + 1),
@@ -122,8 +120,7 @@ class TorchvisionDetector(TrainedDetector):
 
     def __init__(self, model: FasterRCNN, config: DetectorConfig,
                  summary: TrainingSummary | None = None):
-        super().__init__(config, summary)
-        self.model = model
+        super().__init__(model, config, summary)
         self.device = next(model.parameters()).device
 
     def predict(self, images: list[Image.Image]) -> list[list[Detection]]:
@@ -139,19 +136,13 @@ class TorchvisionDetector(TrainedDetector):
                 results.append(_detections(output, tensor.shape, image.size))
         return results
 
-    def _save_weights(self, directory: Path) -> None:
-        buffer = io.BytesIO()
-        torch.save(self.model.state_dict(), buffer)
-        atomic_write_bytes(directory / WEIGHTS_FILE, buffer.getvalue())
+    def _set_output_limits(self, score_floor: float, max_detections: int) -> None:
+        self.model.roi_heads.score_thresh = score_floor
+        self.model.roi_heads.detections_per_img = max_detections
 
     @classmethod
-    def _load(cls, directory: Path, config: DetectorConfig,
-              summary: TrainingSummary | None) -> TorchvisionDetector:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = build_model(config, load_backbone_weights=False)
-        state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-        return cls(model.to(device).eval(), config, summary)
+    def _build_model(cls, config: DetectorConfig) -> FasterRCNN:
+        return build_model(config, load_backbone_weights=False)
 
 
 def _detections(output: dict, tensor_shape: torch.Size, size: tuple[int, int]) -> list[Detection]:

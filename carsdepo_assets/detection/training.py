@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from carsdepo_assets.detection.backbones import BackboneBody
 from carsdepo_assets.detection.backends import (
     TrainedDetector,
     TrainingDiverged,
@@ -28,10 +29,15 @@ from carsdepo_assets.detection.backends import (
 )
 from carsdepo_assets.detection.config import DetectorConfig
 from carsdepo_assets.detection.data import Augmentation, LoadedSplit, training_sample
-from carsdepo_assets.detection.metrics import evaluate_detections
+from carsdepo_assets.detection.metrics import (
+    COCO_MAX_DETECTIONS,
+    COCO_SCORE_FLOOR,
+    evaluate_detections,
+)
 from carsdepo_assets.taxonomy import CLASS_NAMES
 
 VAL_METRIC = "AP50"
+LR_SCALE = "lr_scale"  # a parameter group's share of the scheduled learning rate
 LAST_CHECKPOINT = "last"
 BEST_CHECKPOINT = "best"
 
@@ -55,7 +61,7 @@ def fit(
     rng = np.random.default_rng(config.seed)
     augmentation = Augmentation(config.brightness, config.contrast, config.hflip)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _optimizer(parameters, config)
+    optimizer = _optimizer(_parameter_groups(model, config), config)
     batches = _batch_indices(len(train.records), config.batch_size, rng)
     checkpoints = Path(workdir)
     last_good: Path | None = None
@@ -84,7 +90,7 @@ def fit(
             last_good = as_detector(None).save(checkpoints / LAST_CHECKPOINT)
         lr = _learning_rate(iteration, config)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group[LR_SCALE]
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         if config.clip_grad_norm:
@@ -126,14 +132,15 @@ def fit(
 
 
 def validate(detector: TrainedDetector, val: LoadedSplit) -> dict[str, float]:
-    """COCO AP/AP50 (overall and per class) and the "None" accuracy of ``detector`` on
-    ``val`` (computed by metrics.py)."""
+    """COCO AP/AP50 (overall and per class, by the COCO protocol) and the "None" accuracy of
+    ``detector`` on ``val`` (computed by metrics.py)."""
     predictions = {}
-    for start in range(0, len(val.records), 8):
-        chunk = val.records[start:start + 8]
-        images = [_open_rgb(record.path) for record in chunk]
-        for record, found in zip(chunk, detector.predict(images), strict=True):
-            predictions[record.image_id] = found
+    with detector.output_limits(COCO_SCORE_FLOOR, COCO_MAX_DETECTIONS):
+        for start in range(0, len(val.records), 8):
+            chunk = val.records[start:start + 8]
+            images = [_open_rgb(record.path) for record in chunk]
+            for record, found in zip(chunk, detector.predict(images), strict=True):
+                predictions[record.image_id] = found
     result = evaluate_detections(val.coco_ground_truth(), predictions,
                                  detector.config.score_threshold)
     metrics = result.flat_metrics()
@@ -146,11 +153,25 @@ def _open_rgb(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
-def _optimizer(parameters: list[nn.Parameter], config: DetectorConfig) -> torch.optim.Optimizer:
+def _parameter_groups(model: nn.Module, config: DetectorConfig) -> list[dict]:
+    """The trainable parameters in two groups: the backbone body (pretrained features, which a
+    full learning rate on a few hundred photos mostly disturbs) at ``backbone_lr_factor`` of
+    the rate, everything built new for detection (FPN, RPN, heads) at the full rate."""
+    body = {id(p) for module in model.modules() if isinstance(module, BackboneBody)
+            for p in module.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trainable if id(p) not in body], LR_SCALE: 1.0},
+        {"params": [p for p in trainable if id(p) in body], LR_SCALE: config.backbone_lr_factor},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+def _optimizer(groups: list[dict], config: DetectorConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9,
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9,
                                weight_decay=config.weight_decay)
-    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _learning_rate(iteration: int, config: DetectorConfig) -> float:

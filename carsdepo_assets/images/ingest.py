@@ -7,9 +7,16 @@ the batch. Every file gets exactly one manifest row:
 - ``stored``: a valid photo this batch was the first to store (still ``stored`` on re-runs);
 - ``duplicate``: the same stored bytes as an earlier file of the batch ("same image as a.jpg")
   or as an image another batch stored first ("already stored by batch b1");
-- ``quarantined``: copied to ``quarantine/<batch>/<path>`` next to ``<name>.reason.txt``;
+- ``quarantined``: copied to ``quarantine/<batch>/files/<path>``, with the reason in
+  ``quarantine/<batch>/reasons/<path>.reason.txt`` (two trees, so no input name can overwrite a
+  reason). Links (to files or folders), named pipes, devices and sockets are quarantined with a
+  reason of their own and never opened or copied (see ``images.files``); so is a file over the
+  size limit, which is read no further than the limit;
 - ``ignored``: hidden or operating-system files (``.DS_Store``, ``Thumbs.db``, ``._*``, anything
-  whose name or folder starts with a dot, macOS ``__MACOSX`` folders).
+  whose name or folder starts with a dot, macOS ``__MACOSX`` folders) and empty sub-folders.
+
+Every entry of the folder is accounted for: files, links, special files, and sub-folders through
+what they hold (an empty one gets its own row).
 
 Every write (image, owner record, quarantine copy, manifest) goes to a temporary name first
 and is renamed into place, so a crash leaves no half-written file; re-running the batch then
@@ -19,13 +26,12 @@ completes it with the same manifest, storing nothing twice.
 from __future__ import annotations
 
 import os
-import re
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from carsdepo_assets.fileio import atomic_write_text, atomic_writer
+from carsdepo_assets.fileio import atomic_write_bytes, atomic_write_text
+from carsdepo_assets.images.files import FileTooBig, NotARegularFile, read_regular_file
 from carsdepo_assets.images.manifest import (
     DUPLICATE,
     IGNORED,
@@ -41,12 +47,14 @@ from carsdepo_assets.images.validate import (
     decode_image,
     file_too_big_reason,
 )
-from carsdepo_assets.state import StateLayout
+from carsdepo_assets.state import StateLayout, validate_batch_name
 
 Progress = Callable[[int, int], None]
 DEFAULT_POLICY = ImagePolicy()  # frozen, so one shared default is safe
 REASON_SUFFIX = ".reason.txt"
-_BATCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+QUARANTINED_FILES = "files"
+QUARANTINE_REASONS = "reasons"
+EMPTY_FOLDER = "empty folder"
 _SYSTEM_FILES = {".ds_store": "macOS folder metadata", "thumbs.db": "Windows thumbnail cache",
                  "desktop.ini": "Windows folder settings"}
 _SYSTEM_FOLDERS = {"__macosx": "macOS archive metadata folder"}
@@ -56,24 +64,10 @@ class BatchSourceError(Exception):
     """The batch as a whole cannot be processed (its folder is missing or unreadable)."""
 
 
-def validate_batch_name(batch: str) -> str:
-    """A batch name becomes a folder and file name: letters, digits, ``.``, ``_``, ``-``."""
-    if not _BATCH_NAME.fullmatch(batch or ""):
-        raise ValueError(
-            f"invalid batch name {batch!r}: use 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return batch
-
-
-def default_batch_name(source_dir: Path) -> str:
-    """A valid batch name from a folder's name ("Lot 12 (June)" -> "Lot-12-June")."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source_dir).resolve().name).strip("._-")
-    return validate_batch_name(name[:128] or "batch")
-
-
 def list_source_files(source_dir: Path) -> list[str]:
-    """Every file under ``source_dir`` (hidden ones included), as sorted relative POSIX paths."""
+    """Every entry under ``source_dir`` (hidden ones included), as sorted relative POSIX paths:
+    files of every kind, links (to folders too, not followed) and empty sub-folders (with a
+    trailing ``/``)."""
     source_dir = Path(source_dir)
     if not source_dir.is_dir():
         problem = "is not a folder" if source_dir.exists() else "does not exist"
@@ -83,14 +77,20 @@ def list_source_files(source_dir: Path) -> list[str]:
         raise BatchSourceError(f"cannot read batch source {source_dir}: {error}") from error
 
     found = []
-    for folder, _dirs, files in os.walk(source_dir, onerror=fail):
+    # Links to folders come in ``dirs`` and are not descended into: each is one entry.
+    for folder, dirs, files in os.walk(source_dir, onerror=fail):
         relative = Path(folder).relative_to(source_dir)
-        found.extend((relative / name).as_posix() for name in files)
+        linked = [name for name in dirs if os.path.islink(os.path.join(folder, name))]
+        found.extend((relative / name).as_posix() for name in files + linked)
+        if not dirs and not files and relative != Path("."):
+            found.append(relative.as_posix() + "/")
     return sorted(found)
 
 
 def ignore_reason(relative_path: str) -> str | None:
     """Why a file is skipped as system clutter, or None for a file that should be examined."""
+    if relative_path.endswith("/"):
+        return EMPTY_FOLDER
     *folders, name = relative_path.split("/")
     for folder in folders:
         if folder.startswith("."):
@@ -115,6 +115,11 @@ def ingest_batch(
 ) -> BatchManifest:
     """Validate, store and account for every file of ``source_dir`` as batch ``batch``."""
     validate_batch_name(batch)
+    if Path(source_dir).is_symlink():
+        raise BatchSourceError(
+            f"batch source {source_dir} is a link to {os.readlink(source_dir)}: links are not "
+            "taken as batches; name the folder itself"
+        )
     source_dir = Path(source_dir).resolve()
     paths = list_source_files(source_dir)
     ingestor = _BatchIngestor(source_dir, batch, layout, policy)
@@ -135,27 +140,26 @@ class _BatchIngestor:
         self.batch = batch
         self.policy = policy
         self.store = ImageStore(layout.images)
-        self.quarantine_dir = layout.quarantine / batch
+        self.quarantine_dir = layout.quarantine_folder(batch)
         self.first_path_by_sha: dict[str, str] = {}
 
     def ingest(self, relative: str) -> ManifestRow:
         reason = ignore_reason(relative)
         if reason is not None:
             return ManifestRow(path=relative, status=IGNORED, reason=reason)
-        source = self.source_dir / relative
+        data = None
         try:
-            size_bytes = source.stat().st_size
-            if size_bytes > self.policy.max_file_bytes:
-                raise RejectedImage(file_too_big_reason(size_bytes, self.policy))
-            accepted = decode_image(source.read_bytes(), self.policy)
+            data = read_regular_file(Path(relative), self.policy.max_file_bytes,
+                                     beneath=self.source_dir)
+            accepted = decode_image(data, self.policy)
         except RejectedImage as rejected:
-            self._quarantine(relative, rejected.reason)
+            self._quarantine(relative, rejected.reason, data)
             width, height = rejected.size or (None, None)
             return ManifestRow(relative, QUARANTINED, width=width, height=height,
                                reason=rejected.reason)
-        except OSError as error:
-            reason = f"unreadable: {error.strerror or error}"
-            self._quarantine(relative, reason)
+        except (NotARegularFile, FileTooBig, OSError) as error:
+            reason = _unread_reason(error, self.policy)
+            self._quarantine(relative, reason, None)
             return ManifestRow(relative, QUARANTINED, reason=reason)
         return self._store(relative, accepted.data, accepted.ext, accepted.size)
 
@@ -175,20 +179,20 @@ class _BatchIngestor:
         return ManifestRow(relative, DUPLICATE, sha256=sha, width=width, height=height,
                            reason=reason)
 
-    def _quarantine(self, relative: str, reason: str) -> None:
-        """Copy the file aside with its reason; an unreadable file gets the reason alone."""
-        target = self.quarantine_dir / relative
-        try:
-            _atomic_copy(self.source_dir / relative, target)
-        except OSError as error:
-            reason = f"{reason} (the file could not be copied here: {error.strerror or error})"
-        atomic_write_text(target.with_name(target.name + REASON_SUFFIX), reason + "\n")
+    def _quarantine(self, relative: str, reason: str, data: bytes | None) -> None:
+        """Keep the bytes read (``data``; None when nothing was read) with the reason."""
+        if data is not None:
+            atomic_write_bytes(self.quarantine_dir / QUARANTINED_FILES / relative, data)
+        reason_file = self.quarantine_dir / QUARANTINE_REASONS / (relative + REASON_SUFFIX)
+        atomic_write_text(reason_file, reason + "\n")
 
 
-def _atomic_copy(source: Path, target: Path) -> None:
-    """Stream ``source`` to ``target`` through a temporary file (never half a copy)."""
-    with atomic_writer(target) as handle, source.open("rb") as reader:
-        shutil.copyfileobj(reader, handle, length=1024 * 1024)
+def _unread_reason(error: Exception, policy: ImagePolicy) -> str:
+    if isinstance(error, NotARegularFile):
+        return error.reason
+    if isinstance(error, FileTooBig):
+        return file_too_big_reason(None, policy)
+    return f"unreadable: {getattr(error, 'strerror', None) or error}"
 
 
 def load_manifest(layout: StateLayout, batch: str) -> BatchManifest:

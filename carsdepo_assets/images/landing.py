@@ -2,7 +2,8 @@
 
 A folder ``landing/<batch>/`` is ready when all of these hold:
 
-- its name is a valid batch name (``ingest.validate_batch_name``) and does not start with a dot;
+- it is a real folder, not a link to one (a link could pull any readable folder into the state);
+- its name is a valid batch name (``state.validate_batch_name``) and does not start with a dot;
 - it holds no ``.incomplete`` marker file: an uploader that copies a batch slowly creates the
   marker first and deletes it when done;
 - it holds at least one file;
@@ -17,7 +18,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from carsdepo_assets.images.ingest import validate_batch_name
+from carsdepo_assets.state import validate_batch_name
 
 INCOMPLETE_MARKER = ".incomplete"
 QUIET_SECONDS = 10.0
@@ -47,6 +48,8 @@ def scan_landing(
 
 
 def _waiting_reason(folder: Path, now: float, quiet_seconds: float) -> str | None:
+    if folder.is_symlink():
+        return f"a link to {os.readlink(folder)}, not a folder: links are never ingested"
     try:
         validate_batch_name(folder.name)
     except ValueError as error:

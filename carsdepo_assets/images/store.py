@@ -15,12 +15,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from PIL import Image
 
-from carsdepo_assets.fileio import atomic_write_bytes
+from carsdepo_assets.fileio import atomic_write_bytes, temporary_file
 from carsdepo_assets.images.validate import FORMATS, to_rgb
 
 EXTENSIONS: tuple[str, ...] = tuple(ext for _, ext in FORMATS.values())
@@ -74,8 +73,7 @@ class ImageStore:
         record = self._owner_path(sha)
         if record.is_file():
             return record.read_text(encoding="utf-8")
-        record.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=record.parent, prefix=f".{sha}.", suffix=".tmp")
+        fd, tmp_name = temporary_file(record)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(batch.encode("utf-8"))

@@ -117,8 +117,10 @@ def decode_image(data: bytes, policy: ImagePolicy) -> AcceptedImage:
     return _normalise(image, data, pillow_format)
 
 
-def file_too_big_reason(size_bytes: int, policy: ImagePolicy) -> str:
-    return f"file too big: {size_bytes:,} bytes, limit {policy.max_file_bytes:,} bytes"
+def file_too_big_reason(size_bytes: int | None, policy: ImagePolicy) -> str:
+    """``size_bytes`` None: reading stopped at the limit, so the real size is unknown."""
+    size = f"{size_bytes:,} bytes" if size_bytes is not None else "more than the limit"
+    return f"file too big: {size}, limit {policy.max_file_bytes:,} bytes"
 
 
 def _open_header(data: bytes) -> Image.Image:

@@ -13,12 +13,18 @@ from the environment, with documented local defaults (label_studio/README.md):
 ``LABEL_STUDIO_API_KEY``  ``carsdepo-local-token``
 ======================  ==========================
 
+These defaults are public, so they are used only where nobody else can reach them: ``start``
+refuses them for any address but the loopback interface, and a client gets the local token
+(``api_token``) only for the server ``start`` launched from the same state directory on the
+loopback interface; anywhere else a missing ``LABEL_STUDIO_API_KEY`` is an error naming it.
+
 Label Studio applies the username, password and token only when it creates the user, on the
 first start with a given data directory.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -39,6 +45,7 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_USERNAME = "admin@carsdepo.local"
 DEFAULT_PASSWORD = "carsdepo-local-password"
 DEFAULT_TOKEN = "carsdepo-local-token"
+API_KEY_ENV = "LABEL_STUDIO_API_KEY"
 PID_FILE = "server.json"
 LOG_FILE = "server.log"
 DATA_FOLDER = "data"
@@ -46,6 +53,10 @@ DATA_FOLDER = "data"
 
 class ServerError(RuntimeError):
     """The server could not be started or stopped; the message says why and what to do."""
+
+
+class MissingSecret(RuntimeError):
+    """A secret the configuration needs is not set; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +82,42 @@ class ServerSettings:
             port=parts.port or 8080,
             username=os.environ.get("LABEL_STUDIO_USERNAME") or DEFAULT_USERNAME,
             password=os.environ.get("LABEL_STUDIO_PASSWORD") or DEFAULT_PASSWORD,
-            token=os.environ.get("LABEL_STUDIO_API_KEY") or DEFAULT_TOKEN,
+            token=os.environ.get(API_KEY_ENV) or DEFAULT_TOKEN,
         )
+
+    def public_defaults(self) -> list[str]:
+        """The variables whose public local default these settings use."""
+        return [name for name, value, default in (
+            ("LABEL_STUDIO_PASSWORD", self.password, DEFAULT_PASSWORD),
+            (API_KEY_ENV, self.token, DEFAULT_TOKEN),
+        ) if value == default]
+
+
+def is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def api_token(url: str, layout: StateLayout, environ: dict[str, str] | None = None) -> str:
+    """The API token for the Label Studio at ``url``: ``LABEL_STUDIO_API_KEY``, or the local
+    token for the loopback server ``start`` launched from ``layout``; else MissingSecret."""
+    env = os.environ if environ is None else environ
+    if env.get(API_KEY_ENV):
+        return env[API_KEY_ENV]
+    info = _read_pid_file(layout)
+    if (info is not None and is_loopback(urlsplit(url).hostname)
+            and info.url.rstrip("/") == url.rstrip("/") and _is_label_studio(info.pid)):
+        return DEFAULT_TOKEN
+    raise MissingSecret(
+        f"{API_KEY_ENV} is not set: set it to an API token of the Label Studio at {url}. "
+        "(The local demo token is only used for the server `carsdepo labelstudio start` runs "
+        f"on the loopback interface from this state folder, {layout.root}, and none runs "
+        "there at that URL.)"
+    )
 
 
 @dataclass(frozen=True)
@@ -120,6 +165,12 @@ def start(
     running = status(layout)
     if running is not None:
         return ServerInfo(**{**asdict(running), "already_running": True})
+    if not is_loopback(settings.host) and settings.public_defaults():
+        raise ServerError(
+            f"refusing to start Label Studio on {settings.host}, reachable from other "
+            f"machines, with the public local defaults of {', '.join(settings.public_defaults())}"
+            ": set them"
+        )
     executable = label_studio_bin()
     if not executable.is_file():
         raise ServerError(

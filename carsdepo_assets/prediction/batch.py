@@ -131,7 +131,7 @@ class BatchPredictions:
 
 
 def prediction_path(layout: StateLayout, batch: str) -> Path:
-    return layout.predictions / f"{batch}.jsonl"
+    return layout.prediction_path(batch)
 
 
 def predict_batch(
@@ -205,6 +205,7 @@ def _record(row: dict) -> InferenceRecord:
         source=BATCH, model_name=row["model_name"], model_version=row["model_version"],
         image_sha256=row["sha256"], latency_ms=row["latency_ms"], result=row.get("damage"),
         error=row.get("error"), batch=row["batch"], at=row["predicted_at"],
+        threshold=row["threshold"],
     )
 
 

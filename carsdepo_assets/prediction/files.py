@@ -54,6 +54,7 @@ def predict_files(
                     source=CLI, model_name=model.name, model_version=model.version,
                     image_sha256=file_sha256(Path(path)), latency_ms=round(latency, 2),
                     result=answer.get("damage"), error=answer.get("error"), image=path,
+                    threshold=cut,
                 )
                 for path, answer in zip(chunk, found, strict=True)
             )

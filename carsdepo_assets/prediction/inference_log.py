@@ -3,9 +3,9 @@
 Every prediction made for someone is recorded: by ``batch_predictions`` (source ``batch``),
 ``carsdepo predict`` (``cli``) and the REST server that ``carsdepo serve`` starts (``rest``), so
 that monitoring and the KPI report can use them. A record says when (UTC), from which source,
-by which model (registered name and version), for which image (sha256 of the bytes received;
-None when they could not be read), how long the model took, and what it answered: the damage
-answer (``"None"`` or detections) or the error.
+by which model (registered name and version) at which score threshold, for which image
+(sha256 of the bytes received; None when they could not be read), how long the model took, and
+what it answered: the damage answer (``"None"`` or detections) or the error.
 
 Files are per UTC day (``<YYYY-MM-DD>.jsonl``), so a reader can take a window of days and old
 days can be archived whole. Writers in several processes (a Dagster run, the CLI, the server)
@@ -30,6 +30,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+
+from carsdepo_assets.images.files import FileTooBig, NotARegularFile, read_regular_file
+from carsdepo_assets.images.validate import ImagePolicy
+
+DEFAULT_POLICY = ImagePolicy()
 
 BATCH = "batch"
 CLI = "cli"
@@ -60,6 +65,7 @@ class InferenceRecord:
     error: str | None = None
     batch: str | None = None
     image: str | None = None  # the file as the caller named it (cli), when there is one
+    threshold: float | None = None  # the score threshold the answer was cut at
     at: str = field(default_factory=utc_now)
 
     def __post_init__(self) -> None:
@@ -121,12 +127,12 @@ class InferenceLog:
                             on_bad_line(path, number, f"{type(error).__name__}: {error}")
 
 
-def file_sha256(path: Path) -> str | None:
-    """The sha256 of a file's bytes; None when it cannot be read."""
+def file_sha256(path: Path, limit: int = DEFAULT_POLICY.max_file_bytes) -> str | None:
+    """The sha256 of a regular file's bytes; None for a file that is not read (a link, pipe or
+    device, see ``images.files``), is unreadable or is over ``limit`` bytes."""
     try:
-        with Path(path).open("rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError:
+        return hashlib.sha256(read_regular_file(Path(path), limit)).hexdigest()
+    except (OSError, NotARegularFile, FileTooBig):
         return None
 
 
@@ -161,15 +167,16 @@ class RequestLogger:
         return cls(InferenceLog(Path(folder)), env.get(MODEL_NAME_ENV) or None,
                    env.get(MODEL_VERSION_ENV) or None, image_column, path_column)
 
-    def record(self, frame, answers: list[dict], elapsed_s: float) -> None:
-        """Append one record per row of ``frame`` (a DataFrame) and its answer. A log that
-        cannot be written is reported in the server's log; the request is still answered."""
+    def record(self, frame, answers: list[dict], elapsed_s: float, threshold: float) -> None:
+        """Append one record per row of ``frame`` (a DataFrame) and its answer at
+        ``threshold``. A log that cannot be written is reported in the server's log; the
+        request is still answered."""
         latency = 1000.0 * elapsed_s / max(1, len(answers))
         records = [
             InferenceRecord(
                 source=REST, model_name=self.model_name, model_version=self.model_version,
                 image_sha256=self._sha256(row), latency_ms=round(latency, 2),
-                result=answer.get("damage"), error=answer.get("error"),
+                result=answer.get("damage"), error=answer.get("error"), threshold=threshold,
             )
             for row, answer in zip(frame.to_dict("records"), answers, strict=True)
         ]

@@ -38,6 +38,7 @@ from PIL import Image
 from carsdepo_assets.detection.backends import TrainedDetector, load_detector
 from carsdepo_assets.detection.champion import register_challenger
 from carsdepo_assets.detection.types import damage_answer
+from carsdepo_assets.images.files import FileTooBig, NotARegularFile, read_regular_file
 from carsdepo_assets.images.validate import (
     ImagePolicy,
     RejectedImage,
@@ -122,6 +123,9 @@ class DamageDetectorModel(PythonModel):
         threshold = (params or {}).get(THRESHOLD_PARAM)
         if threshold is None:
             threshold = self.detector.config.score_threshold
+        if not 0.0 <= float(threshold) <= 1.0:  # NaN fails too
+            raise MlflowException(f"threshold={threshold}: must be within [0, 1]",
+                                  error_code=INVALID_PARAMETER_VALUE)
         frame = pd.DataFrame(model_input)
         started = time.perf_counter()
         try:
@@ -129,7 +133,8 @@ class DamageDetectorModel(PythonModel):
         except ValueError as error:
             raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from error
         if self.request_log is not None:
-            self.request_log.record(frame, records, time.perf_counter() - started)
+            self.request_log.record(frame, records, time.perf_counter() - started,
+                                    float(threshold))
         if records and all("error" in record for record in records):
             reasons = "; ".join(f"row {n}: {r['error']}" for n, r in enumerate(records))
             raise MlflowException(f"no usable image in the request: {reasons}",
@@ -212,11 +217,14 @@ def _b64_bytes(encoded: Any, policy: ImagePolicy) -> bytes:
 
 
 def _file_bytes(path: Path, policy: ImagePolicy) -> bytes:
+    """A regular file's bytes, read no further than the limit; links, pipes and devices are
+    refused unopened (``images.files``)."""
     try:
-        size = path.stat().st_size
-        if size > policy.max_file_bytes:
-            raise RejectedImage(f"{path}: {file_too_big_reason(size, policy)}")
-        return path.read_bytes()
+        return read_regular_file(path, policy.max_file_bytes)
+    except NotARegularFile as refused:
+        raise RejectedImage(f"{path}: {refused.reason}") from refused
+    except FileTooBig as error:
+        raise RejectedImage(f"{path}: {file_too_big_reason(None, policy)}") from error
     except OSError as error:
         raise RejectedImage(f"cannot read {path}: {error.strerror or error}") from error
 

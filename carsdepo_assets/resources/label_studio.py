@@ -24,11 +24,16 @@ from pydantic import Field
 from carsdepo_assets.labeling.config import labeling_config
 from carsdepo_assets.labeling.prelabels import TaskPrediction
 from carsdepo_assets.labeling.results import IMPORTED_ACTION, parse_timestamp
-from carsdepo_assets.labeling.server import ServerSettings
+from carsdepo_assets.labeling.server import MissingSecret, ServerSettings, api_token
 from carsdepo_assets.labeling.tasks import TaskImport, TaskRef
+from carsdepo_assets.resources.state import CarsdepoHome
+from carsdepo_assets.state import StateLayout
 
 IMPORT_CHUNK = 500  # tasks per import request
 PAGE_SIZE = 100
+# Below Dagster's 60 s sensor timeout: a hung server costs the sensor a skip with the reason,
+# not a tick error (one request fails before the next is sent).
+HTTP_TIMEOUT_S = 20.0
 STORAGE_TITLE = "carsdepo image store (serving only, do not sync)"
 NEVER_MATCHES = "^$"  # a sync by mistake imports no file as a task
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
@@ -69,9 +74,11 @@ class LabelStudioResource(ConfigurableResource):
         "start` on http://127.0.0.1:8080).",
     )
     api_key: str = Field(
+        default="",
         description="API token of a Label Studio user allowed to manage the project (a legacy "
-        "token, sent as 'Authorization: Token ...'). Set through EnvVar('LABEL_STUDIO_API_KEY'); "
-        "the local default is in label_studio/README.md.",
+        "token, sent as 'Authorization: Token ...'). Set through EnvVar('LABEL_STUDIO_API_KEY'). "
+        "Empty: the local token, only for the loopback server `carsdepo labelstudio start` "
+        "runs from CARSDEPO_HOME; anywhere else an empty key is an error naming the variable.",
     )
     project_title: str = Field(
         default="carsdepo car damage",
@@ -82,13 +89,23 @@ class LabelStudioResource(ConfigurableResource):
         description="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT. Empty: the state "
         "directory (CARSDEPO_HOME), which is what `carsdepo labelstudio start` uses.",
     )
-    timeout_s: float = Field(default=60.0, description="Timeout of one HTTP request, seconds.")
+    timeout_s: float = Field(
+        default=HTTP_TIMEOUT_S,
+        description="Timeout of one HTTP request, seconds (below the sensors' 60 s).",
+    )
+    carsdepo_home: CarsdepoHome = Field(
+        default_factory=CarsdepoHome,
+        description="The state folder whose local server may use the local token.",
+    )
 
     @classmethod
-    def from_env(cls, **overrides) -> LabelStudioResource:
-        """The resource as the CLI uses it: ``LABEL_STUDIO_URL``/``LABEL_STUDIO_API_KEY``."""
-        settings = ServerSettings.from_env()
-        return cls(**{"url": settings.url, "api_key": settings.token, **overrides})
+    def from_env(cls, layout: StateLayout, **overrides) -> LabelStudioResource:
+        """The resource as the CLI uses it on ``layout``: ``LABEL_STUDIO_URL`` and
+        ``LABEL_STUDIO_API_KEY`` (the local token only for the local server, see
+        ``labeling.server.api_token``)."""
+        url = ServerSettings.from_env().url
+        return cls(**{"url": url, "api_key": api_token(url, layout),
+                      "carsdepo_home": CarsdepoHome(path=str(layout.root)), **overrides})
 
     # -- project -------------------------------------------------------------------------------
 
@@ -232,7 +249,11 @@ class LabelStudioResource(ConfigurableResource):
     # -- internals -----------------------------------------------------------------------------
 
     def _client(self) -> LabelStudio:
-        return LabelStudio(base_url=self.url, api_key=self.api_key, timeout=self.timeout_s)
+        try:
+            key = self.api_key or api_token(self.url, self.carsdepo_home.layout)
+        except MissingSecret as missing:
+            raise LabelStudioError(str(missing)) from missing
+        return LabelStudio(base_url=self.url, api_key=key, timeout=self.timeout_s)
 
     @contextmanager
     def _talking(self, what: str) -> Iterator[None]:

@@ -1,19 +1,28 @@
-"""Evaluation metrics checked on hand-made cases whose answers can be worked out on paper."""
+"""Evaluation metrics checked on hand-made cases whose answers can be worked out on paper, and
+the COCO protocol checked against pycocotools itself."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from carsdepo_assets.detection.metrics import (
+    BoxOutcomes,
     box_iou,
+    evaluate_detections,
+)
+from carsdepo_assets.detection.report import (
     comparison_markdown,
     confusion_matrix_png,
-    evaluate_detections,
     pr_curves_png,
+    result_markdown,
     worst_examples_png,
 )
 from carsdepo_assets.detection.types import Detection
@@ -195,7 +204,7 @@ def test_class_without_ground_truth_is_reported_as_not_available():
     assert result.classes["scratch"].ap == pytest.approx(1.0)
     assert result.coco["AP"] == pytest.approx(1.0)  # COCO averages over classes with truth
     assert "AP_dent" not in result.flat_metrics()
-    assert "| dent | 0 | n/a | n/a |" in result.markdown_table()
+    assert "| dent | 0 | n/a | n/a |" in result_markdown(result)
 
 
 def test_empty_ground_truth_and_empty_split_do_not_crash():
@@ -246,7 +255,7 @@ def test_report_renders_as_json_markdown_and_png_plots():
     assert len(payload["pr_curves"]["scratch"]) == len(payload["recall_thresholds"]) == 101
     table = comparison_markdown({"challenger": good, "champion": weak})
     assert "| AP50_scratch | 1.000 | 0.000 |" in table
-    assert "| damaged | 1 | 0 |" in good.markdown_table()
+    assert "| damaged | 1 | 0 |" in result_markdown(good)
     for png in (pr_curves_png(good), confusion_matrix_png(weak)):
         image = Image.open(io.BytesIO(png))
         assert image.format == "PNG" and image.width > 100
@@ -266,3 +275,114 @@ def test_worst_examples_sheet_shows_only_images_with_errors(tmp_path):
     assert sheet.size == (2 * 100 + 3 * 4, 100 + 2 * 4)  # two cells and their gaps
     perfect = evaluate_detections(gt, {1: predictions[1], 2: [det("dent", DENT_BOX)]}, THRESHOLD)
     assert worst_examples_png(perfect, gt, {}, tmp_path) is None
+
+
+def _pycocotools_stats(gt: dict, detections: dict[int, list[Detection]]) -> np.ndarray:
+    """COCOeval's summary, straight from pycocotools with its defaults (maxDets 1/10/100)."""
+    results = [
+        {"image_id": image_id, "category_id": CATEGORY_ID_BY_NAME[d.label], "score": d.score,
+         "bbox": [d.box[0], d.box[1], d.box[2] - d.box[0], d.box[3] - d.box[1]]}
+        for image_id, found in detections.items() for d in found
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = json.loads(json.dumps(gt))
+        for ann in coco_gt.dataset["annotations"]:
+            ann.update(iscrowd=0, area=ann["bbox"][2] * ann["bbox"][3])
+        coco_gt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator.stats
+
+
+def _crowded_predictions(seed: int = 3) -> tuple[dict, dict[int, list[Detection]]]:
+    """Three images, each with 120 detections: mostly low-scoring clutter, with the true boxes
+    found at ranks past 20 and at scores under 0.05 (where a cut-short evaluation stops)."""
+    rng = np.random.default_rng(seed)
+    truths = {1: [("scratch", (10.0, 10.0, 60.0, 22.0)), ("dent", (200.0, 100.0, 300.0, 220.0))],
+              2: [("scratch", (100.0, 150.0, 180.0, 165.0))],
+              3: [("dent", (20.0, 20.0, 140.0, 120.0)), ("scratch", (300.0, 250.0, 340.0, 262.0))]}
+    predictions: dict[int, list[Detection]] = {}
+    for image_id, boxes in truths.items():
+        found = []
+        for _ in range(120):
+            x, y = rng.uniform(0, 330), rng.uniform(0, 250)
+            found.append(det(str(rng.choice(["scratch", "dent"])),
+                             (x, y, x + rng.uniform(5, 60), y + rng.uniform(5, 40)),
+                             float(rng.uniform(0.0005, 0.2))))
+        found.sort(key=lambda d: -d.score)
+        for rank, (label, box) in zip((25, 60), boxes, strict=False):
+            found.insert(rank, det(label, box, 0.03))  # true, but weak and ranked low
+        predictions[image_id] = found
+    return coco(truths), predictions
+
+
+def test_ap_follows_the_coco_protocol_with_100_detections_per_image():
+    gt, predictions = _crowded_predictions()
+    protocol = {image_id: sorted((d for d in found if d.score >= 0.001),
+                                 key=lambda d: -d.score)[:100]
+                for image_id, found in predictions.items()}
+    expected = _pycocotools_stats(gt, protocol)
+
+    result = evaluate_detections(gt, predictions, THRESHOLD)
+
+    assert result.coco["AP"] == pytest.approx(expected[0])
+    assert result.coco["AP50"] == pytest.approx(expected[1])
+    assert result.coco["APs"] == pytest.approx(expected[3])
+    assert result.coco["AP50"] > 0.0  # the weak true boxes are ranked, not cut away
+    cut_short = {image_id: [d for d in found if d.score >= 0.05][:20]
+                 for image_id, found in predictions.items()}
+    assert evaluate_detections(gt, cut_short, THRESHOLD).coco["AP50"] == 0.0
+
+
+def test_operating_threshold_changes_precision_but_never_ap():
+    gt, predictions = _crowded_predictions()
+
+    low = evaluate_detections(gt, predictions, 0.01)
+    high = evaluate_detections(gt, predictions, 0.9)
+
+    assert low.coco == high.coco and low.damage == high.damage
+    assert low.overall.tp > 0 and high.overall.tp == 0
+
+
+def test_damage_ap_counts_a_box_found_as_the_other_class():
+    gt = coco({1: [("dent", DENT_BOX)], 2: [("scratch", SCRATCH_BOX)]})
+    predictions = {1: [det("scratch", DENT_BOX)], 2: [det("scratch", SCRATCH_BOX)]}
+
+    result = evaluate_detections(gt, predictions, THRESHOLD)
+
+    assert result.classes["dent"].ap50 == 0.0
+    assert result.damage["AP50"] == pytest.approx(1.0)
+    assert result.flat_metrics()["damage_AP50"] == pytest.approx(1.0)
+
+
+def test_ap50_by_size_separates_small_and_large_boxes():
+    small, large = (10.0, 10.0, 30.0, 20.0), (100.0, 50.0, 300.0, 250.0)  # 200 and 40,000 px²
+    gt = coco({1: [("scratch", small), ("scratch", large)]})
+
+    result = evaluate_detections(gt, {1: [det("scratch", small)]}, THRESHOLD)
+
+    assert result.classes["scratch"].ap50_by_size == {"small": pytest.approx(1.0),
+                                                       "medium": None, "large": 0.0}
+    assert result.coco["APs"] == pytest.approx(1.0) and result.coco["APl"] == 0.0
+
+
+def test_box_outcomes_tell_missed_from_other_class_from_badly_localised():
+    far = (300.0, 200.0, 390.0, 290.0)
+    gt = coco({1: [("scratch", SCRATCH_BOX), ("dent", DENT_BOX), ("dent", OTHER_DENT_BOX),
+                   ("dent", far)]})
+    predictions = {1: [
+        det("scratch", SCRATCH_BOX),  # found
+        det("scratch", DENT_BOX),  # the dent, found as a scratch
+        det("dent", (300.0, 50.0, 325.0, 120.0)),  # part of the other dent: IoU 0.42
+        det("dent", far, 0.2),  # would find the far dent, but under the operating threshold
+    ]}
+
+    result = evaluate_detections(gt, predictions, THRESHOLD)
+
+    assert result.classes["scratch"].outcomes == BoxOutcomes(found=1)
+    assert result.classes["dent"].outcomes == BoxOutcomes(
+        found=0, other_class=1, badly_localised=1, missed=1)
+    assert "| dent | 0 | 1 | 1 | 1 |" in result_markdown(result)

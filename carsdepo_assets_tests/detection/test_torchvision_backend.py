@@ -119,6 +119,47 @@ def test_saved_detector_reloads_from_its_folder_and_predicts_identically(trained
     assert reloaded.summary == detector.summary
 
 
+def test_output_limits_widen_predictions_for_evaluation_and_restore_the_config(trained,
+                                                                               images):
+    detector, _, _ = trained
+    narrow = detector.config.replace(box_score_thresh=0.2, box_detections_per_img=3)
+    capped = type(detector)(detector.model, narrow)
+    capped._set_output_limits(narrow.box_score_thresh, narrow.box_detections_per_img)
+    before = capped.predict(images)
+    assert all(len(found) <= 3 and all(d.score >= 0.2 for d in found) for found in before)
+
+    with capped.output_limits(0.001, 100):
+        wide = capped.predict(images)
+
+    assert sum(map(len, wide)) > sum(map(len, before))
+    assert all(len(found) <= 100 and all(d.score >= 0.001 for d in found) for found in wide)
+    assert capped.predict(images) == before  # the config's limits are back
+
+
+def test_anchors_learned_at_training_start_are_saved_and_reloaded_with_the_model(panels, images,
+                                                                                tmp_path):
+    far_too_large = ((256,), (512,), (1024,), (2048,))  # so that the learned set wins
+    config = DetectorConfig(iterations=2, eval_period=100, learn_anchors=True,
+                            anchor_sizes=far_too_large, anchor_sizes_per_level=2,
+                            anchor_ratio_count=3, **TINY)
+
+    detector = train_detector(panels, None, config, tmp_path / "work")
+
+    learned = detector.config
+    assert all(len(level) == 2 for level in learned.anchor_sizes)
+    assert len(learned.aspect_ratios) == 3
+    assert detector.model.rpn.anchor_generator.sizes == learned.anchor_sizes
+    coverage = detector.summary.anchor_coverage
+    assert set(coverage) == set(CLASS_NAMES) and all(c["boxes"] > 0 for c in coverage.values())
+    folder = detector.save(tmp_path / "detector")
+    saved = json.loads((folder / DETECTOR_FILE).read_text())
+    assert saved["config"]["anchor_sizes"] == [list(level) for level in learned.anchor_sizes]
+    assert saved["training"]["anchor_coverage"] == coverage
+    reloaded = load_detector(folder)
+    assert reloaded.config == learned
+    assert reloaded.predict(images) == detector.predict(images)
+
+
 def test_answers_are_none_below_the_operating_point_and_detections_above(trained, images):
     detector, _, _ = trained
     assert detector.answers(images[:2], threshold=1.01) == [NONE_ANSWER, NONE_ANSWER]
@@ -164,3 +205,25 @@ def test_divergence_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(p).all() for p in kept.model.parameters())
     assert all(math.isfinite(d.score) for found in kept.predict(
         [Image.open(next(panels.image_root.iterdir()))]) for d in found)
+
+
+def test_backbone_body_learns_at_its_factor_of_the_learning_rate(panels, tmp_path):
+    from carsdepo_assets.detection.backends import resolve_config
+    from carsdepo_assets.detection.torchvision_backend import build_model
+
+    def one_step(factor: float) -> dict[str, torch.Tensor]:
+        config = DetectorConfig(iterations=1, warmup_iterations=0, backbone_lr_factor=factor,
+                                **TINY)
+        return train_detector(panels, None, config, tmp_path / str(factor)).model.state_dict()
+
+    torch.manual_seed(0)
+    start = build_model(resolve_config(DetectorConfig(**TINY))).state_dict()
+    full, slow = one_step(1.0), one_step(0.01)
+
+    def moved(state: dict[str, torch.Tensor], prefix: str) -> float:
+        return sum(float((state[k] - start[k]).abs().sum()) for k in start
+                   if k.startswith(prefix) and start[k].is_floating_point())
+
+    assert moved(full, "backbone.body.") > 0
+    assert moved(slow, "backbone.body.") < 0.05 * moved(full, "backbone.body.")
+    assert moved(slow, "roi_heads.") == pytest.approx(moved(full, "roi_heads."), rel=0.2)

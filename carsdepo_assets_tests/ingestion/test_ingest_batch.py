@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,14 +12,15 @@ import pytest
 from carsdepo_assets.images.ingest import (
     REASON_SUFFIX,
     BatchSourceError,
-    default_batch_name,
+    audit_manifest,
     ingest_batch,
     iter_stored_images,
 )
 from carsdepo_assets.images.manifest import BatchManifest
 from carsdepo_assets.images.store import ImageStore, sha256_hex
 from carsdepo_assets.images.summary import format_summary, manifest_summary_json
-from carsdepo_assets.state import StateLayout
+from carsdepo_assets.images.validate import ImagePolicy
+from carsdepo_assets.state import InvalidName, StateLayout
 from carsdepo_assets_tests.images.samples import bad_files, encode, jpeg, photo, write
 
 GOOD = {
@@ -74,12 +77,13 @@ def test_every_file_gets_one_row_with_its_outcome(carsdepo_home: StateLayout) ->
 def test_bad_files_are_copied_to_quarantine_with_their_reason(carsdepo_home: StateLayout) -> None:
     source = make_batch(carsdepo_home.landing / "b1")
     rows = rows_by_path(ingest_batch(source, "b1", carsdepo_home))
-    quarantine = carsdepo_home.quarantine / "b1" / "bad"
+    quarantine = carsdepo_home.quarantine_folder("b1")
     for name, (content, prefix) in bad_files().items():
         row = rows[f"bad/{name}"]
         assert row.status == "quarantined" and row.reason.startswith(prefix), row
-        assert (quarantine / name).read_bytes() == content
-        assert (quarantine / f"{name}{REASON_SUFFIX}").read_text().strip() == row.reason
+        assert (quarantine / "files" / "bad" / name).read_bytes() == content
+        reason_file = quarantine / "reasons" / "bad" / f"{name}{REASON_SUFFIX}"
+        assert reason_file.read_text().strip() == row.reason
     assert (rows["bad/icon.png"].width, rows["bad/icon.png"].height) == (10, 10)
 
 
@@ -185,16 +189,6 @@ def test_a_missing_source_folder_fails_the_batch_clearly(carsdepo_home: StateLay
     assert not carsdepo_home.manifest_path("b1").exists()
 
 
-def test_batch_names_that_are_not_safe_file_names_are_refused(carsdepo_home: StateLayout) -> None:
-    with pytest.raises(ValueError, match="invalid batch name '../b1'"):
-        ingest_batch(carsdepo_home.landing, "../b1", carsdepo_home)
-
-
-def test_a_folder_name_becomes_a_valid_default_batch_name(tmp_path: Path) -> None:
-    assert default_batch_name(tmp_path / "Lot 12 (June)") == "Lot-12-June"
-    assert default_batch_name(tmp_path / ".hidden") == "hidden"
-
-
 def test_stored_images_of_an_unknown_batch_say_what_to_do(carsdepo_home: StateLayout) -> None:
     with pytest.raises(FileNotFoundError, match="materialize raw_images"):
         list(iter_stored_images(carsdepo_home, "never-ingested"))
@@ -210,3 +204,89 @@ def test_summaries_for_the_cli(carsdepo_home: StateLayout) -> None:
     text = format_summary(manifest)
     assert "4 stored, 0 duplicate, 11 quarantined, 7 ignored" in text
     assert "bad/animation.gif: unsupported format GIF" in text
+
+
+def test_an_input_named_like_a_reason_file_cannot_overwrite_a_reason(
+    carsdepo_home: StateLayout,
+) -> None:
+    source = carsdepo_home.landing / "b1"
+    write(source / "a.jpg", b"not a photo")
+    write(source / f"a.jpg{REASON_SUFFIX}", b"forged reason")
+    rows = rows_by_path(ingest_batch(source, "b1", carsdepo_home))
+    quarantine = carsdepo_home.quarantine_folder("b1")
+    reason = (quarantine / "reasons" / f"a.jpg{REASON_SUFFIX}").read_text().strip()
+    assert reason == rows["a.jpg"].reason and reason.startswith("not an image")
+    assert (quarantine / "files" / f"a.jpg{REASON_SUFFIX}").read_bytes() == b"forged reason"
+
+
+def _hostile_batch(source: Path, outside: Path) -> None:
+    """A FIFO, a link to /dev/zero, links to a file and a folder outside, an empty folder."""
+    write(source / "good.jpg", jpeg(1))
+    os.mkfifo(source / "pipe.jpg")
+    (source / "zero.jpg").symlink_to("/dev/zero")
+    write(outside / "secret.txt", b"the secret")
+    (source / "passwd.jpg").symlink_to(outside / "secret.txt")
+    (source / "linked-folder").symlink_to(outside, target_is_directory=True)
+    (source / "empty").mkdir()
+
+
+def test_pipes_devices_and_links_get_a_row_and_are_never_read(
+    carsdepo_home: StateLayout, tmp_path: Path
+) -> None:
+    """Real special files: with a FIFO read the test would hang (bounded by the alarm), with
+    /dev/zero it would read until memory ran out."""
+    source, outside = carsdepo_home.landing / "b1", tmp_path / "outside"
+    _hostile_batch(source, outside)
+    signal.alarm(60)
+    try:
+        manifest = ingest_batch(source, "b1", carsdepo_home)
+    finally:
+        signal.alarm(0)
+    rows = rows_by_path(manifest)
+    assert set(rows) == {"good.jpg", "pipe.jpg", "zero.jpg", "passwd.jpg", "linked-folder",
+                         "empty/"}
+    assert rows["good.jpg"].status == "stored"
+    assert rows["pipe.jpg"].reason == "not a regular file: named pipe (FIFO), not read"
+    assert rows["zero.jpg"].reason == "symbolic link: not followed (it points to /dev/zero)"
+    assert rows["passwd.jpg"].reason.startswith("symbolic link: not followed")
+    assert rows["linked-folder"].reason.startswith("symbolic link: not followed")
+    for name in ("pipe.jpg", "zero.jpg", "passwd.jpg", "linked-folder"):
+        assert rows[name].status == "quarantined"
+    assert rows["empty/"].status == "ignored" and rows["empty/"].reason == "empty folder"
+    quarantine = carsdepo_home.quarantine_folder("b1")
+    assert not (quarantine / "files").exists()
+    assert all(b"the secret" not in p.read_bytes() for p in carsdepo_home.root.rglob("*")
+               if p.is_file() and not p.is_symlink())
+    assert (quarantine / "reasons" / f"pipe.jpg{REASON_SUFFIX}").is_file()
+    assert audit_manifest(manifest).complete
+
+
+def test_a_file_over_the_limit_is_read_no_further_than_the_limit(
+    carsdepo_home: StateLayout,
+) -> None:
+    source = carsdepo_home.landing / "b1"
+    write(source / "big.jpg", jpeg(1) + b"\0" * 4096)
+    policy = ImagePolicy(max_file_bytes=2048)
+    rows = rows_by_path(ingest_batch(source, "b1", carsdepo_home, policy))
+    assert rows["big.jpg"].reason == "file too big: more than the limit, limit 2,048 bytes"
+    assert not (carsdepo_home.quarantine_folder("b1") / "files").exists()
+
+
+def test_a_linked_batch_folder_is_refused(carsdepo_home: StateLayout, tmp_path: Path) -> None:
+    write(tmp_path / "elsewhere" / "a.jpg", jpeg(1))
+    carsdepo_home.landing_folder("b1").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(BatchSourceError, match="links are not taken as batches"):
+        ingest_batch(carsdepo_home.landing / "b1", "b1", carsdepo_home)
+    assert not carsdepo_home.manifest_path("b1").exists()
+    assert not list(carsdepo_home.images.glob("??/*"))
+
+
+@pytest.mark.parametrize("name", ["", "../evil", "/tmp/evil", ".hidden", "a/b", "x" * 129])
+def test_unsafe_batch_names_are_refused_before_anything_is_written(
+    carsdepo_home: StateLayout, name: str
+) -> None:
+    write(carsdepo_home.landing / "src" / "a.jpg", jpeg(1))
+    before = tree(carsdepo_home.root)
+    with pytest.raises(InvalidName, match="invalid batch name"):
+        ingest_batch(carsdepo_home.landing / "src", name, carsdepo_home)
+    assert tree(carsdepo_home.root) == before

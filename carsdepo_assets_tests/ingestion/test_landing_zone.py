@@ -43,6 +43,14 @@ def test_only_settled_unmarked_new_folders_are_ready(tmp_path: Path) -> None:
     assert "invalid batch name" in folders["bad name"]
 
 
+def test_a_linked_landing_folder_is_never_ready(tmp_path: Path) -> None:
+    settled_batch(tmp_path / "elsewhere", "real")
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "landing" / "linked").symlink_to(tmp_path / "elsewhere" / "real")
+    (folder,) = scan_landing(tmp_path / "landing", set(), time.time())
+    assert not folder.ready and "links are never ingested" in folder.waiting_reason
+
+
 def test_a_recent_change_deep_inside_a_batch_keeps_it_waiting(tmp_path: Path) -> None:
     folder = settled_batch(tmp_path, "b1")
     write(folder / "more" / "late.jpg", jpeg(2))

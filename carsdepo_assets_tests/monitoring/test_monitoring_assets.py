@@ -11,7 +11,6 @@ from dagster import DagsterInstance, build_sensor_context, materialize
 from carsdepo_assets.assets.monitoring import (
     batch_profile,
     drift_report,
-    reference_profile_path,
     retraining_decision,
 )
 from carsdepo_assets.images.ingest import ingest_batch
@@ -36,7 +35,7 @@ def synthetic_batch(layout: StateLayout, name: str, lighting: str, seed: int) ->
 def write_reference(layout: StateLayout) -> None:
     folder = generate_dataset(layout.root / "synthetic" / "reference", 60, 1, "normal", **SIZE)
     view = profile_rows(iter_image_features(sorted(folder.images_dir.glob("*.jpg"))))
-    write_profile(view, reference_profile_path(layout))
+    write_profile(view, layout.reference_profile_path())
 
 
 def decide_batch(layout: StateLayout, instance: DagsterInstance, batch: str) -> dict:

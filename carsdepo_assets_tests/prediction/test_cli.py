@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 from pathlib import Path
 
 import mlflow
@@ -46,6 +48,31 @@ def test_predict_json_answers_each_image_and_exits_1_when_one_is_unreadable(
         (CLI, str(photos["good"]), "1"), (CLI, str(photos["bad"]), "1")]
     assert logged[0].image_sha256 == hashlib.sha256(photos["good"].read_bytes()).hexdigest()
     assert logged[0].result == good["damage"] and logged[1].error == bad["error"]
+
+
+@pytest.mark.slow
+def test_predict_answers_good_photos_beside_a_fifo_and_a_dev_zero_link(
+    carsdepo_home: StateLayout, champion: ModelRef, photos: dict[str, Path], tmp_path: Path,
+    capsys
+) -> None:
+    """Real special files; the alarm bounds the test should a read block or never end."""
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    signal.alarm(120)
+    try:
+        code = main(["predict", str(tmp_path / "pipe.jpg"), str(tmp_path / "zero.jpg"),
+                     str(photos["good"]), "--json", "--threshold", "1"])
+    finally:
+        signal.alarm(0)
+
+    pipe, zero, good = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert code == 1
+    assert pipe["error"].endswith("named pipe (FIFO), not read")
+    assert zero["error"].endswith("symbolic link: not followed (it points to /dev/zero)")
+    assert good["damage"] == NONE_ANSWER
+    logged = list(InferenceLog(carsdepo_home.inference_log).read())
+    assert [r.image_sha256 is None for r in logged] == [True, True, False]
+    assert {r.threshold for r in logged} == {1.0}
 
 
 @pytest.mark.slow

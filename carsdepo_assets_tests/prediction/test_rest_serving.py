@@ -161,3 +161,47 @@ def test_every_served_row_is_recorded_in_the_inference_log(server: Server, photo
         REST, "carsdepo-damage-detector", "1")
     assert good.result == NONE_ANSWER and good.latency_ms > 0
     assert bad.result is None and bad.error.startswith("not an image")
+
+
+@pytest.mark.parametrize("threshold", [5.0, -1.0])
+def test_a_threshold_outside_0_1_gets_a_400_and_nothing_is_logged(
+    server: Server, photo: bytes, threshold: float
+) -> None:
+    marker = photo + os.urandom(8)  # JPEG readers ignore trailing bytes: a fresh sha256
+    refused = server.invoke(records(b64(marker), threshold=threshold))
+
+    assert refused.status_code == 400
+    assert f"threshold={threshold}: must be within [0, 1]" in refused.json()["message"]
+    logged = {r.image_sha256 for r in InferenceLog(server.home.inference_log).read()}
+    assert hashlib.sha256(marker).hexdigest() not in logged
+
+
+def test_the_inference_log_records_the_threshold_of_each_answer(
+    server: Server, photo: bytes
+) -> None:
+    marker = photo + os.urandom(8)
+    assert server.invoke(records(b64(marker), threshold=0.25)).status_code == 200
+    logged = {r.image_sha256: r for r in InferenceLog(server.home.inference_log).read()}
+    assert logged[hashlib.sha256(marker).hexdigest()].threshold == 0.25
+
+
+def test_a_fifo_or_a_device_in_the_path_column_is_refused_unread(
+    server: Server, photo: bytes, tmp_path: Path
+) -> None:
+    """Real special files: a read would block on the FIFO (no writer) or never end on
+    /dev/zero; the request's own timeout bounds the test."""
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    good = tmp_path / "good.jpg"
+    good.write_bytes(photo)
+    rows = [{"path": str(p)} for p in (fifo, "/dev/zero", tmp_path / "zero.jpg", good)]
+
+    answered = server.invoke({"dataframe_records": rows, "params": {"threshold": 1.0}})
+
+    assert answered.status_code == 200, answered.text
+    fifo_row, device_row, link_row, good_row = answered.json()["predictions"]
+    assert fifo_row["error"].endswith("not a regular file: named pipe (FIFO), not read")
+    assert device_row["error"].endswith("not a regular file: character device, not read")
+    assert link_row["error"].endswith("symbolic link: not followed (it points to /dev/zero)")
+    assert good_row == {"damage": NONE_ANSWER}

@@ -27,7 +27,6 @@ from carsdepo_assets.prediction.kpis.compute import (
 )
 from carsdepo_assets.state import StateLayout
 
-DECISIONS_FOLDER = "decisions"  # under StateLayout.reports
 DEFAULT_LATENCY_DAYS = 30
 
 
@@ -51,7 +50,7 @@ def collect_kpis(
         held, answers, snapshot.images if snapshot is not None else [],
         _latencies(InferenceLog(layout.inference_log), since, notes),
         champion_history(model_name) if model_name else [],
-        _decisions(layout.reports / DECISIONS_FOLDER, notes),
+        _decisions(layout.decisions, notes),
         latency_days, notes,
     )
 
