@@ -21,7 +21,7 @@ from carsdepo_assets.checks import evaluation as evaluation_checks
 from carsdepo_assets.checks import ingestion as ingestion_checks
 from carsdepo_assets.checks import labeling as labeling_checks
 from carsdepo_assets.checks import monitoring as monitoring_checks
-from carsdepo_assets.labeling.server import DEFAULT_TOKEN, DEFAULT_URL
+from carsdepo_assets.labeling.server import API_KEY_ENV, DEFAULT_URL
 from carsdepo_assets.resources.label_studio import LabelStudioResource
 from carsdepo_assets.resources.mlflow import (
     DEFAULT_EXPERIMENT,
@@ -44,18 +44,20 @@ CHECK_MODULES = [
     ingestion_checks, labeling_checks, dataset_checks, evaluation_checks, monitoring_checks
 ]
 
-# Embedded defaults: the URL and token of the local Label Studio that `carsdepo labelstudio start`
-# runs on 127.0.0.1. Any real deployment sets LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY itself.
+# Embedded default: the URL of the local Label Studio that `carsdepo labelstudio start` runs on
+# 127.0.0.1. Any real deployment sets LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY itself.
 os.environ.setdefault("LABEL_STUDIO_URL", DEFAULT_URL)
-os.environ.setdefault("LABEL_STUDIO_API_KEY", DEFAULT_TOKEN)
 
 
 def build_resources() -> dict:
     """Resources on embedded defaults; every setting can be overridden by environment."""
     return {
         "carsdepo_home": CarsdepoHome(),
+        # Without LABEL_STUDIO_API_KEY the resource uses the public local token only for the
+        # local loopback server, and otherwise fails naming the variable (labeling/server.py).
         "label_studio": LabelStudioResource(
-            url=EnvVar("LABEL_STUDIO_URL"), api_key=EnvVar("LABEL_STUDIO_API_KEY")
+            url=EnvVar("LABEL_STUDIO_URL"),
+            api_key=EnvVar(API_KEY_ENV) if os.environ.get(API_KEY_ENV) else "",
         ),
         "prelabeler": ChampionPrelabeler(),
         "mlflow": mlflow_tracking.configured({"experiment_name": DEFAULT_EXPERIMENT}),

@@ -72,7 +72,7 @@ def mlflow_artifact_root(layout: StateLayout) -> str | None:
     the local default store; None (the store's or server's own choice) for any other URI."""
     if mlflow_tracking_uri(layout) != _local_uri(layout):
         return None
-    return (layout.mlflow / "artifacts").as_uri()
+    return layout.mlflow_artifacts.as_uri()
 
 
 def check_reachable(uri: str, timeout: float = 3.0) -> None:
@@ -214,7 +214,7 @@ def rollback(name: str) -> str:
 
 
 def _local_uri(layout: StateLayout) -> str:
-    return f"sqlite:///{layout.mlflow / 'mlflow.db'}"
+    return f"sqlite:///{layout.mlflow_db}"
 
 
 def _defined(value: float | None) -> float | None:
