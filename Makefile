@@ -90,6 +90,7 @@ system-deps: ## Debian packages the browser and PostgreSQL tests use (installed 
 
 test: install system-deps ## Set everything up, validate the code location, run the tests and checks
 	env -u DAGSTER_HOME $(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 	$(BIN)/carsdepo check
 
@@ -115,8 +116,9 @@ mlflow-ui: install ## Open MLflow's UI on 127.0.0.1:$(MLFLOW_PORT) over the loca
 serve: install ## Serve the champion model over REST (MLflow's server) on 127.0.0.1:$(SERVE_PORT)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/carsdepo serve --port $(SERVE_PORT)
 
-lint: install ## Ruff over the package, tests and benchmarks
+lint: install ## Ruff over the package, tests and benchmarks; the import contracts (layers)
 	$(BIN)/ruff check carsdepo_assets carsdepo_assets_tests benchmarks
+	$(BIN)/lint-imports
 
 bench: install ## Run the benchmarks (JSON lines in benchmarks/results/); BENCH_ARGS=--quick
 	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)

@@ -22,7 +22,18 @@ RESULTS_DIR = Path(
 def machine_description() -> str:
     cores = os.cpu_count() or 0
     python = f"{platform.python_implementation()} {platform.python_version()}"
-    return f"{platform.machine()} {cores} cores, {python}"
+    return f"{cpu_model()}, {platform.machine()} {cores} cores, {python}"
+
+
+def cpu_model() -> str:
+    """The CPU's name as the kernel reports it (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def record(suite: str, name: str, value: float, unit: str, data: str, **extra) -> dict:

@@ -137,7 +137,7 @@ def run_seed(seed: int, args: argparse.Namespace, unseen: Path) -> dict:
     line = record(SUITE, "demo_run", round(wall, 1), "s", data, seed=seed, **outcome,
                   targets=TARGETS, targets_met=met, all_targets_met=all(met.values()))
     for title, seconds in step_times(demo.stderr):  # the demo's progress goes to stderr
-        record(SUITE, "demo_step_s", seconds, "s", f"{data}: {title}", seed=seed, step=title)
+        record(SUITE, "demo_step_s", seconds, "s", f"{data}: {title}", step=title)
     if demo.returncode != 0:
         print(f"carsdepo demo exited {demo.returncode}:\n{demo.stderr[-2000:]}",
               file=sys.stderr)

@@ -38,7 +38,7 @@ SUITE = "detector"
 VARIANTS: dict[str, dict] = {
     "default": {},  # the cpu preset
     "scratch": {"pretrained": False},  # same backbone and budget, random initialisation
-    "backbone_lr_0.1": {"backbone_lr_factor": 0.1},  # pretrained body at a tenth of the rate
+    "backbone_lr_1": {"backbone_lr_factor": 1.0},  # the pretrained body at the full rate
     "lite0_pretrained": {"backbone": "efficientnet_lite0", "pretrained": True},
     "resnet_tiny_scratch": {"backbone": "resnet_tiny", "pretrained": False},
 }

@@ -93,7 +93,7 @@ def train_and_promote(layout: StateLayout, root: Path, iterations: int) -> None:
     from carsdepo_assets.detection.champion import configure_mlflow, promote
     from carsdepo_assets.detection.config import DetectorConfig
     from carsdepo_assets.detection.data import CocoSplit
-    from carsdepo_assets.detection.pyfunc import log_detector_model
+    from carsdepo_assets.prediction.pyfunc import log_detector_model
     from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
     from carsdepo_assets.synth import generate_dataset
 
@@ -125,8 +125,8 @@ def ingest(layout: StateLayout, photos: list[Path], batch: str, folder: Path) ->
 
 
 def champion():
-    from carsdepo_assets.detection.pyfunc import load_registered_detector
     from carsdepo_assets.prediction.models import resolve_model
+    from carsdepo_assets.prediction.pyfunc import load_registered_detector
     from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
 
     model = resolve_model(DEFAULT_MODEL_NAME)

@@ -81,7 +81,7 @@ def record_resized(home: Path, report: dict, sizes: list[int]) -> None:
     from carsdepo_assets.datasets import load_dataset
     from carsdepo_assets.detection.champion import configure_mlflow
     from carsdepo_assets.detection.evaluate import evaluate_on_split
-    from carsdepo_assets.detection.pyfunc import load_registered_detector
+    from carsdepo_assets.prediction.pyfunc import load_registered_detector
     from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
     from carsdepo_assets.state import StateLayout
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from benchmarks._record import RESULTS_DIR
 
-IDENTITY = ("backend", "variant", "stage", "step", "batch_size", "chunk_size")
+PATHS_SUITE = "paths"  # bench_paths: shown as a table of paths beside their floors
+IDENTITY = ("backend", "variant", "stage", "step", "batch_size", "chunk_size", "seed")
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 
 
@@ -50,12 +51,48 @@ def _cell(text: object) -> str:
 def render(rows: list[dict]) -> str:
     if not rows:
         return "No benchmark results yet: run `make bench`."
+    paths = [row for row in rows if row["suite"] == PATHS_SUITE]
+    rows = [row for row in rows if row["suite"] != PATHS_SUITE]
+    sections = [paths_table(paths)] if paths else []
+    if rows:
+        machines = sorted({row["machine"] for row in rows})
+        lines = ["| suite | figure | value | data | recorded |", "|---|---|---:|---|---|"]
+        lines += [f"| {row['suite']} | {_cell(_figure(row))} | {row['value']} {row['unit']} | "
+                  f"{_cell(row['data'])} | {row['recorded_at'][:10]} |" for row in rows]
+        lines += ["", "Measured on: " + "; ".join(machines) + "."]
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections)
+
+
+def paths_table(rows: list[dict]) -> str:
+    """``bench_paths``' figures side by side with their floors, ratios and targets."""
+    by_name = {row["name"]: row for row in rows}
+    lines = ["| path | figure | floor | floor's figure | ratio | target | met |",
+             "|---|---:|---|---:|---:|---|---|"]
+    for row in rows:
+        floor = by_name.get(row.get("floor", ""))
+        target = row.get("target", "")
+        lines.append(
+            f"| {_figure(row)} | {row['value']} {row['unit']} | {row.get('floor', '')} | "
+            + (f"{floor['value']} {floor['unit']}" if floor else "")
+            + f" | {row.get('ratio', '')} | {target} | {_target_met(row, target)} |")
     machines = sorted({row["machine"] for row in rows})
-    lines = ["| suite | figure | value | data | recorded |", "|---|---|---:|---|---|"]
-    lines += [f"| {row['suite']} | {_cell(_figure(row))} | {row['value']} {row['unit']} | "
-              f"{_cell(row['data'])} | {row['recorded_at'][:10]} |" for row in rows]
-    lines += ["", "Measured on: " + "; ".join(machines) + "."]
+    dates = sorted({row["recorded_at"][:16].replace("T", " ") for row in rows})
+    lines += ["", f"One run of `python -m benchmarks.bench_paths`, {dates[0]} to {dates[-1]} UTC, "
+              f"on {'; '.join(machines)}."]
     return "\n".join(lines)
+
+
+def _target_met(row: dict, target: str) -> str:
+    """``>= 0.7`` compares the ratio; ``>= 200 images/s`` (a unit) the figure itself."""
+    if not target or row.get("ratio") is None:
+        return ""
+    for condition in target.split(" and "):
+        operator, number, *unit = condition.split()
+        value = row["value"] if unit else row["ratio"]
+        if not (value >= float(number) if operator == ">=" else value <= float(number)):
+            return "missed"
+    return "met"
 
 
 def update(path: Path, table: str) -> None:

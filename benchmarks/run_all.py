@@ -30,7 +30,8 @@ QUICK_ARGS: dict[str, list[str]] = {
     "bench_detector": ["--variants", "default", "--train-images", "24", "--val-images", "8",
                        "--test-images", "12", "--iterations", "6", "--latency-runs", "3"],
     "bench_inference": ["--quick"],
-    "bench_demo": ["--images", "40", "--iterations", "10"],
+    "bench_paths": ["--quick"],
+    "bench_demo": ["--seeds", "7", "--images", "40", "--iterations", "10"],
     "bench_real": ["--iterations", "5"],
 }
 

@@ -23,13 +23,9 @@ from carsdepo_assets.checks import labeling as labeling_checks
 from carsdepo_assets.checks import monitoring as monitoring_checks
 from carsdepo_assets.labeling.server import API_KEY_ENV, DEFAULT_URL
 from carsdepo_assets.resources.label_studio import LabelStudioResource
-from carsdepo_assets.resources.mlflow import (
-    DEFAULT_EXPERIMENT,
-    ChampionPrelabeler,
-    ModelRegistry,
-    mlflow_tracking,
-)
+from carsdepo_assets.resources.mlflow import DEFAULT_EXPERIMENT, ModelRegistry, mlflow_tracking
 from carsdepo_assets.resources.monitoring import DriftPolicy
+from carsdepo_assets.resources.prelabeler import ChampionPrelabeler
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.sensors.annotations import annotation_sensor
 from carsdepo_assets.sensors.drift import drift_sensor

@@ -17,11 +17,11 @@ from dagster import (
 )
 from pydantic import Field
 
-from carsdepo_assets.detection.pyfunc import load_registered_detector
 from carsdepo_assets.partitions import batch_partitions
 from carsdepo_assets.prediction.batch import DEFAULT_CHUNK, BatchPredictions, predict_batch
 from carsdepo_assets.prediction.inference_log import InferenceLog
 from carsdepo_assets.prediction.models import ModelNotFound, resolve_model
+from carsdepo_assets.prediction.pyfunc import load_registered_detector
 from carsdepo_assets.resources.mlflow import ModelRegistry
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.taxonomy import NONE_ANSWER

@@ -20,7 +20,8 @@ from carsdepo_assets.labeling.prelabels import ImageToLabel, task_predictions
 from carsdepo_assets.labeling.results import SOURCE_IMPORTED, Conversion, convert_tasks
 from carsdepo_assets.labeling.tasks import batch_rows, batch_task_data
 from carsdepo_assets.partitions import batch_partitions
-from carsdepo_assets.resources.label_studio import LabelStudioResource, Prelabeler
+from carsdepo_assets.resources.label_studio import LabelStudioResource
+from carsdepo_assets.resources.prelabeler import Prelabeler
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.taxonomy import CLASS_NAMES
 

@@ -23,8 +23,8 @@ from carsdepo_assets.detection.backends import (
 )
 from carsdepo_assets.detection.config import ConfigError, DetectorConfig
 from carsdepo_assets.detection.data import CocoSplit, DatasetError
-from carsdepo_assets.detection.pyfunc import log_detector_model
 from carsdepo_assets.images.store import ImageStore
+from carsdepo_assets.prediction.pyfunc import log_detector_model
 from carsdepo_assets.resources.mlflow import attach_tracking_run
 from carsdepo_assets.visual import contact_sheet, draw_boxes, markdown_image, png_bytes
 
@@ -52,13 +52,17 @@ class DetectorTrainingConfig(Config):
     brightness: float | None = Field(default=None, description="Brightness augmentation.")
     contrast: float | None = Field(default=None, description="Contrast augmentation.")
     seed: int = Field(default=0, description="Random seed.")
+    num_threads: int | None = Field(
+        default=None, description="torch threads; unset: the cores other processes leave free."
+    )
     log_every: int = Field(default=25, description="Log progress every N iterations.")
 
     def detector_config(self) -> DetectorConfig:
         overrides = {
             name: getattr(self, name)
             for name in ("backend", "iterations", "batch_size", "lr", "min_size", "max_size",
-                         "pretrained", "weights_path", "brightness", "contrast", "seed")
+                         "pretrained", "weights_path", "brightness", "contrast", "seed",
+                         "num_threads")
             if getattr(self, name) is not None
         }
         return DetectorConfig.preset(self.preset, **overrides)
@@ -132,7 +136,14 @@ def train_tracked(
     saved = trained.save(workdir / "detector")
     summary = trained.summary.to_dict() if trained.summary else {}
     mlflow.log_dict(summary, "training_summary.json")
-    mlflow.log_dict(resolved.to_dict(), "detector_config.json")
+    # what training used: anchors learned at its start are in here, not in the params above
+    mlflow.log_dict(trained.config.to_dict(), "detector_config.json")
+    coverage = summary.get("anchor_coverage", {})
+    mlflow.log_metrics({f"anchor_coverage_{kind}_{name}": value
+                        for name, shares in coverage.items()
+                        for kind, value in shares.items() if kind != "boxes" and value is not None})
+    context.log.info(f"anchors {trained.config.anchor_sizes} x {trained.config.aspect_ratios}; "
+                     f"coverage of the training boxes {coverage}")
     metadata = {
         "backend": resolved.backend,
         "dataset_version": dataset.version,
@@ -140,7 +151,8 @@ def train_tracked(
         "train_wall_s": round(time.perf_counter() - started, 1),
         "train_images_per_s": round(summary.get("images_per_second", 0.0), 2),
         "best_val_AP50": summary.get("best_val_metric"),
-        "config": MetadataValue.json(resolved.to_dict()),
+        "config": MetadataValue.json(trained.config.to_dict()),
+        "anchor_coverage": MetadataValue.json(coverage),
     }
     samples = sample_predictions_png(trained, dataset.coco("val"), dataset.image_root)
     if samples:

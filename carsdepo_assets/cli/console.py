@@ -3,14 +3,45 @@ Dagster instead)."""
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+_console: TextIO | None = None  # where say() writes while stderr goes to a log file
 
 
 def say(message: str) -> None:
     """One line of progress on stderr, flushed (output often goes to a file or a pipe); stdout
     is kept for a command's result (a table, JSON), and Dagster's own log goes to stderr too."""
-    print(message, file=sys.stderr, flush=True)
+    print(message, file=_console or sys.stderr, flush=True)
+
+
+@contextmanager
+def stderr_to_log(path: Path) -> Iterator[TextIO]:
+    """Send everything written to stderr (Dagster's log with its stack traces, warnings, output
+    of libraries and child processes) to ``path``, appended, while ``say`` keeps writing to the
+    console; yields the console stream."""
+    global _console
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    console = os.fdopen(os.dup(saved), "w", buffering=1)
+    try:
+        with path.open("a", buffering=1) as log:
+            os.dup2(log.fileno(), 2)
+            _console = console
+            try:
+                yield console
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                _console = None
+    finally:
+        os.close(saved)
+        console.close()
 
 
 def progress_printer(label: str) -> Callable[[int, int], None]:

@@ -7,27 +7,49 @@ against a real Label Studio and a real MLflow store under CARSDEPO_HOME, and pri
 from __future__ import annotations
 
 import argparse
-import sys
 import time
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from carsdepo_assets.cli.console import figure, say
+from carsdepo_assets.cli.console import figure, say, stderr_to_log
+from carsdepo_assets.detection.bootstrap import LOWER_BOUND as BOUND
 from carsdepo_assets.state import StateLayout
 
 if TYPE_CHECKING:
     from carsdepo_assets.cli.parser import AddCommand
 
 
+DEFAULT_ITERATIONS = 500
+# The labelled batch only trains and validates; the test split is a batch of its own.
+TRAIN_VAL_ONLY = {"train_fraction": 0.85, "val_fraction": 0.15, "test_fraction": 0.0}
+TEST_SEED_OFFSET = 500  # incoming batches use 1000, 2000, 3000
+
+
 @dataclass(frozen=True)
 class DemoPlan:
-    images: int
+    images: int  # each incoming batch (the drift calibration is made for 120)
     seed: int
+    labelled_images: int = 240
+    test_images: int = 120
+    iterations: int = DEFAULT_ITERATIONS
+    backend: str = "auto"
+    gate: dict = field(default_factory=dict)  # model_registry overrides (min_ap50 ...)
 
     def batch(self, purpose: str) -> str:
         return f"demo-{purpose}-s{self.seed}"
+
+
+class DemoStopped(RuntimeError):
+    """An expected end before the loop's end (the gate held the model back, a service is
+    down): ``what`` happened and ``todo``, for one paragraph on the console."""
+
+    def __init__(self, what: str, todo: str):
+        super().__init__(what)
+        self.what = what
+        self.todo = todo
 
 
 def step(title: str) -> Callable[[Callable[..., object]], Callable[..., object]]:
@@ -52,11 +74,11 @@ def synthetic_folder(layout: StateLayout, batch: str) -> Path:
 
 @step("Generating a synthetic batch of car-panel photos")
 def generate_batch(layout: StateLayout, plan: DemoPlan, batch: str, lighting: str,
-                   seed_offset: int) -> Path:
+                   seed_offset: int, images: int | None = None) -> Path:
     from carsdepo_assets.synth import generate_dataset
 
     out = synthetic_folder(layout, batch)
-    result = generate_dataset(out, n_images=plan.images, seed=plan.seed + seed_offset,
+    result = generate_dataset(out, n_images=images or plan.images, seed=plan.seed + seed_offset,
                               lighting=lighting)
     say(f"    {result.n_images} photos ({result.n_clean} undamaged, lighting {lighting}) "
         f"in {result.images_dir}")
@@ -102,11 +124,25 @@ def annotate(layout: StateLayout, batch: str, folder: Path) -> None:
         f"{report.boxes} boxes, {report.missed_boxes} boxes missed), {report.skipped} skipped")
 
 
+@step("Importing a held-out test batch with verified labels, pinned to the test split")
+def import_test_batch(layout: StateLayout, batch: str, folder: Path) -> None:
+    from carsdepo_assets.labeling.coco_import import import_coco_batch
+    from carsdepo_assets.labeling.simulated import GROUND_TRUTH_FILE
+    from carsdepo_assets.resources.label_studio import LabelStudioResource
+
+    report = import_coco_batch(LabelStudioResource.from_env(), layout, batch,
+                               folder / GROUND_TRUTH_FILE, keep_split="test")
+    say(f"    {report.annotations_created} photos labelled from their ground truth "
+        f"({report.negatives} 'no damage'), {report.already_annotated} already labelled; "
+        "the quality gate is judged on them, never trained on")
+
+
 @step("Pulling annotations and building the curated dataset (dataset_job)")
 def build_dataset() -> None:
     from carsdepo_assets.cli.runner import materialization_metadata, run_job
 
-    result = run_job("dataset_job")
+    result = run_job("dataset_job",
+                     run_config={"ops": {"curated_dataset": {"config": TRAIN_VAL_ONLY}}})
     metadata = materialization_metadata(result, "curated_dataset")
     say(f"    dataset {metadata.get('version')}: train {metadata.get('images_train')}, "
         f"val {metadata.get('images_val')}, test {metadata.get('images_test')} images; "
@@ -115,25 +151,42 @@ def build_dataset() -> None:
 
 
 @step("Training, evaluating and promoting a detector (training_job, tracked in MLflow)")
-def train(iterations: int, backend: str) -> None:
+def train(plan: DemoPlan, log_path: Path) -> None:
     from carsdepo_assets.cli.runner import RunFailed, materialization_metadata, run_job
+    from carsdepo_assets.detection.threads import choose_threads
 
-    result = run_job("training_job", raise_on_failure=False, run_config={
-        "ops": {"detector": {"config": {"iterations": iterations, "backend": backend}}}
-    })
+    threads = choose_threads()
+    say(f"    {plan.iterations} iterations with {threads.describe()}; "
+        f"progress: tail -f {log_path}")
+    detector = {"iterations": plan.iterations, "backend": plan.backend,
+                "num_threads": threads.threads}
+    run_config = {"ops": {"detector": {"config": detector}}}
+    if plan.gate:
+        run_config["resources"] = {"model_registry": {"config": plan.gate}}
+    result = run_job("training_job", raise_on_failure=False, run_config=run_config)
     report = materialization_metadata(result, "evaluation_report")
     if not report:  # training itself failed: nothing to evaluate
         raise RunFailed(f"training_job run {result.run_id} failed before evaluation")
-    gate = _check(result, "quality_gate")
-    deployed = materialization_metadata(result, "deployed_model")
-    say(f"    test split: AP50 {figure(report.get('AP50'))}, AP {figure(report.get('AP'))}, "
-        f"'None' accuracy {figure(report.get('none_accuracy'))}, "
+    trained = materialization_metadata(result, "detector")
+    say(f"    trained in {trained.get('train_wall_s')}s at {trained.get('train_images_per_s')} "
+        f"images/s; best validation AP50 {figure(trained.get('best_val_AP50'))}")
+    say(f"    test split ({report.get('test_images')} photos): "
+        f"AP50 {figure(report.get('AP50'))} (lower bound {figure(report.get(f'AP50{BOUND}'))}), "
+        f"AP {figure(report.get('AP'))}, 'None' accuracy {figure(report.get('none_accuracy'))} "
+        f"(lower bound {figure(report.get(f'none_accuracy{BOUND}'))}), "
         f"{report.get('ms_per_image')} ms/image")
-    if deployed:
-        say(f"    champion: {deployed.get('champion')} "
-            f"(previous: {deployed.get('previous_champion')})")
-    else:
-        say(f"    the quality gate did not pass, the challenger stays a challenger: {gate}")
+    deployed = materialization_metadata(result, "deployed_model")
+    if not deployed:
+        raise DemoStopped(
+            "The quality gate held the new model back, so there is no champion to answer with: "
+            f"{_check(result, 'quality_gate')}. (The gate compares one-sided 95% lower bounds "
+            "over the test photos with its minimums.)",
+            f"Train longer (`carsdepo demo --iterations {2 * plan.iterations}`) or on more "
+            "photos (`--labelled-images`), or look at evaluation_report and its worst examples "
+            "in the Dagster UI (`make dev`).",
+        )
+    say(f"    champion: {deployed.get('champion')} "
+        f"(previous: {deployed.get('previous_champion')})")
 
 
 @step("Profiling a batch and deciding what its drift calls for (monitoring_job)")
@@ -152,10 +205,7 @@ def predict(layout: StateLayout, batch: str, shown: int = 6) -> None:
     from carsdepo_assets.cli.runner import materialization_metadata, run_job
     from carsdepo_assets.prediction.batch import prediction_path, read_predictions
 
-    result = run_job("prediction_job", partition_key=batch, raise_on_failure=False)
-    if not result.success:
-        say("    no prediction: there is no champion yet (the quality gate did not pass)")
-        return
+    run_job("prediction_job", partition_key=batch)
     rows = list(read_predictions(prediction_path(layout, batch)))
     damaged = sum(1 for row in rows if row.get("damage") not in (None, "None"))
     say(f"    {len(rows)} photos answered: {damaged} damaged, {len(rows) - damaged} \"None\"")
@@ -177,58 +227,109 @@ def _check(result, check_name: str) -> str:
     return ""
 
 
-def run_demo(images: int, seed: int, iterations: int, backend: str = "auto") -> int:
-    from carsdepo_assets.cli.runner import RunFailed, prepare_dagster_home
-    from carsdepo_assets.labeling.server import ServerError
+def run_demo(plan: DemoPlan) -> int:
+    """The whole loop; 0 when it reached its end, 1 when it stopped (said why on the console;
+    Dagster's log, stack traces included, is in ``CARSDEPO_HOME/logs``)."""
+    from carsdepo_assets.cli.runner import prepare_dagster_home
 
     layout = StateLayout.from_env().ensure()
     prepare_dagster_home(layout)
-    plan = DemoPlan(images=images, seed=seed)
-    say(f"carsdepo demo: state in {layout.root}")
+    log_path = layout.root / "logs" / f"demo-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    say(f"carsdepo demo: state in {layout.root}; the full log (Dagster's) goes to {log_path}")
     started = time.perf_counter()
-    try:
-        batch = plan.batch("labelled")
-        folder = generate_batch(layout, plan, batch, "normal", 0)
-        ingest(batch, folder)
-        label_studio_url = start_label_studio(layout)
-        create_tasks(batch)
-        annotate(layout, batch, folder)
-        build_dataset()
-        train(iterations, backend)
-        decisions = {}
-        for offset, lighting in enumerate(("normal", "dim", "very-dim"), start=1):
-            incoming = plan.batch(f"incoming-{lighting}")
-            ingest(incoming, generate_batch(layout, plan, incoming, lighting, 1000 * offset))
-            decisions[incoming] = monitor(incoming)
-        predict(layout, incoming)
-    except (RunFailed, ServerError) as error:
-        print(f"\ndemo failed: {error}", file=sys.stderr)
-        return 1
+    with stderr_to_log(log_path):
+        try:
+            outcome = _loop(layout, plan, log_path)
+        except Exception as error:  # every way the loop can stop becomes one paragraph
+            if not isinstance(error, DemoStopped):
+                traceback.print_exc()  # into the log
+            what, todo = _explain(error, log_path)
+            say(f"\nThe demo stopped before the end of the loop.\n{what}\n"
+                f"What to do: {todo}\nThe full log, with any stack trace: {log_path}")
+            return 1
+    label_studio_url, decisions = outcome
     say("\n==> Drift decisions (drift_sensor launches training_job for 'retrain' and "
         "experimentation_job for 'experiment' when the Dagster daemon runs, e.g. `make dev`)")
     for batch_name, action in decisions.items():
         say(f"    {batch_name:<32} {action}")
-    say(f"\nDemo finished in {time.perf_counter() - started:.0f}s. "
-        "Browse runs, assets and checks with `make dev` (http://127.0.0.1:3000), experiments "
-        "with `make mlflow-ui` (http://127.0.0.1:5000), tasks in Label Studio "
-        f"({label_studio_url}; `make labelstudio-stop` stops it).")
+    say(f"\nDemo finished in {time.perf_counter() - started:.0f}s: a champion was trained, "
+        "promoted and answered a batch. Browse runs, assets and checks with `make dev` "
+        "(http://127.0.0.1:3000), experiments with `make mlflow-ui` (http://127.0.0.1:5000), "
+        f"tasks in Label Studio ({label_studio_url}; `make labelstudio-stop` stops it). "
+        f"Full log: {log_path}")
     return 0
 
 
+def _loop(layout: StateLayout, plan: DemoPlan, log_path: Path) -> tuple[str, dict[str, str]]:
+    batch = plan.batch("labelled")
+    folder = generate_batch(layout, plan, batch, "normal", 0, plan.labelled_images)
+    ingest(batch, folder)
+    label_studio_url = start_label_studio(layout)
+    create_tasks(batch)
+    annotate(layout, batch, folder)
+    test_batch = plan.batch("test")
+    test_folder = generate_batch(layout, plan, test_batch, "normal", TEST_SEED_OFFSET,
+                                 plan.test_images)
+    ingest(test_batch, test_folder)
+    import_test_batch(layout, test_batch, test_folder)
+    build_dataset()
+    train(plan, log_path)
+    decisions = {}
+    for offset, lighting in enumerate(("normal", "dim", "very-dim"), start=1):
+        incoming = plan.batch(f"incoming-{lighting}")
+        ingest(incoming, generate_batch(layout, plan, incoming, lighting, 1000 * offset))
+        decisions[incoming] = monitor(incoming)
+    predict(layout, incoming)
+    return label_studio_url, decisions
+
+
+def _explain(error: Exception, log_path: Path) -> tuple[str, str]:
+    """(what happened, what to do) for the way the loop stopped."""
+    from carsdepo_assets.cli.runner import RunFailed
+    from carsdepo_assets.labeling.server import ServerError
+
+    if isinstance(error, DemoStopped):
+        return error.what, error.todo
+    if isinstance(error, ServerError):
+        return (f"Label Studio could not be used: {error}",
+                "check its log under CARSDEPO_HOME/label-studio, or point LABEL_STUDIO_URL at a "
+                "free port (e.g. http://127.0.0.1:8090), then run the demo again.")
+    if isinstance(error, RunFailed):
+        return (f"A Dagster run failed: {error}",
+                "fix what the message names (a service that is down, a full disk...) and run "
+                "the demo again; the failed run is also in the Dagster UI (`make dev`).")
+    return (f"An unexpected error: {type(error).__name__}: {error}",
+            f"this is a bug; please report it with the log {log_path}.")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(
-        images=args.images, seed=args.seed, iterations=args.iterations, backend=args.backend
-    )
+    gate = {name: value for name, value in (("min_ap50", args.min_ap50),
+                                            ("min_none_accuracy", args.min_none_accuracy))
+            if value is not None}
+    return run_demo(DemoPlan(
+        images=args.images, seed=args.seed, labelled_images=args.labelled_images,
+        test_images=args.test_images, iterations=args.iterations, backend=args.backend,
+        gate=gate,
+    ))
 
 
 def register(command: AddCommand) -> None:
     demo = command("demo", cmd_demo, "Run the whole loop on synthetic data with embedded defaults.")
-    demo.add_argument("--images", type=int, default=120, help="photos per synthetic batch")
+    demo.add_argument("--images", type=int, default=120,
+                      help="photos per incoming batch (default 120)")
+    demo.add_argument("--labelled-images", type=int, default=240,
+                      help="photos the simulated annotators label for train/val (default 240)")
+    demo.add_argument("--test-images", type=int, default=120,
+                      help="photos of the held-out test batch the gate judges (default 120)")
     demo.add_argument("--seed", type=int, default=7, help="random seed for the synthetic data")
-    demo.add_argument(
-        "--iterations", type=int, default=300, help="detector training iterations (default 300)"
-    )
+    demo.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS,
+                      help=f"detector training iterations (default {DEFAULT_ITERATIONS})")
     demo.add_argument(
         "--backend", default="auto", choices=["auto", "torchvision", "detectron2"],
         help="detector backend (default auto: detectron2 when installed, else torchvision)",
     )
+    demo.add_argument("--min-ap50", type=float,
+                      help="quality gate: minimum of test AP50's lower bound (default 0.5)")
+    demo.add_argument("--min-none-accuracy", type=float,
+                      help="quality gate: minimum of the 'None' accuracy's lower bound "
+                      "(default 0.7)")

@@ -59,9 +59,9 @@ def _describe_answer(answer: dict) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from carsdepo_assets.detection.pyfunc import load_registered_detector
     from carsdepo_assets.prediction.files import predict_files
     from carsdepo_assets.prediction.inference_log import InferenceLog
+    from carsdepo_assets.prediction.pyfunc import load_registered_detector
 
     layout = StateLayout.from_env().ensure()
     model = _registered_model("predict", layout, args.model_name, args.model)

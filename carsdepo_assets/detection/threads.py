@@ -1,10 +1,10 @@
 """How many threads torch trains and predicts with, chosen from the cores other processes leave.
 
 torch's default is one thread per core. On a small machine another busy process (a second
-training, a test run) then makes torch's threads wait for each other at every operation: two
-trainings with two threads each on two cores each ran about ten times slower than alone, while
-one thread loses well under half the speed. So a core counts as free only when other processes
-leave at least three quarters of it idle, and torch gets the free cores, never fewer than one.
+training, a test run) then makes torch's threads wait for each other at every operation: on two
+cores, a training with two threads next to another busy process ran up to ten times slower than
+with one thread. So a core counts as free only when other processes leave at least three
+quarters of it idle, and torch gets the free cores, never fewer than one.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 
 from carsdepo_assets.detection.backends import TrainedDetector
-from carsdepo_assets.detection.pyfunc import PATH_COLUMN, answer_rows
 from carsdepo_assets.prediction.batch import DEFAULT_CHUNK
 from carsdepo_assets.prediction.inference_log import (
     CLI,
@@ -23,6 +22,7 @@ from carsdepo_assets.prediction.inference_log import (
     file_sha256,
 )
 from carsdepo_assets.prediction.models import ModelRef
+from carsdepo_assets.prediction.pyfunc import PATH_COLUMN, answer_rows
 
 
 def predict_files(

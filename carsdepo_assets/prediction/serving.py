@@ -4,7 +4,7 @@
 tracking URI of carsdepo's store, the Python environment's ``bin`` first on PATH (the server
 starts ``uvicorn`` from there), and the variables that make the served model record each
 request in the inference log (``inference_log.serving_environment``). POST ``/invocations``
-with ``{"dataframe_records": [{"image": "<base64>"}]}``; see ``detection.pyfunc`` for answers.
+with ``{"dataframe_records": [{"image": "<base64>"}]}``; see ``prediction.pyfunc`` for answers.
 """
 
 from __future__ import annotations

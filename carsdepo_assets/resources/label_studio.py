@@ -22,7 +22,7 @@ from label_studio_sdk.core.api_error import ApiError
 from pydantic import Field
 
 from carsdepo_assets.labeling.config import labeling_config
-from carsdepo_assets.labeling.prelabels import ImageToLabel, Prelabels, TaskPrediction
+from carsdepo_assets.labeling.prelabels import TaskPrediction
 from carsdepo_assets.labeling.results import IMPORTED_ACTION, parse_timestamp
 from carsdepo_assets.labeling.server import MissingSecret, ServerSettings, api_token
 from carsdepo_assets.labeling.tasks import TaskImport, TaskRef
@@ -304,18 +304,6 @@ class LabelStudioResource(ConfigurableResource):
                 )
                 for task in pager
             ]
-
-
-class Prelabeler(ConfigurableResource):
-    """Pre-annotations for new tasks. This base returns none ("no champion model yet").
-
-    The detector stage provides a subclass that runs the champion model and binds it as the
-    ``prelabeler`` resource; ``label_studio_tasks`` then attaches its detections with their
-    ``model_version``, least confident images first.
-    """
-
-    def predictions_for(self, images: Sequence[ImageToLabel]) -> Prelabels | None:
-        return None
 
 
 def _as_dict(annotation) -> dict:

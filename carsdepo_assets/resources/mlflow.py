@@ -1,5 +1,4 @@
-"""MLflow for Dagster: dagster-mlflow's tracking resource, the registry settings, and the
-champion as the source of Label Studio pre-annotations.
+"""MLflow for Dagster: dagster-mlflow's tracking resource and the registry settings.
 
 ``mlflow_tracking`` opens one MLflow run per Dagster run (tagged with the Dagster run id), as
 dagster-mlflow does; ours first points MLflow at the store under CARSDEPO_HOME (or
@@ -9,20 +8,12 @@ experiment with its artifacts under the store rather than in the working directo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from dagster import ConfigurableResource, InitResourceContext, resource
 from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
 from pydantic import Field
 
 from carsdepo_assets.detection.bootstrap import LOWER_BOUND
-from carsdepo_assets.detection.champion import CHAMPION, configure_mlflow
-from carsdepo_assets.detection.pyfunc import load_registered_detector
-from carsdepo_assets.images.store import ImageStore
-from carsdepo_assets.labeling.prelabels import ImageToLabel, Prelabels
-from carsdepo_assets.prediction.models import ModelNotFound, resolve_model
-from carsdepo_assets.prediction.prelabels import DEFAULT_MIN_SCORE, model_prelabels
-from carsdepo_assets.resources.label_studio import Prelabeler
+from carsdepo_assets.detection.champion import configure_mlflow
 from carsdepo_assets.state import StateLayout
 
 DEFAULT_EXPERIMENT = "carsdepo-detector"
@@ -79,32 +70,3 @@ def attach_tracking_run(tracking: MlFlow) -> str:
             mlflow.end_run()
         mlflow.start_run(run_id=tracking.mlflow_run_id)
     return tracking.mlflow_run_id
-
-
-class ChampionPrelabeler(Prelabeler):
-    """Pre-annotations from ``models:/<model_name>@champion``; none while there is no champion.
-
-    Bind it as the ``prelabeler`` resource: ``label_studio_tasks`` then attaches the champion's
-    detections to new tasks with ``model_version`` "<model_name> v<version>", least confident
-    images first."""
-
-    model_name: str = Field(default=DEFAULT_MODEL_NAME, description="MLflow registered model.")
-    min_score: float = Field(
-        default=DEFAULT_MIN_SCORE,
-        description="Lowest detection score shown to annotators (below the operating "
-        "threshold on purpose: unsure boxes are worth a look and put the image first).",
-    )
-    chunk_size: int = Field(default=8, description="Images predicted together.")
-
-    def predictions_for(self, images: Sequence[ImageToLabel]) -> Prelabels | None:
-        layout = StateLayout.from_env()
-        configure_mlflow(layout)
-        try:
-            model = resolve_model(self.model_name, CHAMPION)
-        except ModelNotFound:
-            return None
-        detector = load_registered_detector(model.uri)
-        return model_prelabels(
-            detector, model, [image.sha256 for image in images], ImageStore(layout.images).open,
-            self.min_score, self.chunk_size,
-        )

@@ -17,7 +17,8 @@ from carsdepo_assets.labeling.prelabels import ImageToLabel, Prelabels
 from carsdepo_assets.labeling.results import box_results, no_damage_result
 from carsdepo_assets.labeling.snapshot import AnnotationSnapshot, LabeledBox
 from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
-from carsdepo_assets.resources.label_studio import LabelStudioResource, Prelabeler
+from carsdepo_assets.resources.label_studio import LabelStudioResource
+from carsdepo_assets.resources.prelabeler import Prelabeler
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.state import StateLayout
 from carsdepo_assets_tests.fixtures.label_studio import LabelStudioServer

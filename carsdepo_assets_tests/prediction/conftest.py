@@ -24,10 +24,10 @@ from carsdepo_assets.detection.backends import train_detector
 from carsdepo_assets.detection.champion import configure_mlflow, promote
 from carsdepo_assets.detection.config import DetectorConfig
 from carsdepo_assets.detection.data import CocoSplit
-from carsdepo_assets.detection.pyfunc import log_detector_model
 from carsdepo_assets.images.ingest import ingest_batch
 from carsdepo_assets.images.manifest import BatchManifest
 from carsdepo_assets.prediction.models import ModelRef
+from carsdepo_assets.prediction.pyfunc import log_detector_model
 from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
 from carsdepo_assets.state import StateLayout
 from carsdepo_assets.synth import generate_dataset

@@ -9,13 +9,13 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from carsdepo_assets.assets.inference import batch_predictions
-from carsdepo_assets.detection.pyfunc import load_registered_detector
 from carsdepo_assets.images.manifest import BatchManifest
 from carsdepo_assets.images.store import ImageStore
 from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
 from carsdepo_assets.prediction.batch import predict_batch, prediction_path, read_predictions
 from carsdepo_assets.prediction.inference_log import BATCH, InferenceLog
 from carsdepo_assets.prediction.models import ModelRef
+from carsdepo_assets.prediction.pyfunc import load_registered_detector
 from carsdepo_assets.resources.mlflow import ModelRegistry
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.state import StateLayout

@@ -8,7 +8,7 @@ from carsdepo_assets.images.manifest import BatchManifest
 from carsdepo_assets.images.store import ImageStore
 from carsdepo_assets.labeling.prelabels import ImageToLabel
 from carsdepo_assets.prediction.models import ModelRef
-from carsdepo_assets.resources.mlflow import ChampionPrelabeler
+from carsdepo_assets.resources.prelabeler import ChampionPrelabeler
 from carsdepo_assets.state import StateLayout
 from carsdepo_assets_tests.prediction.conftest import HEIGHT, WIDTH
 

@@ -22,8 +22,8 @@ from carsdepo_assets.detection.backends import load_detector, train_detector
 from carsdepo_assets.detection.champion import CHALLENGER, alias_version, configure_mlflow
 from carsdepo_assets.detection.config import DetectorConfig
 from carsdepo_assets.detection.data import CocoSplit
-from carsdepo_assets.detection.pyfunc import answer_rows, b64_image, log_detector_model
 from carsdepo_assets.images.validate import ImagePolicy
+from carsdepo_assets.prediction.pyfunc import answer_rows, b64_image, log_detector_model
 from carsdepo_assets.state import StateLayout
 from carsdepo_assets.synth import generate_dataset
 from carsdepo_assets.taxonomy import CLASS_NAMES
