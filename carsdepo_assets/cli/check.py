@@ -217,7 +217,7 @@ def build_demo_state(defs, instance, layout: StateLayout, plan: CheckPlan) -> li
     from carsdepo_assets.synth import generate_dataset
 
     started = time.perf_counter()
-    synth_dir = layout.root / "synthetic" / plan.batch
+    synth_dir = layout.synthetic_folder(plan.batch)
     generated = generate_dataset(synth_dir, n_images=plan.images, seed=plan.seed,
                                  width=plan.width, height=plan.height)
     say(f"    {generated.n_images} synthetic photos ({generated.n_clean} undamaged) "

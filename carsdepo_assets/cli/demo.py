@@ -69,7 +69,7 @@ def step(title: str) -> Callable[[Callable[..., object]], Callable[..., object]]
 
 
 def synthetic_folder(layout: StateLayout, batch: str) -> Path:
-    return layout.root / "synthetic" / batch
+    return layout.synthetic_folder(batch)
 
 
 @step("Generating a synthetic batch of car-panel photos")

@@ -188,7 +188,7 @@ def train_on_real_data(
         "test_metrics": challenger["metrics"],
         "promoted": bool(materialization_metadata(result, "deployed_model")),
     }
-    path = layout.root / "reports" / REPORT_FILE
+    path = layout.report_path(REPORT_FILE)
     atomic_write_json(path, report)
     say(format_report(report))
     say(f"\nreport: {path} (the benchmark `python -m benchmarks.bench_real` records it)")

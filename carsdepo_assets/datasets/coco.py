@@ -41,7 +41,6 @@ from carsdepo_assets.taxonomy import CATEGORY_ID_BY_NAME, CLASS_NAMES, coco_cate
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 MANIFEST_NAME = "dataset.json"
-LATEST_POINTER = "latest.json"
 
 # Why an image of the snapshot is not in the dataset (``SkippedImage.reason``).
 MISSING_FROM_STORE = "missing_from_store"
@@ -162,7 +161,7 @@ def build_dataset(
         _write_folder(target, cocos, manifest)
     elif json.loads((target / MANIFEST_NAME).read_text()) != manifest:
         atomic_write_json(target / MANIFEST_NAME, manifest)  # same splits, newer build report
-    atomic_write_json(layout.datasets / LATEST_POINTER, {"version": version})
+    atomic_write_json(layout.dataset_pointer, {"version": version})
     return load_dataset(target)
 
 
@@ -189,7 +188,7 @@ def load_dataset(path: Path) -> CuratedDataset:
 
 def latest_dataset(layout: StateLayout) -> CuratedDataset | None:
     """The dataset ``build_dataset`` wrote or found last, or None before the first build."""
-    pointer = layout.datasets / LATEST_POINTER
+    pointer = layout.dataset_pointer
     if not pointer.is_file():
         return None
     return load_dataset(layout.dataset_folder(json.loads(pointer.read_text())["version"]))

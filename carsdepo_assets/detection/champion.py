@@ -73,7 +73,7 @@ def mlflow_artifact_root(layout: StateLayout, uri: str | None = None) -> str | N
     the local default store; None (the store's or server's own choice) for any other URI."""
     if mlflow_tracking_uri(layout, uri) != local_tracking_uri(layout):
         return None
-    return (layout.mlflow / "artifacts").as_uri()
+    return layout.mlflow_artifacts.as_uri()
 
 
 def check_reachable(uri: str, timeout: float = 3.0) -> None:
@@ -219,7 +219,7 @@ def rollback(name: str) -> str:
 
 def local_tracking_uri(layout: StateLayout) -> str:
     """The local default store: SQLite under the state folder."""
-    return f"sqlite:///{layout.mlflow / 'mlflow.db'}"
+    return f"sqlite:///{layout.mlflow_db}"
 
 
 def _defined(value: float | None) -> float | None:
