@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from carsdepo_assets.images.ingest import (
     REASON_SUFFIX,
@@ -22,7 +23,14 @@ from carsdepo_assets.images.store import ImageStore, sha256_hex
 from carsdepo_assets.images.summary import format_summary, manifest_summary_json
 from carsdepo_assets.images.validate import ImagePolicy
 from carsdepo_assets.state import InvalidName, StateLayout
-from carsdepo_assets_tests.images.samples import bad_files, encode, jpeg, photo, write
+from carsdepo_assets_tests.images.samples import (
+    bad_files,
+    encode,
+    exif_rotated_jpeg,
+    jpeg,
+    photo,
+    write,
+)
 
 GOOD = {
     "a.jpg": lambda: jpeg(1),
@@ -96,6 +104,24 @@ def test_an_rgb_jpeg_keeps_its_file_hash_and_a_grey_one_is_normalised(
     assert rows["a.jpg"].sha256 == sha256_hex((source / "a.jpg").read_bytes())
     grey = ImageStore(carsdepo_home.images).path_for(rows["grey.jpg"].sha256)
     assert grey.suffix == ".png"
+
+
+def test_an_upright_rgb_jpeg_is_stored_as_its_original_bytes_and_rotated_or_cmyk_normalised(
+    carsdepo_home: StateLayout,
+) -> None:
+    """Only what needs normalising is re-encoded: the upright RGB JPEG is the file itself."""
+    source = carsdepo_home.landing / "b1"
+    write(source / "upright.jpg", jpeg(21))
+    write(source / "rotated.jpg", exif_rotated_jpeg(22, orientation=6))
+    write(source / "cmyk.jpg", encode(photo(23).convert("CMYK"), "JPEG"))
+    rows = rows_by_path(ingest_batch(source, "b1", carsdepo_home))
+    store = ImageStore(carsdepo_home.images)
+
+    assert store.path_for(rows["upright.jpg"].sha256).read_bytes() == (
+        source / "upright.jpg").read_bytes()
+    for name, size in (("rotated.jpg", (150, 200)), ("cmyk.jpg", (200, 150))):
+        with Image.open(store.path_for(rows[name].sha256)) as stored:
+            assert (stored.format, stored.mode, stored.size) == ("PNG", "RGB", size), name
 
 
 def test_duplicates_within_and_across_batches_are_recorded_not_stored_twice(
