@@ -130,7 +130,7 @@ def test_a_hostile_batch_name_registers_nothing_and_writes_nothing(
     assert main(["ingest", str(folder), "--batch", name]) == 1
     assert "invalid batch name" in capsys.readouterr().err
     with pytest.raises(InvalidName):
-        run_job("monitoring_job", partition_key=name)
+        run_job("monitoring_job", carsdepo_home, partition_key=name)
     instance = DagsterInstance.get()
     assert instance.get_dynamic_partitions(BATCHES_PARTITIONS_NAME) == []
     assert instance.get_runs() == []
@@ -154,7 +154,7 @@ def test_a_failed_run_names_the_step_and_the_cause(
     monkeypatch.setenv("LABEL_STUDIO_URL", url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "some-token")
     with pytest.raises(RunFailed) as failed:
-        run_job("dataset_job")
+        run_job("dataset_job", carsdepo_home)
     message = str(failed.value)
     assert "annotations: LabelStudioUnavailable: Label Studio at " + url in message
     assert "is unreachable" in message and "Error occurred while executing op" not in message
