@@ -9,8 +9,10 @@ from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataVal
 from pydantic import Field
 
 from carsdepo_assets.datasets import load_dataset
+from carsdepo_assets.detection.anchors import coverage_for
 from carsdepo_assets.detection.bootstrap import LOWER_BOUND, bootstrap_bounds
 from carsdepo_assets.detection.champion import current_champion, promote
+from carsdepo_assets.detection.data import coco_boxes_as_seen
 from carsdepo_assets.detection.evaluate import evaluate_on_split
 from carsdepo_assets.detection.metrics import EvaluationResult
 from carsdepo_assets.detection.report import (
@@ -78,6 +80,7 @@ def evaluation_report(
                                   config.confidence, config.resamples)
         report["models"][role] = {
             "version": version,
+            "anchor_coverage": coverage_for(model.config, coco_boxes_as_seen(test, model.config)),
             "metrics": {**result.flat_metrics(), "ms_per_image": ms_per_image,
                         **{f"{name}{LOWER_BOUND}": bound.lower for name, bound in bounds.items()}},
             "details": result.to_dict(),
@@ -112,6 +115,7 @@ def evaluation_report(
         "bounds": (f"one-sided {config.confidence:.0%} lower bounds: percentile bootstrap over "
                    f"the {len(test['images'])} test images, {config.resamples} resamples"),
         "test_images": len(test["images"]),
+        "anchor_coverage": MetadataValue.json(report["models"]["challenger"]["anchor_coverage"]),
         "ms_per_image": round(metrics["ms_per_image"], 1),
         "report": MetadataValue.md(result_markdown(challenger)),
         "comparison": MetadataValue.md(comparison_markdown(results)),

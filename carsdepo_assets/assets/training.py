@@ -136,7 +136,14 @@ def train_tracked(
     saved = trained.save(workdir / "detector")
     summary = trained.summary.to_dict() if trained.summary else {}
     mlflow.log_dict(summary, "training_summary.json")
-    mlflow.log_dict(resolved.to_dict(), "detector_config.json")
+    # what training used: anchors learned at its start are in here, not in the params above
+    mlflow.log_dict(trained.config.to_dict(), "detector_config.json")
+    coverage = summary.get("anchor_coverage", {})
+    mlflow.log_metrics({f"anchor_coverage_{kind}_{name}": value
+                        for name, shares in coverage.items()
+                        for kind, value in shares.items() if kind != "boxes" and value is not None})
+    context.log.info(f"anchors {trained.config.anchor_sizes} x {trained.config.aspect_ratios}; "
+                     f"coverage of the training boxes {coverage}")
     metadata = {
         "backend": resolved.backend,
         "dataset_version": dataset.version,
@@ -144,7 +151,8 @@ def train_tracked(
         "train_wall_s": round(time.perf_counter() - started, 1),
         "train_images_per_s": round(summary.get("images_per_second", 0.0), 2),
         "best_val_AP50": summary.get("best_val_metric"),
-        "config": MetadataValue.json(resolved.to_dict()),
+        "config": MetadataValue.json(trained.config.to_dict()),
+        "anchor_coverage": MetadataValue.json(coverage),
     }
     samples = sample_predictions_png(trained, dataset.coco("val"), dataset.image_root)
     if samples:
@@ -174,7 +182,7 @@ def sample_predictions_png(
 @asset(
     group_name="training",
     ins={"curated_dataset": AssetIn()},
-    required_resource_keys={"mlflow", "model_registry"},
+    required_resource_keys={"mlflow", "model_registry", "carsdepo_home"},
     op_tags=TRAINING_TAGS,
     description=(
         "A damage detector trained on curated_dataset's train split (val split picks the best "
@@ -187,7 +195,7 @@ def detector(
     attach_tracking_run(context.resources.mlflow)
     model_name = context.resources.model_registry.model_name
     dataset = load_dataset(Path(curated_dataset))
-    workdir = dataset.root.parents[1] / "models" / context.run_id
+    workdir = context.resources.carsdepo_home.layout.models / context.run_id
     run = train_tracked(context, config, dataset, workdir)
     info = log_detector_model(run.saved, registered_model_name=model_name, tags=run.tags)
     version = str(info.registered_model_version)

@@ -26,8 +26,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from carsdepo_assets.detection.anchors import coverage_for, with_learned_anchors
 from carsdepo_assets.detection.config import ConfigError, DetectorConfig
-from carsdepo_assets.detection.data import CocoSplit, LoadedSplit, load_split
+from carsdepo_assets.detection.data import CocoSplit, LoadedSplit, boxes_as_trained, load_split
 from carsdepo_assets.detection.threads import choose_threads
 from carsdepo_assets.detection.types import Detection, damage_answer
 from carsdepo_assets.fileio import atomic_write_bytes, atomic_write_json
@@ -75,6 +76,8 @@ class TrainingSummary:
     val_history: list[dict] = field(default_factory=list)
     train_images: int = 0
     val_images: int = 0
+    # anchors.anchor_coverage of the training boxes: class -> boxes, iou50, positive
+    anchor_coverage: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -183,19 +186,27 @@ class DetectorBackend(ABC):
         """Train on ``train``; with ``val``, keep the weights that score best on it.
 
         The part every backend shares: the splits are loaded and checked (a clear error before
-        training starts), the config is resolved for this backend, and torch's thread count is
-        set for the run only. ``_fit`` does the rest."""
+        training starts), the config is resolved for this backend (anchors learned from the
+        training boxes when it asks for that), and torch's thread count is set for the run
+        only. ``_fit`` does the rest; the summary records how well the anchors cover the
+        training boxes."""
         train_split = load_split(train, require_every_class=True)
         val_split = load_split(val, require_every_class=False) if val is not None else None
         config = resolve_config(config.replace(backend=self.name))
+        train_boxes = boxes_as_trained(train_split, config)
+        if config.learn_anchors:
+            config = with_learned_anchors(config, train_boxes)
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(config.num_threads)
         try:
-            return self._fit(train_split, val_split, config, workdir, on_progress)
+            detector = self._fit(train_split, val_split, config, workdir, on_progress)
         finally:
             torch.set_num_threads(previous_threads)
+        if detector.summary is not None:
+            detector.summary.anchor_coverage = coverage_for(config, train_boxes)
+        return detector
 
     @abstractmethod
     def _fit(

@@ -33,8 +33,18 @@ class DetectorConfig:
     norm: str = "auto"  # frozen_bn when starting from weights, gn from scratch
     freeze_at: int = 3  # backbone stages kept frozen when starting from weights
     fpn_channels: int = 64
-    anchor_sizes: tuple[int, ...] = (16, 32, 64, 128)  # one per feature level, small first
-    aspect_ratios: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    # anchor sizes per FPN level (strides 8, 16, 32, 64), small first; every level has as
+    # many sizes (the RPN head is shared). A saved config from before may hold one int per level.
+    anchor_sizes: tuple[tuple[int, ...], ...] = ((16,), (32,), (64,), (128,))
+    aspect_ratios: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # height / width, every level
+    # learn_anchors: when training starts, replace anchor_sizes and aspect_ratios by ones chosen
+    # from the training boxes at the training zoom (anchors.py), if they cover at least as many
+    # boxes; the resolved config saved with the model holds what was used
+    learn_anchors: bool = False
+    anchor_sizes_per_level: int = 2
+    anchor_ratio_count: int = 3
+    rpn_fg_iou_thresh: float = 0.7  # an anchor this close to a box is a positive for the RPN
+    rpn_bg_iou_thresh: float = 0.3  # and below this, a negative
     box_head_dim: int = 256
     # input
     min_size: int = 384  # short side after resizing
@@ -73,7 +83,9 @@ class DetectorConfig:
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep tuples so configs compare and hash the same either way
-        object.__setattr__(self, "anchor_sizes", tuple(int(v) for v in self.anchor_sizes))
+        object.__setattr__(self, "anchor_sizes", tuple(
+            (int(level),) if isinstance(level, int | float) else tuple(int(v) for v in level)
+            for level in self.anchor_sizes))
         object.__setattr__(self, "aspect_ratios", tuple(float(v) for v in self.aspect_ratios))
         self._validate()
 
@@ -91,6 +103,7 @@ class DetectorConfig:
             "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test",
             "rpn_post_nms_top_n_test", "rpn_batch_size_per_image", "box_batch_size_per_image",
             "box_detections_per_img", "eval_period", "checkpoint_period",
+            "anchor_sizes_per_level", "anchor_ratio_count",
         ):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be at least 1")
@@ -104,11 +117,21 @@ class DetectorConfig:
         if not 0.0 < self.backbone_lr_factor <= 1.0:
             raise ConfigError(f"backbone_lr_factor={self.backbone_lr_factor!r}: must be within "
                               "(0, 1]")
-        for name in ("box_score_thresh", "score_threshold", "brightness", "contrast"):
+        for name in ("box_score_thresh", "score_threshold", "brightness", "contrast",
+                     "rpn_fg_iou_thresh", "rpn_bg_iou_thresh"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be within [0, 1]")
-        if not self.anchor_sizes or not self.aspect_ratios:
-            raise ConfigError("anchor_sizes and aspect_ratios must not be empty")
+        if not self.anchor_sizes or not self.aspect_ratios or not all(self.anchor_sizes):
+            raise ConfigError("anchor_sizes (and each level of it) and aspect_ratios must not be "
+                              "empty")
+        if len({len(level) for level in self.anchor_sizes}) != 1:
+            raise ConfigError(f"anchor_sizes={self.anchor_sizes}: every level needs as many "
+                              "sizes (the RPN head is shared by the levels)")
+        if min(min(level) for level in self.anchor_sizes) < 1 or min(self.aspect_ratios) <= 0:
+            raise ConfigError("anchor sizes and aspect ratios must be positive")
+        if self.rpn_bg_iou_thresh > self.rpn_fg_iou_thresh:
+            raise ConfigError(f"rpn_bg_iou_thresh={self.rpn_bg_iou_thresh} is above "
+                              f"rpn_fg_iou_thresh={self.rpn_fg_iou_thresh}")
         if self.norm == "gn" and self.starts_from_weights:
             raise ConfigError(
                 "norm='gn' cannot start from BatchNorm weights: use pretrained=False and no "
@@ -134,7 +157,7 @@ class DetectorConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["anchor_sizes"] = list(self.anchor_sizes)
+        data["anchor_sizes"] = [list(level) for level in self.anchor_sizes]
         data["aspect_ratios"] = list(self.aspect_ratios)
         return data
 
@@ -171,7 +194,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpu": {
         "min_size": 800,
         "max_size": 1024,
-        "anchor_sizes": (16, 32, 96, 256),
+        "anchor_sizes": ((16,), (32,), (96,), (256,)),
         "fpn_channels": 128,
         "box_head_dim": 512,
         "freeze_at": 2,

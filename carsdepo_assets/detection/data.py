@@ -18,8 +18,10 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
+from carsdepo_assets.detection.config import DetectorConfig
 from carsdepo_assets.taxonomy import (
     CATEGORY_ID_BY_NAME,
+    CLASS_NAME_BY_ID,
     CLASS_NAMES,
     coco_categories,
 )
@@ -206,6 +208,39 @@ def _check_files(records: list[ImageRecord], root: Path) -> None:
         raise DatasetError(
             f"image sizes disagree with the annotations: {'; '.join(wrong_size[:5])}"
         )
+
+
+def boxes_as_trained(split: LoadedSplit, config: DetectorConfig) -> dict[str, np.ndarray]:
+    """Every box of the split per class name, (x1, y1, x2, y2) at the scale training shows it
+    to the model (what anchors have to fit)."""
+    return _boxes_at_model_scale(((r.width, r.height, r.boxes, r.labels) for r in split.records),
+                                 config)
+
+
+def coco_boxes_as_seen(coco: dict, config: DetectorConfig) -> dict[str, np.ndarray]:
+    """``boxes_as_trained`` for a COCO dict with taxonomy category ids (e.g. a test split)."""
+    by_image: dict[int, list[dict]] = {}
+    for ann in coco.get("annotations", []):
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    items = []
+    for image in coco["images"]:
+        anns = by_image.get(image["id"], [])
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)],
+                         dtype=np.float64).reshape(-1, 4)
+        labels = np.array([a["category_id"] for a in anns], dtype=np.int64)
+        items.append((image["width"], image["height"], boxes, labels))
+    return _boxes_at_model_scale(items, config)
+
+
+def _boxes_at_model_scale(items, config: DetectorConfig) -> dict[str, np.ndarray]:
+    per_class: dict[str, list[np.ndarray]] = {name: [] for name in CLASS_NAMES}
+    for width, height, boxes, labels in items:
+        scale = resize_scale(width, height, config.min_size, config.max_size)
+        for box, label in zip(boxes, labels, strict=True):
+            if int(label) in CLASS_NAME_BY_ID:
+                per_class[CLASS_NAME_BY_ID[int(label)]].append(np.asarray(box) * scale)
+    return {name: np.array(boxes, dtype=np.float64).reshape(-1, 4)
+            for name, boxes in per_class.items()}
 
 
 def resize_scale(width: int, height: int, min_size: int, max_size: int) -> float:

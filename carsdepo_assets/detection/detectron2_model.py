@@ -4,11 +4,12 @@ and the config fields mapped onto a detectron2 ``CfgNode``.
 The backbone body (``backbones.py``, EfficientNet-Lite0 with its packaged ImageNet weights by
 default) is the very module the torchvision backend uses, wrapped as a detectron2 ``Backbone``
 and registered in ``BACKBONE_REGISTRY`` as ``build_carsdepo_fpn_backbone``, with detectron2's
-own FPN on top. The Faster R-CNN around it is sized as in the torchvision backend: one anchor
-size per FPN level (p3-p6, strides 8-64), elongated aspect ratios for scratches, RoIs pooled
-from p3-p5, a two-layer box head. Fields detectron2 has no key for (backbone name and weights,
-photometric augmentation, the operating score threshold, the optimizer) live under
-``cfg.CARSDEPO``, so one cfg describes the whole model and its training.
+own FPN on top. The Faster R-CNN around it is sized as in the torchvision backend: the anchor
+sizes of each FPN level (p3-p6, strides 8-64; several per level when learned, anchors.py),
+elongated aspect ratios for scratches, RoIs pooled from p3-p5, a two-layer box head. Fields
+detectron2 has no key for (backbone name and weights, photometric augmentation, the operating
+score threshold, the optimizer) live under ``cfg.CARSDEPO``, so one cfg describes the whole
+model and its training.
 
 Importing this module needs detectron2 (the backend registry imports it only on demand).
 """
@@ -91,7 +92,7 @@ def detectron2_cfg(
     if len(config.anchor_sizes) != len(FPN_LEVELS):
         raise ConfigError(
             f"anchor_sizes has {len(config.anchor_sizes)} entries, the detectron2 backend has "
-            f"{len(FPN_LEVELS)} FPN levels ({', '.join(FPN_LEVELS)}): give one size per level"
+            f"{len(FPN_LEVELS)} FPN levels ({', '.join(FPN_LEVELS)}): give the sizes of each level"
         )
     if config.device not in ("cpu", "cuda") or config.norm == "auto":
         raise ConfigError("detectron2_cfg needs a resolved config (backends.resolve_config)")
@@ -121,7 +122,8 @@ def detectron2_cfg(
     model.FPN.IN_FEATURES = list(FEATURE_NAMES)
     model.FPN.OUT_CHANNELS = config.fpn_channels
     model.FPN.NORM = "GN"
-    model.ANCHOR_GENERATOR.SIZES = [[size] for size in config.anchor_sizes]
+    # a list of sizes per level; one list of ratios is broadcast to every level
+    model.ANCHOR_GENERATOR.SIZES = [list(level) for level in config.anchor_sizes]
     model.ANCHOR_GENERATOR.ASPECT_RATIOS = [list(config.aspect_ratios)]
     model.RPN.IN_FEATURES = list(FPN_LEVELS)
     model.RPN.PRE_NMS_TOPK_TRAIN = config.rpn_pre_nms_top_n_train
@@ -129,6 +131,8 @@ def detectron2_cfg(
     model.RPN.PRE_NMS_TOPK_TEST = config.rpn_pre_nms_top_n_test
     model.RPN.POST_NMS_TOPK_TEST = config.rpn_post_nms_top_n_test
     model.RPN.BATCH_SIZE_PER_IMAGE = config.rpn_batch_size_per_image
+    model.RPN.IOU_THRESHOLDS = [config.rpn_bg_iou_thresh, config.rpn_fg_iou_thresh]
+    model.RPN.IOU_LABELS = [0, -1, 1]
     model.ROI_HEADS.NAME = "StandardROIHeads"
     model.ROI_HEADS.IN_FEATURES = list(ROI_LEVELS)
     model.ROI_HEADS.NUM_CLASSES = len(CLASS_NAMES)

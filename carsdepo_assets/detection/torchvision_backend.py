@@ -1,11 +1,10 @@
 """Faster R-CNN from ``torchvision.models.detection`` on a registered backbone body + FPN.
 
-Sized for small damage on a CPU: anchors from 16 px on stride-8 features with elongated
-aspect ratios for scratches, GroupNorm in the FPN (stable from scratch and with tiny batches),
-a slim two-layer box head, and proposal counts from the config. Images are resized with Pillow
-before the model (``data.image_tensor``), so the model's own transform only normalises and
-batches.
-"""
+Sized for small damage on a CPU: anchors from 16 px on stride-8 features (or several sizes per
+level, learned from the training boxes: anchors.py) with elongated aspect ratios for scratches,
+GroupNorm in the FPN (stable from scratch and with tiny batches), a slim two-layer box head, and
+proposal counts from the config. Images are resized with Pillow before the model
+(``data.image_tensor``), so the model's own transform only normalises and batches. """
 
 from __future__ import annotations
 
@@ -77,7 +76,7 @@ def build_model(config: DetectorConfig, *, load_backbone_weights: bool = True) -
     if len(config.anchor_sizes) != len(LEVELS):
         raise ConfigError(
             f"anchor_sizes has {len(config.anchor_sizes)} entries, the torchvision backend has "
-            f"{len(LEVELS)} feature levels ({', '.join(LEVELS)}): give one size per level"
+            f"{len(LEVELS)} feature levels ({', '.join(LEVELS)}): give the sizes of each level"
         )
     body = build_backbone_body(
         config.backbone, norm=config.resolved_norm,
@@ -87,7 +86,7 @@ def build_model(config: DetectorConfig, *, load_backbone_weights: bool = True) -
     )
     backbone = FpnBackbone(body, config.fpn_channels)
     anchors = AnchorGenerator(
-        sizes=tuple((size,) for size in config.anchor_sizes),
+        sizes=config.anchor_sizes,
         aspect_ratios=(config.aspect_ratios,) * len(LEVELS),
     )
     roi_pool = MultiScaleRoIAlign(featmap_names=list(FEATURE_NAMES), output_size=7,
@@ -95,12 +94,14 @@ def build_model(config: DetectorConfig, *, load_backbone_weights: bool = True) -
     model = FasterRCNN(
         backbone,
         rpn_anchor_generator=anchors,
-        rpn_head=RPNHead(config.fpn_channels, len(config.aspect_ratios)),
+        rpn_head=RPNHead(config.fpn_channels, anchors.num_anchors_per_location()[0]),
         rpn_pre_nms_top_n_train=config.rpn_pre_nms_top_n_train,
         rpn_post_nms_top_n_train=config.rpn_post_nms_top_n_train,
         rpn_pre_nms_top_n_test=config.rpn_pre_nms_top_n_test,
         rpn_post_nms_top_n_test=config.rpn_post_nms_top_n_test,
         rpn_batch_size_per_image=config.rpn_batch_size_per_image,
+        rpn_fg_iou_thresh=config.rpn_fg_iou_thresh,
+        rpn_bg_iou_thresh=config.rpn_bg_iou_thresh,
         box_roi_pool=roi_pool,
         box_head=TwoMLPHead(config.fpn_channels * 7 * 7, config.box_head_dim),
         box_predictor=FastRCNNPredictor(config.box_head_dim, len(CLASS_NAMES) + 1),

@@ -183,5 +183,20 @@ def test_diverging_loss_stops_with_the_last_good_checkpoint_kept(splits, tmp_pat
 
 def test_anchor_sizes_must_match_the_fpn_levels():
     config = resolve_config(TINY.replace(anchor_sizes=(16, 32, 64)))
-    with pytest.raises(ConfigError, match="one size per level"):
+    with pytest.raises(ConfigError, match="the sizes of each level"):
         detectron2_cfg(config)
+
+
+def test_model_builds_with_several_anchor_sizes_per_level_and_the_rpn_thresholds():
+    config = resolve_config(TINY.replace(
+        anchor_sizes=((12, 20), (40, 56), (90, 120), (250, 400)), aspect_ratios=(0.3, 1.0, 3.0),
+        rpn_fg_iou_thresh=0.5, rpn_bg_iou_thresh=0.3, pretrained=False, norm="gn"))
+
+    model = build_model(detectron2_cfg(config, load_backbone_weights=False)).eval()
+
+    assert model.proposal_generator.anchor_generator.num_anchors == [6] * len(FPN_LEVELS)
+    assert list(model.proposal_generator.anchor_matcher.thresholds[1:-1]) == [0.3, 0.5]
+    with torch.inference_mode():
+        output = model([{"image": torch.rand(3, 160, 224) * 255, "height": 160,
+                         "width": 224}])[0]
+    assert output["instances"].pred_boxes.tensor.shape[1] == 4

@@ -136,6 +136,30 @@ def test_output_limits_widen_predictions_for_evaluation_and_restore_the_config(t
     assert capped.predict(images) == before  # the config's limits are back
 
 
+def test_anchors_learned_at_training_start_are_saved_and_reloaded_with_the_model(panels, images,
+                                                                                tmp_path):
+    far_too_large = ((256,), (512,), (1024,), (2048,))  # so that the learned set wins
+    config = DetectorConfig(iterations=2, eval_period=100, learn_anchors=True,
+                            anchor_sizes=far_too_large, anchor_sizes_per_level=2,
+                            anchor_ratio_count=3, **TINY)
+
+    detector = train_detector(panels, None, config, tmp_path / "work")
+
+    learned = detector.config
+    assert all(len(level) == 2 for level in learned.anchor_sizes)
+    assert len(learned.aspect_ratios) == 3
+    assert detector.model.rpn.anchor_generator.sizes == learned.anchor_sizes
+    coverage = detector.summary.anchor_coverage
+    assert set(coverage) == set(CLASS_NAMES) and all(c["boxes"] > 0 for c in coverage.values())
+    folder = detector.save(tmp_path / "detector")
+    saved = json.loads((folder / DETECTOR_FILE).read_text())
+    assert saved["config"]["anchor_sizes"] == [list(level) for level in learned.anchor_sizes]
+    assert saved["training"]["anchor_coverage"] == coverage
+    reloaded = load_detector(folder)
+    assert reloaded.config == learned
+    assert reloaded.predict(images) == detector.predict(images)
+
+
 def test_answers_are_none_below_the_operating_point_and_detections_above(trained, images):
     detector, _, _ = trained
     assert detector.answers(images[:2], threshold=1.01) == [NONE_ANSWER, NONE_ANSWER]

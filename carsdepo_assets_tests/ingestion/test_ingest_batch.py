@@ -17,6 +17,7 @@ from carsdepo_assets.images.ingest import (
     ingest_batch,
     iter_stored_images,
 )
+from carsdepo_assets.images.landing import landing_batch_folder
 from carsdepo_assets.images.manifest import BatchManifest
 from carsdepo_assets.images.store import ImageStore, sha256_hex
 from carsdepo_assets.images.summary import format_summary, manifest_summary_json
@@ -298,13 +299,26 @@ def test_a_file_over_the_limit_is_read_no_further_than_the_limit(
     assert not (carsdepo_home.quarantine_folder("b1") / "files").exists()
 
 
-def test_a_linked_batch_folder_is_refused(carsdepo_home: StateLayout, tmp_path: Path) -> None:
+def test_a_linked_landing_folder_is_refused_as_a_batch(
+    carsdepo_home: StateLayout, tmp_path: Path
+) -> None:
     write(tmp_path / "elsewhere" / "a.jpg", jpeg(1))
     carsdepo_home.landing_folder("b1").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(BatchSourceError, match="links are not taken as batches"):
-        ingest_batch(carsdepo_home.landing / "b1", "b1", carsdepo_home)
-    assert not carsdepo_home.manifest_path("b1").exists()
-    assert not list(carsdepo_home.images.glob("??/*"))
+    with pytest.raises(BatchSourceError, match="links in the landing zone are never ingested"):
+        landing_batch_folder(carsdepo_home, "b1")
+
+
+def test_another_folder_under_an_ingested_batch_name_is_refused_before_storing(
+    carsdepo_home: StateLayout, tmp_path: Path
+) -> None:
+    first = write(tmp_path / "first" / "a.jpg", jpeg(1)).parent
+    second = write(tmp_path / "second" / "b.jpg", jpeg(2)).parent
+    ingest_batch(first, "b1", carsdepo_home)
+    stored = tree(carsdepo_home.images)
+    with pytest.raises(BatchSourceError, match="already holds the photos of"):
+        ingest_batch(second, "b1", carsdepo_home)
+    assert tree(carsdepo_home.images) == stored
+    assert ingest_batch(first, "b1", carsdepo_home).counts["stored"] == 1
 
 
 @pytest.mark.parametrize("name", ["", "../evil", "/tmp/evil", ".hidden", "a/b", "x" * 129])
