@@ -186,7 +186,7 @@ class Bench:
                  higher_is_better=False)
 
     def features(self) -> None:
-        from carsdepo_assets.assets.monitoring import batch_feature_rows, batch_profile_path
+        from carsdepo_assets.assets.monitoring import batch_feature_rows
         from carsdepo_assets.monitoring.features import iter_image_features
         from carsdepo_assets.monitoring.profiles import profile_rows, write_profile
 
@@ -197,7 +197,7 @@ class Bench:
                  "images/s", f"iter_image_features, {self.source}", floor="decode")
         started = time.perf_counter()
         view = profile_rows(batch_feature_rows(self.layout, "paths-domain"))
-        write_profile(view, batch_profile_path(self.layout, "paths-domain"))
+        write_profile(view, self.layout.batch_profile_path("paths-domain"))
         self.put("batch_profile", len(self.photos) / (time.perf_counter() - started),
                  "images/s", "batch_profile's work (stored images -> features -> whylogs "
                  f"profile -> file), {self.source}", floor="decode", target=">= 0.7")
