@@ -110,12 +110,12 @@ def evaluation_report(
         "APs": metrics.get("APs"),
         **{f"AP50_{name}": metrics.get(f"AP50_{name}") for name in CLASS_NAMES},
         "none_accuracy": metrics.get("none_accuracy"),
-        "anchor_coverage": MetadataValue.json(report["models"]["challenger"]["anchor_coverage"]),
         f"AP50{LOWER_BOUND}": metrics.get(f"AP50{LOWER_BOUND}"),
         f"none_accuracy{LOWER_BOUND}": metrics.get(f"none_accuracy{LOWER_BOUND}"),
         "bounds": (f"one-sided {config.confidence:.0%} lower bounds: percentile bootstrap over "
                    f"the {len(test['images'])} test images, {config.resamples} resamples"),
         "test_images": len(test["images"]),
+        "anchor_coverage": MetadataValue.json(report["models"]["challenger"]["anchor_coverage"]),
         "ms_per_image": round(metrics["ms_per_image"], 1),
         "report": MetadataValue.md(result_markdown(challenger)),
         "comparison": MetadataValue.md(comparison_markdown(results)),
