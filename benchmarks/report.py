@@ -3,8 +3,10 @@
     python -m benchmarks.report [--results DIR] [--update README.md]
 
 For each figure (suite, name, and what distinguishes repeated figures: batch size, variant,
-stage...) the newest line of ``results/<suite>.jsonl`` wins. ``--update FILE`` replaces the text
-between ``<!-- benchmarks:start -->`` and ``<!-- benchmarks:end -->`` in FILE with the table.
+stage...) the newest line of ``results/<suite>.jsonl`` wins. ``bench_paths``' figures come as a
+table of their own, each path beside its floor. ``--update FILE`` replaces the text between
+``<!-- benchmarks:start -->`` and ``<!-- benchmarks:end -->`` in FILE with the figures table, and
+between ``<!-- paths:start -->`` and ``<!-- paths:end -->`` with the paths table.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from benchmarks._record import RESULTS_DIR
 PATHS_SUITE = "paths"  # bench_paths: shown as a table of paths beside their floors
 IDENTITY = ("backend", "variant", "stage", "step", "batch_size", "chunk_size", "seed")
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+PATHS_START, PATHS_END = "<!-- paths:start -->", "<!-- paths:end -->"
 
 
 def latest(results: Path = RESULTS_DIR) -> list[dict]:
@@ -49,23 +52,31 @@ def _cell(text: object) -> str:
 
 
 def render(rows: list[dict]) -> str:
+    """The paths table (``bench_paths``), then every other figure."""
     if not rows:
         return "No benchmark results yet: run `make bench`."
-    paths = [row for row in rows if row["suite"] == PATHS_SUITE]
+    return "\n\n".join(filter(None, [paths_table(rows), figures_table(rows)]))
+
+
+def figures_table(rows: list[dict]) -> str:
+    """Every figure but ``bench_paths``' as one table ("" when there is none)."""
     rows = [row for row in rows if row["suite"] != PATHS_SUITE]
-    sections = [paths_table(paths)] if paths else []
-    if rows:
-        machines = sorted({row["machine"] for row in rows})
-        lines = ["| suite | figure | value | data | recorded |", "|---|---|---:|---|---|"]
-        lines += [f"| {row['suite']} | {_cell(_figure(row))} | {row['value']} {row['unit']} | "
-                  f"{_cell(row['data'])} | {row['recorded_at'][:10]} |" for row in rows]
-        lines += ["", "Measured on: " + "; ".join(machines) + "."]
-        sections.append("\n".join(lines))
-    return "\n\n".join(sections)
+    if not rows:
+        return ""
+    machines = sorted({row["machine"] for row in rows})
+    lines = ["| suite | figure | value | data | recorded |", "|---|---|---:|---|---|"]
+    lines += [f"| {row['suite']} | {_cell(_figure(row))} | {row['value']} {row['unit']} | "
+              f"{_cell(row['data'])} | {row['recorded_at'][:10]} |" for row in rows]
+    lines += ["", "Measured on: " + "; ".join(machines) + "."]
+    return "\n".join(lines)
 
 
 def paths_table(rows: list[dict]) -> str:
-    """``bench_paths``' figures side by side with their floors, ratios and targets."""
+    """``bench_paths``' figures side by side with their floors, ratios and targets ("" when
+    there is none)."""
+    rows = [row for row in rows if row["suite"] == PATHS_SUITE]
+    if not rows:
+        return ""
     by_name = {row["name"]: row for row in rows}
     lines = ["| path | figure | floor | floor's figure | ratio | target | met |",
              "|---|---:|---|---:|---:|---|---|"]
@@ -95,26 +106,27 @@ def _target_met(row: dict, target: str) -> str:
     return "met"
 
 
-def update(path: Path, table: str) -> None:
+def update(path: Path, table: str, start: str = START, end: str = END) -> None:
     text = path.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{path} has no {START} ... {END} section to replace")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+    if start not in text or end not in text:
+        raise SystemExit(f"{path} has no {start} ... {end} section to replace")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{table}\n{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     parser.add_argument("--update", type=Path, metavar="FILE",
-                        help="write the table into FILE between the benchmark markers")
+                        help="write the tables into FILE between their markers")
     args = parser.parse_args(argv)
-    table = render(latest(args.results))
+    rows = latest(args.results)
     if args.update:
-        update(args.update, table)
+        update(args.update, figures_table(rows))
+        update(args.update, paths_table(rows), PATHS_START, PATHS_END)
     else:
-        print(table)
+        print(render(rows))
     return 0
 
 

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 ENV_VAR = "CARSDEPO_HOME"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = PROJECT_ROOT / ".carsdepo"
@@ -191,10 +193,29 @@ class StateLayout:
     def synthetic_folder(self, batch: str) -> Path:
         return self._under("synthetic", validate_batch_name(batch))
 
-    def batch_lock_path(self, batch: str) -> Path:
-        return self._under("locks", f"batch-{validate_batch_name(batch)}.lock")
+    def batch_lock(self, batch: str) -> FileLock:
+        """Held by whoever runs or ingests the batch: one run of a batch at a time."""
+        return _lock(self._under("locks", f"batch-{validate_batch_name(batch)}.lock"))
 
     # -- other named things --------------------------------------------------------------------
+
+    @property
+    def dataset_pointer(self) -> Path:
+        """``datasets/latest.json``: the version the last ``curated_dataset`` run built."""
+        return self._under("datasets", "latest.json")
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self._under("mlflow", "mlflow.db")
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self._under("mlflow", "artifacts")
+
+    @property
+    def label_studio_server_file(self) -> Path:
+        """The local Label Studio's pid file (pid, URL, data folder)."""
+        return self._under("label-studio", "server.json")
 
     def dataset_folder(self, version: str) -> Path:
         return self._under("datasets", validate_name(version, "dataset version"))
@@ -208,9 +229,10 @@ class StateLayout:
         """A report under ``reports/`` (e.g. ``kpis/dashboard.md``)."""
         return self._under("reports", *(validate_name(part, "report name") for part in parts))
 
-    @property
-    def instance_lock_path(self) -> Path:
-        return self._under("locks", "dagster-instance.lock")
+    def instance_lock(self) -> FileLock:
+        """Held while the Dagster instance's storage is created or changed outside a run
+        (opening it, registering a partition)."""
+        return _lock(self._under("locks", "dagster-instance.lock"))
 
     def ensure(self) -> StateLayout:
         """Create every folder (idempotent) and return self."""
@@ -221,3 +243,9 @@ class StateLayout:
         ):
             folder.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def _lock(path: Path) -> FileLock:
+    """An inter-process lock on ``path``, re-entrant within a process (one object per path)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path, is_singleton=True)

@@ -23,7 +23,7 @@ def test_hostile_batch_names_never_become_paths(tmp_path: Path, name: str) -> No
     layout = StateLayout(tmp_path / "home")
     for build in (layout.manifest_path, layout.batch_profile_path, layout.drift_report_path,
                   layout.decision_path, layout.prediction_path, layout.quarantine_folder,
-                  layout.landing_folder, layout.contact_sheet_path, layout.batch_lock_path):
+                  layout.landing_folder, layout.contact_sheet_path, layout.batch_lock):
         with pytest.raises(InvalidName, match="invalid batch name"):
             build(name)
     assert not (tmp_path / "home").exists()

@@ -19,13 +19,14 @@ from dagster import (
 )
 from pydantic import Field
 
-from carsdepo_assets.datasets import SplitFractions, build_dataset, load_latest_snapshot
+from carsdepo_assets.datasets import SplitFractions, build_dataset
 from carsdepo_assets.datasets.stats import (
     box_size_histogram,
     dataset_stats,
     sample_sheet,
     split_table_markdown,
 )
+from carsdepo_assets.labeling.history import load_latest_snapshot
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.taxonomy import CLASS_NAMES
 from carsdepo_assets.visual import markdown_image, png_bytes
@@ -52,11 +53,16 @@ def curated_dataset(
 ) -> Output[str]:
     layout = carsdepo_home.layout
     try:
-        snapshot, snapshot_path = load_latest_snapshot(layout)
+        snapshot = load_latest_snapshot(layout.annotations)
+        if snapshot is None:
+            raise FileNotFoundError(
+                f"no annotation snapshot in {layout.annotations}: materialize `annotations` first"
+            )
         fractions = SplitFractions(config.train_fraction, config.val_fraction, config.test_fraction)
     except (FileNotFoundError, ValueError) as error:
         raise Failure(str(error)) from error
-    context.log.info(f"building from snapshot {snapshot_path} ({len(snapshot.images)} images)")
+    context.log.info(f"building from snapshot {snapshot.version} in {layout.annotations} "
+                     f"({len(snapshot.images)} images)")
     dataset = build_dataset(snapshot, layout, fractions)
     stats = dataset_stats(dataset.cocos())
     skipped = Counter(item.reason for item in dataset.skipped)

@@ -16,7 +16,6 @@ from pydantic import Field
 
 from carsdepo_assets.assets.training import DetectorTrainingConfig, train_tracked
 from carsdepo_assets.datasets import load_dataset
-from carsdepo_assets.detection.champion import configure_mlflow
 from carsdepo_assets.detection.evaluate import evaluate_on_split
 from carsdepo_assets.partitions import batch_partitions
 from carsdepo_assets.resources.state import CarsdepoHome
@@ -62,7 +61,7 @@ def experiment_sweep(
     layout = carsdepo_home.layout
     batch = context.partition_key
     dataset = load_dataset(Path(curated_dataset))
-    configure_mlflow(layout, experiment_name(batch))
+    carsdepo_home.connect_mlflow(experiment_name(batch))
     results = []
     for index, variant in enumerate(config.variants(), start=1):
         name = ", ".join(f"{key}={value}" for key, value in variant.items())

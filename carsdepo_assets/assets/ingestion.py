@@ -12,6 +12,7 @@ from pydantic import Field
 
 from carsdepo_assets.fileio import atomic_write_bytes
 from carsdepo_assets.images.ingest import ingest_batch
+from carsdepo_assets.images.landing import landing_batch_folder
 from carsdepo_assets.images.manifest import STATUSES, BatchManifest
 from carsdepo_assets.images.store import ImageStore
 from carsdepo_assets.images.summary import contact_sheet, rejected_markdown
@@ -62,7 +63,8 @@ def raw_images(
 ) -> MaterializeResult:
     layout = carsdepo_home.layout
     batch = context.partition_key
-    source = Path(config.source_dir) if config.source_dir else layout.landing_folder(batch)
+    source = (Path(config.source_dir) if config.source_dir
+              else landing_batch_folder(layout, batch))
     context.log.info(f"ingesting batch {batch} from {source}")
 
     def progress(done: int, total: int) -> None:

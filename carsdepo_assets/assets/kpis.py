@@ -9,12 +9,8 @@ headline numbers are numeric metadata, so the Dagster UI plots each one across m
 from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from carsdepo_assets.prediction.kpis import (
-    DEFAULT_LATENCY_DAYS,
-    collect_kpis,
-    kpi_plots,
-    save_report,
-)
+from carsdepo_assets.prediction.kpis.collect import DEFAULT_LATENCY_DAYS, collect_kpis
+from carsdepo_assets.prediction.kpis.render import kpi_markdown, kpi_plots, save_report
 from carsdepo_assets.resources.mlflow import ModelRegistry
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.visual import markdown_image
@@ -54,7 +50,7 @@ def kpi_report(
     pictures = "\n\n".join(markdown_image(png, name) for name, png in plots.items())
     return MaterializeResult(metadata={
         **report.headline(),
-        "dashboard": MetadataValue.md(f"{report.markdown()}\n\n{pictures}"),
+        "dashboard": MetadataValue.md(f"{kpi_markdown(report)}\n\n{pictures}"),
         "report": MetadataValue.json(report.to_dict()),
         "path": MetadataValue.path(str(dashboard)),
     })

@@ -182,7 +182,7 @@ def sample_predictions_png(
 @asset(
     group_name="training",
     ins={"curated_dataset": AssetIn()},
-    required_resource_keys={"mlflow", "model_registry"},
+    required_resource_keys={"mlflow", "model_registry", "carsdepo_home"},
     op_tags=TRAINING_TAGS,
     description=(
         "A damage detector trained on curated_dataset's train split (val split picks the best "
@@ -195,7 +195,7 @@ def detector(
     attach_tracking_run(context.resources.mlflow)
     model_name = context.resources.model_registry.model_name
     dataset = load_dataset(Path(curated_dataset))
-    workdir = dataset.root.parents[1] / "models" / context.run_id
+    workdir = context.resources.carsdepo_home.layout.models / context.run_id
     run = train_tracked(context, config, dataset, workdir)
     info = log_detector_model(run.saved, registered_model_name=model_name, tags=run.tags)
     version = str(info.registered_model_version)

@@ -9,9 +9,10 @@ failures are shown but do not fail the command.
 The state, built with the code location's own assets and jobs:
 
 1. a synthetic batch of photos, ingested by ``ingest_job`` (``raw_images``);
-2. annotations from simulated annotators working off the synthetic ground truth, written as an
-   annotation snapshot (the file ``annotations`` writes). Assets that need the Label Studio
-   server are not materialized; their checks still run, against that snapshot;
+2. annotations from the demo's simulated annotators (``labeling.simulated``) working off the
+   synthetic ground truth, written as the annotation snapshot ``annotations`` would pull from
+   Label Studio. Assets that need the Label Studio server are not materialized; their checks
+   still run, against that snapshot;
 3. every other asset a check looks at, and their upstream assets, in one run for the batch:
    ``curated_dataset``, a detector trained for a few iterations (registered in MLflow),
    ``evaluation_report``, ``deployed_model``, the monitoring assets... A new asset with checks
@@ -24,19 +25,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from carsdepo_assets.cli.console import say
-from carsdepo_assets.state import ENV_VAR, StateLayout
+from carsdepo_assets.state import StateLayout
 
 if TYPE_CHECKING:
     from carsdepo_assets.cli.parser import AddCommand
+    from carsdepo_assets.resources.state import CarsdepoHome
 
 CHECKS_JOB = "checks_job"
 LABEL_STUDIO_RESOURCE = "label_studio"
@@ -146,57 +146,14 @@ def _one_line(text: str, limit: int = 90) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-@contextlib.contextmanager
-def isolated_home(root: Path) -> Iterator[StateLayout]:
-    """Point CARSDEPO_HOME, DAGSTER_HOME and MLflow at ``root`` for the block, then restore.
+def isolated_home(layout: StateLayout) -> CarsdepoHome:
+    """The state folder the check's resources receive: ``layout``'s, with its own MLflow store,
+    so that a developer's shared tracking server ($MLFLOW_TRACKING_URI) never receives the
+    check's runs."""
+    from carsdepo_assets.detection.champion import local_tracking_uri
+    from carsdepo_assets.resources.state import CarsdepoHome
 
-    ``MLFLOW_TRACKING_URI`` is unset so that a developer's shared tracking server never
-    receives the demo's runs."""
-    import mlflow
-
-    saved = {name: os.environ.get(name)
-             for name in (ENV_VAR, "DAGSTER_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ[ENV_VAR] = str(root)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
-        yield StateLayout(root).ensure()
-    finally:
-        mlflow.set_tracking_uri(None)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def simulated_snapshot(layout: StateLayout, batch: str, synth_dir: Path, seed: int):
-    """What simulated annotators would submit for the batch (jittered boxes, some missed, some
-    tasks skipped), as the snapshot ``annotations`` would write, without a Label Studio."""
-    from carsdepo_assets.images.ingest import load_manifest
-    from carsdepo_assets.labeling.coco_import import parse_coco
-    from carsdepo_assets.labeling.simulated import (
-        GROUND_TRUTH_FILE,
-        AnnotatorProfile,
-        imperfect_boxes,
-    )
-    from carsdepo_assets.labeling.snapshot import AnnotationSnapshot, LabeledImage
-    from carsdepo_assets.labeling.tasks import match_manifest_rows
-
-    truth = parse_coco(synth_dir / GROUND_TRUTH_FILE)
-    rows = match_manifest_rows(load_manifest(layout, batch), [i.file_name for i in truth.images])
-    profile = AnnotatorProfile(seed=seed)
-    images = []
-    for image in truth.images:
-        row = rows.get(image.file_name)
-        if row is None or row.status != "stored":
-            continue
-        rng = profile.rng(row.sha256)
-        if rng.random() < profile.skip_rate:
-            continue
-        boxes = imperfect_boxes(image.boxes, image.width, image.height, profile, rng)
-        images.append(LabeledImage(sha256=row.sha256, width=image.width, height=image.height,
-                                   boxes=tuple(boxes), no_damage=not image.boxes))
-    return AnnotationSnapshot(images=images)
+    return CarsdepoHome(path=str(layout.root), mlflow_tracking_uri=local_tracking_uri(layout))
 
 
 def state_selection(defs):
@@ -253,23 +210,28 @@ def build_demo_state(defs, instance, layout: StateLayout, plan: CheckPlan) -> li
     from dagster import Definitions, define_asset_job
 
     from carsdepo_assets.cli.runner import run_job
+    from carsdepo_assets.images.ingest import load_manifest
+    from carsdepo_assets.labeling.coco_import import parse_coco
     from carsdepo_assets.labeling.history import write_snapshot
+    from carsdepo_assets.labeling.simulated import AnnotatorProfile, simulated_snapshot
     from carsdepo_assets.synth import generate_dataset
 
     started = time.perf_counter()
-    synth_dir = layout.root / "synthetic" / plan.batch
+    synth_dir = layout.synthetic_folder(plan.batch)
     generated = generate_dataset(synth_dir, n_images=plan.images, seed=plan.seed,
                                  width=plan.width, height=plan.height)
     say(f"    {generated.n_images} synthetic photos ({generated.n_clean} undamaged) "
         f"[{time.perf_counter() - started:.0f}s]")
-    ingest = run_job("ingest_job", defs=defs, instance=instance, partition_key=plan.batch,
+    ingest = run_job("ingest_job", layout, defs=defs, instance=instance, partition_key=plan.batch,
                      run_config=plan.ingest_run_config(generated.images_dir),
                      raise_on_failure=False)
     if not ingest.success:
         return _step_errors(ingest)
     say(f"    ingested batch {plan.batch} through ingest_job "
         f"[{time.perf_counter() - started:.0f}s]")
-    snapshot = simulated_snapshot(layout, plan.batch, synth_dir, plan.seed)
+    snapshot = simulated_snapshot(load_manifest(layout, plan.batch),
+                                  parse_coco(generated.annotations_path),
+                                  AnnotatorProfile(seed=plan.seed))
     write_snapshot(snapshot, layout.annotations)
     say(f"    simulated annotation snapshot {snapshot.version}: {len(snapshot.images)} images")
     build_job = define_asset_job("check_state_build", selection=state_selection(defs))
@@ -277,17 +239,18 @@ def build_demo_state(defs, instance, layout: StateLayout, plan: CheckPlan) -> li
     job = with_build.resolve_job_def(build_job.name)
     names = sorted(node.to_user_string() for node in job.asset_layer.selected_asset_keys)
     say(f"    materializing {', '.join(names)} (detector: {plan.iterations} iterations)...")
-    build = run_job(build_job.name, defs=with_build, instance=instance, partition_key=plan.batch,
-                    run_config=plan.build_run_config(), raise_on_failure=False)
+    build = run_job(build_job.name, layout, defs=with_build, instance=instance,
+                    partition_key=plan.batch, run_config=plan.build_run_config(),
+                    raise_on_failure=False)
     say(f"    state built [{time.perf_counter() - started:.0f}s]")
     return _step_errors(build)
 
 
-def run_checks(defs, instance, plan: CheckPlan) -> list[CheckOutcome]:
+def run_checks(defs, instance, layout: StateLayout, plan: CheckPlan) -> list[CheckOutcome]:
     """Launch ``checks_job`` for the demo batch: the partition tag scopes per-batch checks."""
     from carsdepo_assets.cli.runner import run_job
 
-    result = run_job(CHECKS_JOB, defs=defs, instance=instance,
+    result = run_job(CHECKS_JOB, layout, defs=defs, instance=instance,
                      run_config=plan.checks_run_config(), tags={PARTITION_TAG: plan.batch},
                      raise_on_failure=False)
     return _outcomes(result, defs.resolve_asset_graph().asset_check_keys)
@@ -297,23 +260,27 @@ def check_demo_state(plan: CheckPlan = CheckPlan(), home: Path | None = None) ->
     """Build the demo state in ``home`` (default: a temporary folder, deleted afterwards) and
     run every asset check over it."""
     started = time.perf_counter()
+    import mlflow
+
+    from carsdepo_assets.cli.runner import local_instance
+    from carsdepo_assets.definitions import build_definitions
+
     with contextlib.ExitStack() as stack:
         root = home or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="carsdepo-")))
-        layout = stack.enter_context(isolated_home(Path(root).resolve()))
-        from carsdepo_assets.cli.runner import local_instance
-        from carsdepo_assets.definitions import defs
-
+        layout = StateLayout(Path(root).resolve()).ensure()
+        defs = build_definitions(isolated_home(layout))
+        stack.callback(mlflow.set_tracking_uri, None)  # MLflow's process-wide store, as it was
         instance = stack.enter_context(local_instance(layout))
         report = CheckReport(home=layout.root)
         say(f"==> building a demo state in {layout.root}")
         report.build_errors = build_demo_state(defs, instance, layout, plan)
         say("==> running checks_job (every asset check)")
-        report.outcomes = run_checks(defs, instance, plan)
+        report.outcomes = run_checks(defs, instance, layout, plan)
         report.seconds = time.perf_counter() - started
     return report
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace, layout: StateLayout) -> int:
     """``carsdepo check``: 0 when no ERROR-severity check failed and every check ran."""
     plan = CheckPlan(images=args.images, iterations=args.iterations, seed=args.seed)
     home = Path(args.keep).expanduser() if args.keep else None

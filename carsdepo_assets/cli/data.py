@@ -10,22 +10,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from carsdepo_assets.cli.console import progress_printer
-from carsdepo_assets.state import StateLayout
+from carsdepo_assets.state import InvalidName, StateLayout, default_batch_name
 
 if TYPE_CHECKING:
     from carsdepo_assets.cli.parser import AddCommand
 
 
-def cmd_init(args: argparse.Namespace) -> int:
-    from carsdepo_assets.cli.runner import prepare_dagster_home
+def cmd_init(args: argparse.Namespace, layout: StateLayout) -> int:
+    from carsdepo_assets.cli.runner import local_instance
 
-    layout = StateLayout.from_env().ensure()
-    prepare_dagster_home(layout)
+    layout = layout.ensure()
+    local_instance(layout).dispose()  # its storage is created here, once, under the lock
     print(f"CARSDEPO_HOME ready at {layout.root}")
     return 0
 
 
-def cmd_synth(args: argparse.Namespace) -> int:
+def cmd_synth(args: argparse.Namespace, layout: StateLayout) -> int:
     from carsdepo_assets.synth import generate_dataset
 
     try:
@@ -50,14 +50,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
+def cmd_ingest(args: argparse.Namespace, layout: StateLayout) -> int:
     from carsdepo_assets.cli.runner import ingest_batch_through_dagster
     from carsdepo_assets.images.summary import format_summary, manifest_summary_json
 
     source = Path(args.dir).expanduser().resolve()
-    batch = args.batch or source.name
+    batch = default_batch_name(source) if args.batch is None else args.batch
     try:
-        manifest = ingest_batch_through_dagster(source, batch)
+        manifest = ingest_batch_through_dagster(source, batch, layout.ensure())
     except Exception as error:  # the batch itself could not be processed
         print(f"carsdepo ingest: batch {batch!r} from {source} failed: {error}", file=sys.stderr)
         return 1
@@ -68,10 +68,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_labelstudio(args: argparse.Namespace) -> int:
+def cmd_labelstudio(args: argparse.Namespace, layout: StateLayout) -> int:
     from carsdepo_assets.labeling import server
 
-    layout = StateLayout.from_env().ensure()
+    layout = layout.ensure()
     if args.action == "start":
         try:
             info = server.start(layout)
@@ -93,20 +93,26 @@ def cmd_labelstudio(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_annotate_simulated(args: argparse.Namespace) -> int:
+def cmd_annotate_simulated(args: argparse.Namespace, layout: StateLayout) -> int:
+    from carsdepo_assets.labeling.server import MissingSecret
     from carsdepo_assets.labeling.simulated import AnnotatorProfile, annotate_batch_simulated
     from carsdepo_assets.resources.label_studio import LabelStudioResource
 
-    layout = StateLayout.from_env().ensure()
+    layout = layout.ensure()
     profile = AnnotatorProfile(seed=args.seed)
+    try:
+        label_studio = LabelStudioResource.from_env(layout)
+    except MissingSecret as missing:
+        print(f"carsdepo annotate-simulated: {missing}", file=sys.stderr)
+        return 1
     report = annotate_batch_simulated(
-        LabelStudioResource.from_env(), layout, args.batch, Path(args.ground_truth), profile
+        label_studio, layout, args.batch, Path(args.ground_truth), profile
     )
     print(json.dumps(report.summary(), indent=2))
     return 0
 
 
-def cmd_import_coco(args: argparse.Namespace) -> int:
+def cmd_import_coco(args: argparse.Namespace, layout: StateLayout) -> int:
     from carsdepo_assets.cli.runner import RunFailed, ingest_batch_through_dagster
     from carsdepo_assets.labeling.coco_import import (
         CocoImportError,
@@ -114,17 +120,20 @@ def cmd_import_coco(args: argparse.Namespace) -> int:
         load_category_map,
         parse_coco,
     )
+    from carsdepo_assets.labeling.server import MissingSecret
     from carsdepo_assets.resources.label_studio import LabelStudioResource
 
-    layout = StateLayout.from_env().ensure()
+    layout = layout.ensure()
     try:
+        label_studio = LabelStudioResource.from_env(layout)
         category_map = load_category_map(Path(args.category_map)) if args.category_map else None
         parsed = parse_coco(Path(args.annotations), category_map, args.keep_splits)
-        manifest = ingest_batch_through_dagster(Path(args.images_dir).resolve(), args.batch)
-    except (CocoImportError, FileNotFoundError, RunFailed) as error:
+        manifest = ingest_batch_through_dagster(Path(args.images_dir).resolve(), args.batch,
+                                                layout)
+    except (CocoImportError, FileNotFoundError, RunFailed, InvalidName, MissingSecret) as error:
         print(f"carsdepo import-coco: {error}", file=sys.stderr)
         return 1
-    report = import_coco_annotations(LabelStudioResource.from_env(), layout, manifest, parsed,
+    report = import_coco_annotations(label_studio, layout, manifest, parsed,
                                      progress=progress_printer("import-coco"))
     print(json.dumps(report.summary(), indent=2))
     return 0
@@ -152,7 +161,9 @@ def register(command: AddCommand) -> None:
         "Ingest a folder of photos as one batch (a raw_images partition) through Dagster.",
     )
     ingest.add_argument("dir", help="folder with the batch's photos (subfolders included)")
-    ingest.add_argument("--batch", help="batch name (default: the folder's name)")
+    ingest.add_argument(
+        "--batch", help="batch name: 1-128 letters, digits, '.', '_', '-' (default: the "
+        "folder's name made valid, 'Lot 12 (June)' -> Lot-12-June)")
     ingest.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
 
     labelstudio = command(

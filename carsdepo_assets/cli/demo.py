@@ -69,7 +69,7 @@ def step(title: str) -> Callable[[Callable[..., object]], Callable[..., object]]
 
 
 def synthetic_folder(layout: StateLayout, batch: str) -> Path:
-    return layout.root / "synthetic" / batch
+    return layout.synthetic_folder(batch)
 
 
 @step("Generating a synthetic batch of car-panel photos")
@@ -86,11 +86,11 @@ def generate_batch(layout: StateLayout, plan: DemoPlan, batch: str, lighting: st
 
 
 @step("Ingesting the batch through Dagster (raw_images)")
-def ingest(batch: str, folder: Path) -> None:
+def ingest(layout: StateLayout, batch: str, folder: Path) -> None:
     from carsdepo_assets.cli.runner import ingest_batch_through_dagster
     from carsdepo_assets.images.summary import format_summary
 
-    manifest = ingest_batch_through_dagster(folder / "images", batch)
+    manifest = ingest_batch_through_dagster(folder / "images", batch, layout)
     say("    " + format_summary(manifest).replace("\n", "\n    "))
 
 
@@ -105,10 +105,10 @@ def start_label_studio(layout: StateLayout) -> str:
 
 
 @step("Importing the batch into Label Studio as tasks (label_studio_tasks)")
-def create_tasks(batch: str) -> None:
+def create_tasks(layout: StateLayout, batch: str) -> None:
     from carsdepo_assets.cli.runner import materialization_metadata, run_job
 
-    result = run_job("labeling_job", partition_key=batch)
+    result = run_job("labeling_job", layout, partition_key=batch)
     metadata = materialization_metadata(result, "label_studio_tasks")
     say(f"    {metadata.get('tasks_created', 0)} tasks created, "
         f"{metadata.get('tasks_existing', 0)} already there; project {metadata.get('project_url')}")
@@ -119,7 +119,7 @@ def annotate(layout: StateLayout, batch: str, folder: Path) -> None:
     from carsdepo_assets.labeling.simulated import annotate_batch_simulated
     from carsdepo_assets.resources.label_studio import LabelStudioResource
 
-    report = annotate_batch_simulated(LabelStudioResource.from_env(), layout, batch, folder)
+    report = annotate_batch_simulated(LabelStudioResource.from_env(layout), layout, batch, folder)
     say(f"    {report.submitted} annotations submitted ({report.negatives} 'no damage', "
         f"{report.boxes} boxes, {report.missed_boxes} boxes missed), {report.skipped} skipped")
 
@@ -130,7 +130,7 @@ def import_test_batch(layout: StateLayout, batch: str, folder: Path) -> None:
     from carsdepo_assets.labeling.simulated import GROUND_TRUTH_FILE
     from carsdepo_assets.resources.label_studio import LabelStudioResource
 
-    report = import_coco_batch(LabelStudioResource.from_env(), layout, batch,
+    report = import_coco_batch(LabelStudioResource.from_env(layout), layout, batch,
                                folder / GROUND_TRUTH_FILE, keep_split="test")
     say(f"    {report.annotations_created} photos labelled from their ground truth "
         f"({report.negatives} 'no damage'), {report.already_annotated} already labelled; "
@@ -138,10 +138,10 @@ def import_test_batch(layout: StateLayout, batch: str, folder: Path) -> None:
 
 
 @step("Pulling annotations and building the curated dataset (dataset_job)")
-def build_dataset() -> None:
+def build_dataset(layout: StateLayout) -> None:
     from carsdepo_assets.cli.runner import materialization_metadata, run_job
 
-    result = run_job("dataset_job",
+    result = run_job("dataset_job", layout,
                      run_config={"ops": {"curated_dataset": {"config": TRAIN_VAL_ONLY}}})
     metadata = materialization_metadata(result, "curated_dataset")
     say(f"    dataset {metadata.get('version')}: train {metadata.get('images_train')}, "
@@ -151,7 +151,7 @@ def build_dataset() -> None:
 
 
 @step("Training, evaluating and promoting a detector (training_job, tracked in MLflow)")
-def train(plan: DemoPlan, log_path: Path) -> None:
+def train(layout: StateLayout, plan: DemoPlan, log_path: Path) -> None:
     from carsdepo_assets.cli.runner import RunFailed, materialization_metadata, run_job
     from carsdepo_assets.detection.threads import choose_threads
 
@@ -163,7 +163,7 @@ def train(plan: DemoPlan, log_path: Path) -> None:
     run_config = {"ops": {"detector": {"config": detector}}}
     if plan.gate:
         run_config["resources"] = {"model_registry": {"config": plan.gate}}
-    result = run_job("training_job", raise_on_failure=False, run_config=run_config)
+    result = run_job("training_job", layout, raise_on_failure=False, run_config=run_config)
     report = materialization_metadata(result, "evaluation_report")
     if not report:  # training itself failed: nothing to evaluate
         raise RunFailed(f"training_job run {result.run_id} failed before evaluation")
@@ -190,10 +190,10 @@ def train(plan: DemoPlan, log_path: Path) -> None:
 
 
 @step("Profiling a batch and deciding what its drift calls for (monitoring_job)")
-def monitor(batch: str) -> str:
+def monitor(layout: StateLayout, batch: str) -> str:
     from carsdepo_assets.cli.runner import materialization_metadata, run_job
 
-    result = run_job("monitoring_job", partition_key=batch)
+    result = run_job("monitoring_job", layout, partition_key=batch)
     decision = materialization_metadata(result, "retraining_decision")
     say(f"    batch {batch}: deviation {decision.get('deviation'):.1f}% -> "
         f"{decision.get('action').upper()}")
@@ -205,7 +205,7 @@ def predict(layout: StateLayout, batch: str, shown: int = 6) -> None:
     from carsdepo_assets.cli.runner import materialization_metadata, run_job
     from carsdepo_assets.prediction.batch import prediction_path, read_predictions
 
-    run_job("prediction_job", partition_key=batch)
+    run_job("prediction_job", layout, partition_key=batch)
     rows = list(read_predictions(prediction_path(layout, batch)))
     damaged = sum(1 for row in rows if row.get("damage") not in (None, "None"))
     say(f"    {len(rows)} photos answered: {damaged} damaged, {len(rows) - damaged} \"None\"")
@@ -214,7 +214,7 @@ def predict(layout: StateLayout, batch: str, shown: int = 6) -> None:
         if isinstance(answer, list):
             answer = ", ".join(f"{d['label']} {d['score']:.2f}" for d in answer)
         say(f"    {row['sha256'][:12]}…  {answer}")
-    kpis = materialization_metadata(run_job("kpi_job"), "kpi_report")
+    kpis = materialization_metadata(run_job("kpi_job", layout), "kpi_report")
     shown_kpis = {key: value for key, value in kpis.items() if isinstance(value, int | float)}
     say("    KPIs: " + ", ".join(f"{key} {value:.3g}" for key, value in shown_kpis.items()))
 
@@ -227,12 +227,12 @@ def _check(result, check_name: str) -> str:
     return ""
 
 
-def run_demo(plan: DemoPlan) -> int:
+def run_demo(layout: StateLayout, plan: DemoPlan) -> int:
     """The whole loop; 0 when it reached its end, 1 when it stopped (said why on the console;
     Dagster's log, stack traces included, is in ``CARSDEPO_HOME/logs``)."""
     from carsdepo_assets.cli.runner import prepare_dagster_home
 
-    layout = StateLayout.from_env().ensure()
+    layout = layout.ensure()
     prepare_dagster_home(layout)
     log_path = layout.root / "logs" / f"demo-{time.strftime('%Y%m%d-%H%M%S')}.log"
     say(f"carsdepo demo: state in {layout.root}; the full log (Dagster's) goes to {log_path}")
@@ -263,22 +263,23 @@ def run_demo(plan: DemoPlan) -> int:
 def _loop(layout: StateLayout, plan: DemoPlan, log_path: Path) -> tuple[str, dict[str, str]]:
     batch = plan.batch("labelled")
     folder = generate_batch(layout, plan, batch, "normal", 0, plan.labelled_images)
-    ingest(batch, folder)
+    ingest(layout, batch, folder)
     label_studio_url = start_label_studio(layout)
-    create_tasks(batch)
+    create_tasks(layout, batch)
     annotate(layout, batch, folder)
     test_batch = plan.batch("test")
     test_folder = generate_batch(layout, plan, test_batch, "normal", TEST_SEED_OFFSET,
                                  plan.test_images)
-    ingest(test_batch, test_folder)
+    ingest(layout, test_batch, test_folder)
     import_test_batch(layout, test_batch, test_folder)
-    build_dataset()
-    train(plan, log_path)
+    build_dataset(layout)
+    train(layout, plan, log_path)
     decisions = {}
     for offset, lighting in enumerate(("normal", "dim", "very-dim"), start=1):
         incoming = plan.batch(f"incoming-{lighting}")
-        ingest(incoming, generate_batch(layout, plan, incoming, lighting, 1000 * offset))
-        decisions[incoming] = monitor(incoming)
+        folder = generate_batch(layout, plan, incoming, lighting, 1000 * offset)
+        ingest(layout, incoming, folder)
+        decisions[incoming] = monitor(layout, incoming)
     predict(layout, incoming)
     return label_studio_url, decisions
 
@@ -302,11 +303,11 @@ def _explain(error: Exception, log_path: Path) -> tuple[str, str]:
             f"this is a bug; please report it with the log {log_path}.")
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace, layout: StateLayout) -> int:
     gate = {name: value for name, value in (("min_ap50", args.min_ap50),
                                             ("min_none_accuracy", args.min_none_accuracy))
             if value is not None}
-    return run_demo(DemoPlan(
+    return run_demo(layout, DemoPlan(
         images=args.images, seed=args.seed, labelled_images=args.labelled_images,
         test_images=args.test_images, iterations=args.iterations, backend=args.backend,
         gate=gate,

@@ -15,13 +15,13 @@ if TYPE_CHECKING:
     from carsdepo_assets.cli.parser import AddCommand
 
 
-def cmd_mlflow_ui(args: argparse.Namespace) -> int:
+def cmd_mlflow_ui(args: argparse.Namespace, layout: StateLayout) -> int:
     import os
     import subprocess
 
     from carsdepo_assets.detection.champion import mlflow_artifact_root, mlflow_tracking_uri
 
-    layout = StateLayout.from_env().ensure()
+    layout = layout.ensure()
     command = [
         str(Path(sys.executable).with_name("mlflow")), "ui",
         "--backend-store-uri", mlflow_tracking_uri(layout),
@@ -58,12 +58,12 @@ def _describe_answer(answer: dict) -> str:
     return f"{answer['image']}: {found}"
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def cmd_predict(args: argparse.Namespace, layout: StateLayout) -> int:
     from carsdepo_assets.prediction.files import predict_files
     from carsdepo_assets.prediction.inference_log import InferenceLog
     from carsdepo_assets.prediction.pyfunc import load_registered_detector
 
-    layout = StateLayout.from_env().ensure()
+    layout = layout.ensure()
     model = _registered_model("predict", layout, args.model_name, args.model)
     if model is None:
         return 2
@@ -78,13 +78,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, layout: StateLayout) -> int:
     import os
 
     from carsdepo_assets.detection.champion import mlflow_tracking_uri
     from carsdepo_assets.prediction.serving import DEFAULT_HOST, serve_command
 
-    layout = StateLayout.from_env().ensure()
+    layout = layout.ensure()
     model = _registered_model("serve", layout, args.model_name, args.model)
     if model is None:
         return 2
@@ -96,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.execve(argv[0], argv, env)  # the server replaces this process: Ctrl-C stops it
 
 
-def cmd_rollback(args: argparse.Namespace) -> int:
+def cmd_rollback(args: argparse.Namespace, layout: StateLayout) -> int:
     from carsdepo_assets.detection.champion import (
         MlflowUnreachableError,
         RegistryError,
@@ -108,7 +108,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     name = args.model_name or DEFAULT_MODEL_NAME
     try:
-        configure_mlflow(StateLayout.from_env().ensure())
+        configure_mlflow(layout.ensure())
         replaced = current_champion(name)
         restored = rollback(name)
     except (RegistryError, MlflowUnreachableError) as error:

@@ -11,8 +11,10 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from carsdepo_assets.cli import check, data, demo, models, train_real
+from carsdepo_assets.state import StateLayout
 
-Handler = Callable[[argparse.Namespace], int]
+# A command's handler: its arguments and the state folder, which is read here once.
+Handler = Callable[[argparse.Namespace, StateLayout], int]
 AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
 # In the order `carsdepo --help` lists them.
 COMMAND_FAMILIES = (data, models, check, demo, train_real)
@@ -38,4 +40,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    return args.handler(args, StateLayout.from_env())

@@ -1,25 +1,55 @@
-"""The one way commands run carsdepo's jobs: in the local Dagster instance
-(``$CARSDEPO_HOME/dagster``, configured by the repo's dagster.yaml), so that CLI runs show in the
-Dagster UI (``make dev``) exactly like runs launched there.
+"""The one way commands run carsdepo's jobs: the code location's definitions built on the state
+folder the command was given, executed in that folder's Dagster instance (``<state>/dagster``,
+configured by the repo's dagster.yaml), so that CLI runs show in the Dagster UI (``make dev``)
+exactly like runs launched there. Nothing here reads or writes the process environment.
+
+Several ``carsdepo`` processes may share one state folder. The instance is opened under a file
+lock (``StateLayout.instance_lock``): the first opening creates its SQLite storage, and a second
+process waits instead of racing it; partitions are registered under the same lock. A run of a
+batch holds that batch's lock (``StateLayout.batch_lock``), so a second run of the same batch
+waits for the first, and a command reads its batch's manifest before letting go: it reports its
+own run. Opening the instance also marks failed the runs whose ``carsdepo`` process was killed
+mid-run, and removes the temporary files such a process left.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
+from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
+    Definitions,
+    ExecuteInProcessResult,
+    RunsFilter,
+)
+from dagster._utils.error import SerializableErrorInfo
+from filelock import Timeout
 
+from carsdepo_assets.cli.console import say
+from carsdepo_assets.fileio import remove_orphaned_temporaries
 from carsdepo_assets.images.manifest import BatchManifest
 from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
-from carsdepo_assets.state import PROJECT_ROOT, StateLayout
+from carsdepo_assets.state import PROJECT_ROOT, StateLayout, validate_batch_name
 
 INSTANCE_CONFIG = PROJECT_ROOT / "dagster.yaml"
 
 # Dagster's console logger defaults to DEBUG (every step event); people at a terminal want INFO.
 CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# Which process runs a run: a run whose process is gone was killed (see local_instance).
+PID_TAG = "carsdepo/pid"
+HOST_TAG = "carsdepo/host"
+IN_FLIGHT = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+_QUALIFIED = re.compile(r"^(?:\w+\.)+(\w+): ")  # "pkg.module.SomeError: " -> "SomeError: "
+_WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"}
 
 
 class RunFailed(RuntimeError):
@@ -27,31 +57,107 @@ class RunFailed(RuntimeError):
 
 
 def prepare_dagster_home(layout: StateLayout) -> str:
-    """Point ``DAGSTER_HOME`` at the state directory and install the instance config there."""
+    """Install the instance config in the state folder's Dagster home (``DAGSTER_HOME`` for
+    ``dagster dev``, which the Makefile sets); returns that folder."""
     home = layout.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     if not target.exists() or target.read_bytes() != INSTANCE_CONFIG.read_bytes():
         shutil.copyfile(INSTANCE_CONFIG, target)
-    os.environ["DAGSTER_HOME"] = str(home)
     return str(home)
 
 
 def local_instance(layout: StateLayout) -> DagsterInstance:
-    prepare_dagster_home(layout)
-    return DagsterInstance.get()
+    """The state folder's Dagster instance, opened from its folder under the instance lock (see
+    the module docstring)."""
+    with layout.instance_lock():
+        instance = DagsterInstance.from_config(prepare_dagster_home(layout))
+        fail_abandoned_runs(instance)  # the first opening creates the SQLite storage
+        remove_orphaned_temporaries([
+            layout.images, layout.quarantine, layout.manifests, layout.annotations,
+            layout.datasets, layout.reports, layout.profiles, layout.predictions,
+        ])
+    return instance
 
 
-def add_batch_partition(instance: DagsterInstance, batch: str) -> None:
-    if not instance.has_dynamic_partition(BATCHES_PARTITIONS_NAME, batch):
-        instance.add_dynamic_partitions(BATCHES_PARTITIONS_NAME, [batch])
+@cache
+def definitions_for(layout: StateLayout) -> Definitions:
+    """The code location with every resource on ``layout``'s folder."""
+    from carsdepo_assets.definitions import build_definitions
+    from carsdepo_assets.resources.state import CarsdepoHome
+
+    return build_definitions(CarsdepoHome(path=str(layout.root)))
+
+
+def fail_abandoned_runs(instance: DagsterInstance) -> list[str]:
+    """Mark failed the in-flight runs of this host whose ``carsdepo`` process is gone (killed
+    mid-run: nothing else would ever end them); returns their ids."""
+    host, failed = socket.gethostname(), []
+    for run in instance.get_runs(RunsFilter(statuses=IN_FLIGHT, tags={HOST_TAG: host})):
+        pid = int(run.tags.get(PID_TAG, "0"))
+        if pid and pid != os.getpid() and not _alive(pid):
+            instance.report_run_failed(
+                run, f"process {pid} running {run.job_name} ended without finishing the run "
+                "(killed); marked failed when the instance was next opened")
+            failed.append(run.run_id)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def add_batch_partition(instance: DagsterInstance, batch: str, layout: StateLayout) -> None:
+    """Register ``batch`` (validated first: nothing is registered for a refused name)."""
+    validate_batch_name(batch)
+    with layout.instance_lock():
+        if not instance.has_dynamic_partition(BATCHES_PARTITIONS_NAME, batch):
+            instance.add_dynamic_partitions(BATCHES_PARTITIONS_NAME, [batch])
+
+
+@contextmanager
+def batch_run(layout: StateLayout, batch: str) -> Iterator[None]:
+    """Hold ``batch``'s lock, saying so when another run of it makes this one wait."""
+    lock = layout.batch_lock(validate_batch_name(batch))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        say(f"batch {batch}: another run of this batch is in progress; waiting for it to end")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def step_failures(result: ExecuteInProcessResult) -> dict[str, str]:
-    """The error message of each failed step of a finished run, by step key."""
-    return {event.step_key: event.step_failure_data.error.message.strip()
+    """The error of each failed step of a finished run, by step key, with its causes: Dagster's
+    own message only says *that* the op failed (``Error occurred while executing op ...``)."""
+    return {event.step_key: error_with_causes(event.step_failure_data.error)
             for event in result.all_events
             if event.is_step_failure and event.step_failure_data and event.step_failure_data.error}
+
+
+def error_with_causes(error: SerializableErrorInfo) -> str:
+    """The error's message followed by each cause's, class names without their modules;
+    Dagster's wrapper (``Error occurred while executing op ...``) gives way to its cause."""
+    messages: list[str] = []
+    current: SerializableErrorInfo | None = error
+    while current is not None:
+        following = current.cause or current.context
+        message = _QUALIFIED.sub(r"\1: ", current.message.strip())
+        if message and message not in messages and not (
+            following is not None and current.cls_name in _WRAPPERS
+        ):
+            messages.append(message)
+        current = following
+    return " <- ".join(messages)
 
 
 def failure_summary(result: ExecuteInProcessResult) -> str:
@@ -62,6 +168,7 @@ def failure_summary(result: ExecuteInProcessResult) -> str:
 
 def run_job(
     job_name: str,
+    layout: StateLayout,
     *,
     partition_key: str | None = None,
     run_config: dict[str, Any] | None = None,
@@ -70,24 +177,28 @@ def run_job(
     raise_on_failure: bool = True,
     defs: Definitions | None = None,
 ) -> ExecuteInProcessResult:
-    """Execute a job of ``defs`` (default: the code location) in-process, recorded in the
-    (local) instance.
+    """Execute a job of ``defs`` (default: the code location on ``layout``) in-process,
+    recorded in ``instance`` (default: ``layout``'s).
 
     A failed run raises RunFailed naming the failed steps, unless ``raise_on_failure`` is
     False (for callers to whom a failure is an outcome, e.g. a blocking quality gate)."""
-    if defs is None:
-        from carsdepo_assets.definitions import defs
-    if instance is None:
-        instance = local_instance(StateLayout.from_env().ensure())
+    defs = defs or definitions_for(layout)
     if partition_key is not None:
-        add_batch_partition(instance, partition_key)
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance,
-        partition_key=partition_key,
-        run_config={**CONSOLE_INFO, **(run_config or {})},
-        tags=tags,
-        raise_on_error=False,
-    )
+        validate_batch_name(partition_key)  # before anything is written or registered
+    layout.ensure()
+    if instance is None:
+        instance = local_instance(layout)
+    own_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    with batch_run(layout, partition_key) if partition_key is not None else nullcontext():
+        if partition_key is not None:
+            add_batch_partition(instance, partition_key, layout)
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance,
+            partition_key=partition_key,
+            run_config={**CONSOLE_INFO, **(run_config or {})},
+            tags={**(tags or {}), **own_tags},
+            raise_on_error=False,
+        )
     if raise_on_failure and not result.success:
         raise RunFailed(f"{job_name} run {result.run_id}: {failure_summary(result)}")
     return result
@@ -104,15 +215,19 @@ def materialization_metadata(result: ExecuteInProcessResult, asset_name: str) ->
 
 
 def ingest_batch_through_dagster(
-    source: Path, batch: str, instance: DagsterInstance | None = None
+    source: Path, batch: str, layout: StateLayout, instance: DagsterInstance | None = None
 ) -> BatchManifest:
-    """Materialize ``raw_images`` for ``batch`` from ``source`` and return its manifest."""
+    """Materialize ``raw_images`` for ``batch`` from ``source`` and return the manifest this run
+    wrote (read before the batch's lock is released, so no other run can have replaced it)."""
+    validate_batch_name(batch)
     if not source.is_dir():
         raise FileNotFoundError(f"batch folder {source} does not exist or is not a folder")
-    run_job(
-        "ingest_job",
-        partition_key=batch,
-        run_config={"ops": {"raw_images": {"config": {"source_dir": str(source)}}}},
-        instance=instance,
-    )
-    return BatchManifest.load(StateLayout.from_env().manifest_path(batch))
+    with batch_run(layout, batch):
+        run_job(
+            "ingest_job",
+            layout,
+            partition_key=batch,
+            run_config={"ops": {"raw_images": {"config": {"source_dir": str(source)}}}},
+            instance=instance,
+        )
+        return BatchManifest.load(layout.manifest_path(batch))

@@ -106,7 +106,7 @@ def import_published_splits(
             parsed.images = [image for image in parsed.images if image.group not in train_groups]
         batch = BATCH_PREFIX + split
         say(f"    {split}: ingesting {len(parsed.images)} photos as batch {batch}")
-        manifest = ingest_batch_through_dagster(images_dir.resolve(), batch)
+        manifest = ingest_batch_through_dagster(images_dir.resolve(), batch, layout)
         outcome.imported = import_coco_annotations(
             backend, layout, manifest, parsed, progress=progress_printer(f"    {split} import")
         ).summary()
@@ -128,6 +128,7 @@ def training_run_config(preset: str, backend: str, iterations: int | None) -> di
 
 
 def train_on_real_data(
+    layout: StateLayout,
     data_dir: Path = DEFAULT_DATA_DIR,
     preset: str = "auto",
     backend: str = "auto",
@@ -141,7 +142,7 @@ def train_on_real_data(
     data_dir = Path(data_dir).expanduser().resolve()
     if not data_dir.is_dir():
         raise RealDataError(f"real data folder {data_dir} does not exist (--data)")
-    layout = StateLayout.from_env().ensure()
+    layout = layout.ensure()
     prepare_dagster_home(layout)
     preset = resolve_preset(preset)
     started = time.perf_counter()
@@ -149,16 +150,16 @@ def train_on_real_data(
     say(f"==> Label Studio for {layout.root}")
     say(f"    {server.start(layout).url}")
     say(f"==> Importing the published splits of {data_dir}")
-    imports = import_published_splits(data_dir, layout, LabelStudioResource.from_env())
+    imports = import_published_splits(data_dir, layout, LabelStudioResource.from_env(layout))
     imported_s = time.perf_counter() - started
 
     say("==> Building the curated dataset (dataset_job)")
-    dataset_run = run_job("dataset_job")
+    dataset_run = run_job("dataset_job", layout)
     dataset_path = dataset_run.asset_value("curated_dataset")
 
     say(f"==> Training ({preset} preset, backend {backend}) and evaluating on the test split")
     training_started = time.perf_counter()
-    result = run_job("training_job", raise_on_failure=False,
+    result = run_job("training_job", layout, raise_on_failure=False,
                      run_config=training_run_config(preset, backend, iterations))
     training_s = time.perf_counter() - training_started
     detector = materialization_metadata(result, "detector")
@@ -187,7 +188,7 @@ def train_on_real_data(
         "test_metrics": challenger["metrics"],
         "promoted": bool(materialization_metadata(result, "deployed_model")),
     }
-    path = layout.root / "reports" / REPORT_FILE
+    path = layout.report_path(REPORT_FILE)
     atomic_write_json(path, report)
     say(format_report(report))
     say(f"\nreport: {path} (the benchmark `python -m benchmarks.bench_real` records it)")
@@ -208,14 +209,14 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_train_real(args: argparse.Namespace) -> int:
+def cmd_train_real(args: argparse.Namespace, layout: StateLayout) -> int:
     from carsdepo_assets.cli.runner import RunFailed
     from carsdepo_assets.detection.config import ConfigError
     from carsdepo_assets.labeling.coco_import import CocoImportError
     from carsdepo_assets.labeling.server import ServerError
 
     try:
-        train_on_real_data(Path(args.data), preset=args.preset, backend=args.backend,
+        train_on_real_data(layout, Path(args.data), preset=args.preset, backend=args.backend,
                            iterations=args.iterations)
     except (RealDataError, CocoImportError, ConfigError, ServerError, RunFailed) as error:
         print(f"carsdepo train-real: {error}", file=sys.stderr)

@@ -10,9 +10,7 @@ from carsdepo_assets.datasets.coco import (
     build_dataset,
     find_image,
     latest_dataset,
-    latest_snapshot_path,
     load_dataset,
-    load_latest_snapshot,
 )
 from carsdepo_assets.datasets.splits import SPLITS, SplitFractions, assign_splits, split_of
 
@@ -26,8 +24,6 @@ __all__ = [
     "build_dataset",
     "find_image",
     "latest_dataset",
-    "latest_snapshot_path",
     "load_dataset",
-    "load_latest_snapshot",
     "split_of",
 ]

@@ -35,14 +35,12 @@ from carsdepo_assets.datasets.splits import (
     assign_splits,
 )
 from carsdepo_assets.fileio import atomic_write_json
-from carsdepo_assets.labeling import history
 from carsdepo_assets.labeling.snapshot import AnnotationSnapshot, LabeledImage
 from carsdepo_assets.state import StateLayout
 from carsdepo_assets.taxonomy import CATEGORY_ID_BY_NAME, CLASS_NAMES, coco_categories
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 MANIFEST_NAME = "dataset.json"
-LATEST_POINTER = "latest.json"
 
 # Why an image of the snapshot is not in the dataset (``SkippedImage.reason``).
 MISSING_FROM_STORE = "missing_from_store"
@@ -119,30 +117,6 @@ def find_image(image_root: Path, sha256: str) -> Path | None:
     return None
 
 
-def latest_snapshot_path(layout: StateLayout) -> Path | None:
-    """The snapshot the last ``annotations`` run produced, or None when there is none.
-
-    That is the one ``annotations/LATEST`` names (``labeling.history``); without that pointer
-    (a snapshot saved by hand), the most recently written ``annotations/*.json``.
-    """
-    pointed = history.latest_snapshot_path(layout.annotations)
-    if pointed is not None:
-        return pointed
-    snapshots = [path for path in layout.annotations.glob("*.json") if path.is_file()]
-    if not snapshots:
-        return None
-    return max(snapshots, key=lambda path: (path.stat().st_mtime_ns, path.name))
-
-
-def load_latest_snapshot(layout: StateLayout) -> tuple[AnnotationSnapshot, Path]:
-    path = latest_snapshot_path(layout)
-    if path is None:
-        raise FileNotFoundError(
-            f"no annotation snapshot in {layout.annotations}: materialize `annotations` first"
-        )
-    return AnnotationSnapshot.load(path), path
-
-
 def split_counts(coco: dict) -> dict:
     """Images, annotated images, negatives and instances per class of one COCO split."""
     annotated = {annotation["image_id"] for annotation in coco["annotations"]}
@@ -187,7 +161,7 @@ def build_dataset(
         _write_folder(target, cocos, manifest)
     elif json.loads((target / MANIFEST_NAME).read_text()) != manifest:
         atomic_write_json(target / MANIFEST_NAME, manifest)  # same splits, newer build report
-    atomic_write_json(layout.datasets / LATEST_POINTER, {"version": version})
+    atomic_write_json(layout.dataset_pointer, {"version": version})
     return load_dataset(target)
 
 
@@ -214,7 +188,7 @@ def load_dataset(path: Path) -> CuratedDataset:
 
 def latest_dataset(layout: StateLayout) -> CuratedDataset | None:
     """The dataset ``build_dataset`` wrote or found last, or None before the first build."""
-    pointer = layout.datasets / LATEST_POINTER
+    pointer = layout.dataset_pointer
     if not pointer.is_file():
         return None
     return load_dataset(layout.dataset_folder(json.loads(pointer.read_text())["version"]))

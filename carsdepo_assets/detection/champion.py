@@ -62,17 +62,18 @@ class Promotion:
     previous_champion: str | None
 
 
-def mlflow_tracking_uri(layout: StateLayout) -> str:
-    """``$MLFLOW_TRACKING_URI`` when set, else SQLite at ``<CARSDEPO_HOME>/mlflow/mlflow.db``."""
-    return os.environ.get(TRACKING_URI_ENV) or _local_uri(layout)
+def mlflow_tracking_uri(layout: StateLayout, uri: str | None = None) -> str:
+    """``uri`` when given, else ``$MLFLOW_TRACKING_URI`` when set, else SQLite at
+    ``<CARSDEPO_HOME>/mlflow/mlflow.db``."""
+    return uri or os.environ.get(TRACKING_URI_ENV) or local_tracking_uri(layout)
 
 
-def mlflow_artifact_root(layout: StateLayout) -> str | None:
+def mlflow_artifact_root(layout: StateLayout, uri: str | None = None) -> str | None:
     """Where experiments created here keep artifacts: ``<CARSDEPO_HOME>/mlflow/artifacts`` for
     the local default store; None (the store's or server's own choice) for any other URI."""
-    if mlflow_tracking_uri(layout) != _local_uri(layout):
+    if mlflow_tracking_uri(layout, uri) != local_tracking_uri(layout):
         return None
-    return (layout.mlflow / "artifacts").as_uri()
+    return layout.mlflow_artifacts.as_uri()
 
 
 def check_reachable(uri: str, timeout: float = 3.0) -> None:
@@ -89,20 +90,23 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
         ) from error
 
 
-def configure_mlflow(layout: StateLayout, experiment: str | None = None) -> str:
-    """Point MLflow at the store for ``layout`` and return its URI.
+def configure_mlflow(
+    layout: StateLayout, experiment: str | None = None, uri: str | None = None
+) -> str:
+    """Point MLflow at the store for ``layout`` (``uri`` when given: ``mlflow_tracking_uri``)
+    and return its URI.
 
     With ``experiment``, also create it if missing (its artifacts in the store's artifact
     root, never ``./mlruns``) and make it the active experiment. Call this before anything
     (e.g. dagster-mlflow's resource) calls ``mlflow.set_experiment``.
     """
-    uri = mlflow_tracking_uri(layout)
+    uri = mlflow_tracking_uri(layout, uri)
     check_reachable(uri)
     layout.mlflow.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)  # the registry follows it unless $MLFLOW_REGISTRY_URI is set
     if experiment is not None:
         if mlflow.get_experiment_by_name(experiment) is None:
-            root = mlflow_artifact_root(layout)
+            root = mlflow_artifact_root(layout, uri)
             location = f"{root}/{experiment}" if root else None
             MlflowClient().create_experiment(experiment, artifact_location=location)
         mlflow.set_experiment(experiment)
@@ -213,8 +217,9 @@ def rollback(name: str) -> str:
     return previous
 
 
-def _local_uri(layout: StateLayout) -> str:
-    return f"sqlite:///{layout.mlflow / 'mlflow.db'}"
+def local_tracking_uri(layout: StateLayout) -> str:
+    """The local default store: SQLite under the state folder."""
+    return f"sqlite:///{layout.mlflow_db}"
 
 
 def _defined(value: float | None) -> float | None:

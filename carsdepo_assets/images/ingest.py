@@ -20,7 +20,9 @@ what they hold (an empty one gets its own row).
 
 Every write (image, owner record, quarantine copy, manifest) goes to a temporary name first
 and is renamed into place, so a crash leaves no half-written file; re-running the batch then
-completes it with the same manifest, storing nothing twice.
+completes it with the same manifest, storing nothing twice. One ingestion of a batch runs at a
+time (``StateLayout.batch_lock``, across processes), and a batch is one folder: another folder
+under an existing batch's name is refused before anything is stored.
 """
 
 from __future__ import annotations
@@ -115,21 +117,29 @@ def ingest_batch(
 ) -> BatchManifest:
     """Validate, store and account for every file of ``source_dir`` as batch ``batch``."""
     validate_batch_name(batch)
-    if Path(source_dir).is_symlink():
-        raise BatchSourceError(
-            f"batch source {source_dir} is a link to {os.readlink(source_dir)}: links are not "
-            "taken as batches; name the folder itself"
-        )
     source_dir = Path(source_dir).resolve()
     paths = list_source_files(source_dir)
-    ingestor = _BatchIngestor(source_dir, batch, layout, policy)
-    manifest = BatchManifest(batch=batch, source=str(source_dir))
-    for done, relative in enumerate(paths, start=1):
-        manifest.rows.append(ingestor.ingest(relative))
-        if progress is not None:
-            progress(done, len(paths))
-    manifest.save(layout.manifest_path(batch))
+    with layout.batch_lock(batch):  # a second ingestion of the batch waits for this one
+        _check_same_source(layout, batch, source_dir)
+        ingestor = _BatchIngestor(source_dir, batch, layout, policy)
+        manifest = BatchManifest(batch=batch, source=str(source_dir))
+        for done, relative in enumerate(paths, start=1):
+            manifest.rows.append(ingestor.ingest(relative))
+            if progress is not None:
+                progress(done, len(paths))
+        manifest.save(layout.manifest_path(batch))
     return manifest
+
+
+def _check_same_source(layout: StateLayout, batch: str, source_dir: Path) -> None:
+    """A batch is one folder: ingesting another folder under its name would replace its
+    manifest and orphan the images stored from the first one."""
+    path = layout.manifest_path(batch)
+    if path.is_file() and (earlier := BatchManifest.load(path).source) != str(source_dir):
+        raise BatchSourceError(
+            f"batch {batch!r} already holds the photos of {earlier}; ingest {source_dir} as "
+            "another batch (re-running a batch from its own folder is fine)"
+        )
 
 
 class _BatchIngestor:

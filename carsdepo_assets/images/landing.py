@@ -18,7 +18,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from carsdepo_assets.state import validate_batch_name
+from carsdepo_assets.images.ingest import BatchSourceError
+from carsdepo_assets.state import StateLayout, validate_batch_name
 
 INCOMPLETE_MARKER = ".incomplete"
 QUIET_SECONDS = 10.0
@@ -45,6 +46,18 @@ def scan_landing(
         for entry in sorted(landing.iterdir())
         if entry.is_dir() and not entry.name.startswith(".") and entry.name not in known
     ]
+
+
+def landing_batch_folder(layout: StateLayout, batch: str) -> Path:
+    """``landing/<batch>``, refused when it is a link: whoever can write in the landing zone
+    could otherwise pull any folder the platform can read into the state folder."""
+    folder = layout.landing / validate_batch_name(batch)
+    if folder.is_symlink():  # said before StateLayout would refuse a link leading outside
+        raise BatchSourceError(
+            f"{folder} is a link to {os.readlink(folder)}: links in the landing zone are never "
+            "ingested; move the folder itself there"
+        )
+    return layout.landing_folder(batch)
 
 
 def _waiting_reason(folder: Path, now: float, quiet_seconds: float) -> str | None:

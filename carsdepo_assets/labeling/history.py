@@ -23,16 +23,24 @@ def write_snapshot(snapshot: AnnotationSnapshot, folder: Path) -> Path:
 
 
 def latest_snapshot_path(folder: Path) -> Path | None:
-    """The latest snapshot's file, or None when no ``annotations`` run has written one."""
+    """The snapshot the last ``annotations`` run produced, or None when there is none.
+
+    That is the one ``LATEST`` names; without that pointer (a snapshot saved by hand), the most
+    recently written ``*.json``. A pointer to a missing file is an error, not a fallback.
+    """
     pointer = folder / LATEST_FILE
-    if not pointer.is_file():
+    if pointer.is_file():
+        path = folder / f"{pointer.read_text().strip()}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{pointer} names snapshot {path.name}, which is missing")
+        return path
+    snapshots = [path for path in folder.glob("*.json") if path.is_file()]
+    if not snapshots:
         return None
-    path = folder / f"{pointer.read_text().strip()}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{pointer} names snapshot {path.name}, which is missing")
-    return path
+    return max(snapshots, key=lambda path: (path.stat().st_mtime_ns, path.name))
 
 
 def load_latest_snapshot(folder: Path) -> AnnotationSnapshot | None:
+    """The one way to read the latest snapshot (``latest_snapshot_path``); None without one."""
     path = latest_snapshot_path(folder)
     return None if path is None else AnnotationSnapshot.load(path)

@@ -46,7 +46,6 @@ DEFAULT_USERNAME = "admin@carsdepo.local"
 DEFAULT_PASSWORD = "carsdepo-local-password"
 DEFAULT_TOKEN = "carsdepo-local-token"
 API_KEY_ENV = "LABEL_STUDIO_API_KEY"
-PID_FILE = "server.json"
 LOG_FILE = "server.log"
 DATA_FOLDER = "data"
 
@@ -195,11 +194,11 @@ def start(
             cwd=folder, start_new_session=True,  # its own process group, stopped as a whole
         )
     info = ServerInfo(settings.url, process.pid, str(data_dir), str(log_path), str(root))
-    atomic_write_json(folder / PID_FILE, asdict(info))
+    atomic_write_json(layout.label_studio_server_file, asdict(info))
     deadline = time.monotonic() + timeout
     while not _healthy(settings.url):
         if process.poll() is not None:
-            (folder / PID_FILE).unlink(missing_ok=True)
+            layout.label_studio_server_file.unlink(missing_ok=True)
             raise ServerError(
                 f"Label Studio exited with code {process.returncode} while starting; "
                 f"last lines of {log_path}:\n{_tail(log_path)}"
@@ -228,7 +227,7 @@ def stop(layout: StateLayout, timeout: float = 30) -> bool:
     Returns False when no server of this state directory was running. A stale pid file (its
     process gone, or the pid reused by another program) is removed without signalling anyone.
     """
-    pid_file = layout.label_studio / PID_FILE
+    pid_file = layout.label_studio_server_file
     info = _read_pid_file(layout)
     if info is None or not _is_label_studio(info.pid):
         pid_file.unlink(missing_ok=True)
@@ -287,7 +286,7 @@ def _healthy(url: str) -> bool:
 
 
 def _read_pid_file(layout: StateLayout) -> ServerInfo | None:
-    path = layout.label_studio / PID_FILE
+    path = layout.label_studio_server_file
     try:
         payload = json.loads(path.read_text())
         return ServerInfo(**{**payload, "already_running": False})

@@ -6,6 +6,11 @@ sometimes missed. Some tasks are skipped. A clean panel gets the explicit "no da
 Each image draws from its own random stream, seeded by ``(seed, sha256)``, so the outcome of
 an image does not depend on which other images are in the batch. A task that already has an
 annotation is left alone, which makes a re-run a no-op.
+
+``simulate_annotations`` decides what the annotator does with each image. The demo submits that
+to Label Studio (``annotate_simulated``); ``carsdepo check``, which runs without Label Studio,
+writes it as the snapshot ``annotations`` would pull back (``simulated_snapshot``). Both read an
+image whose boxes were all missed as Label Studio does: the "no damage" choice, a negative.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from carsdepo_assets.images.ingest import load_manifest
 from carsdepo_assets.images.manifest import BatchManifest
 from carsdepo_assets.labeling.coco_import import ParsedCoco, parse_coco
 from carsdepo_assets.labeling.results import annotation_result
-from carsdepo_assets.labeling.snapshot import LabeledBox
+from carsdepo_assets.labeling.snapshot import AnnotationSnapshot, LabeledBox, LabeledImage
 from carsdepo_assets.labeling.tasks import LabelingBackend, match_manifest_rows
 from carsdepo_assets.state import StateLayout
 
@@ -58,6 +63,60 @@ def imperfect_boxes(
     return drawn
 
 
+@dataclass(frozen=True)
+class SimulatedAnnotation:
+    """What the simulated annotator does with one image: skips it, or draws ``boxes``."""
+
+    sha256: str
+    width: int
+    height: int
+    boxes: tuple[LabeledBox, ...]
+    missed_boxes: int
+    skipped: bool
+    lead_time: float  # seconds the annotator spent, as Label Studio records it
+
+    def labeled_image(self) -> LabeledImage:
+        """The image as its annotation reads back from Label Studio: no box drawn is the
+        "no damage" choice (``annotation_result``), so it is a negative."""
+        return LabeledImage(sha256=self.sha256, width=self.width, height=self.height,
+                            boxes=self.boxes, no_damage=not self.boxes)
+
+
+def simulate_annotations(
+    manifest: BatchManifest, truth: ParsedCoco, profile: AnnotatorProfile = AnnotatorProfile(),
+) -> dict[str, SimulatedAnnotation]:
+    """What the annotator does with each image of the batch that has ground truth, by sha256."""
+    rows = match_manifest_rows(manifest, [image.file_name for image in truth.images])
+    batch_shas = set(manifest.image_hashes())
+    annotations = {}
+    for image in truth.images:
+        row = rows.get(image.file_name)
+        if row is None or row.sha256 not in batch_shas:
+            continue
+        rng = profile.rng(row.sha256)
+        if rng.random() < profile.skip_rate:
+            annotations[row.sha256] = SimulatedAnnotation(
+                row.sha256, image.width, image.height, (), 0, skipped=True,
+                lead_time=rng.uniform(2, 10))
+            continue
+        boxes = imperfect_boxes(image.boxes, image.width, image.height, profile, rng)
+        annotations[row.sha256] = SimulatedAnnotation(
+            row.sha256, image.width, image.height, tuple(boxes), len(image.boxes) - len(boxes),
+            skipped=False, lead_time=rng.uniform(5, 60))
+    return annotations
+
+
+def simulated_snapshot(
+    manifest: BatchManifest, truth: ParsedCoco, profile: AnnotatorProfile = AnnotatorProfile(),
+) -> AnnotationSnapshot:
+    """The snapshot ``annotations`` would pull from Label Studio after ``annotate_simulated``,
+    without a Label Studio (``carsdepo check``)."""
+    annotations = simulate_annotations(manifest, truth, profile)
+    return AnnotationSnapshot(images=[annotations[sha].labeled_image()
+                                      for sha in sorted(annotations)
+                                      if not annotations[sha].skipped])
+
+
 @dataclass
 class SimulationReport:
     batch: str
@@ -78,9 +137,7 @@ def annotate_simulated(
     profile: AnnotatorProfile = AnnotatorProfile(),
 ) -> SimulationReport:
     """Submit one simulated annotation per unannotated task of the batch."""
-    rows = match_manifest_rows(manifest, [image.file_name for image in truth.images])
-    truth_by_sha = {rows[image.file_name].sha256: image
-                    for image in truth.images if image.file_name in rows}
+    annotations = simulate_annotations(manifest, truth, profile)
     batch_shas = set(manifest.image_hashes())
     tasks = sorted((task for task in backend.list_tasks() if task.sha256 in batch_shas),
                    key=lambda task: task.sha256)
@@ -94,24 +151,22 @@ def annotate_simulated(
         if task.annotations:
             report.already_annotated += 1
             continue
-        image = truth_by_sha.get(task.sha256)
-        if image is None:
+        annotation = annotations.get(task.sha256)
+        if annotation is None:
             report.without_ground_truth += 1
             continue
-        rng = profile.rng(task.sha256)
-        if rng.random() < profile.skip_rate:
-            backend.submit_annotation(task.id, [], skipped=True, lead_time=rng.uniform(2, 10))
+        if annotation.skipped:
+            backend.submit_annotation(task.id, [], skipped=True, lead_time=annotation.lead_time)
             report.skipped += 1
             continue
-        boxes = imperfect_boxes(image.boxes, image.width, image.height, profile, rng)
         backend.submit_annotation(
-            task.id, annotation_result(boxes, image.width, image.height),
-            lead_time=rng.uniform(5, 60),
+            task.id, annotation_result(annotation.boxes, annotation.width, annotation.height),
+            lead_time=annotation.lead_time,
         )
         report.submitted += 1
-        report.negatives += not boxes
-        report.boxes += len(boxes)
-        report.missed_boxes += len(image.boxes) - len(boxes)
+        report.negatives += not annotation.boxes
+        report.boxes += len(annotation.boxes)
+        report.missed_boxes += annotation.missed_boxes
     return report
 
 

@@ -34,6 +34,7 @@ from carsdepo_assets.images.ingest import load_manifest
 from carsdepo_assets.images.store import ImageStore
 from carsdepo_assets.prediction.inference_log import BATCH, InferenceLog, InferenceRecord, utc_now
 from carsdepo_assets.prediction.models import ModelRef
+from carsdepo_assets.prediction.runtime import prepare_inference_process
 from carsdepo_assets.state import StateLayout
 from carsdepo_assets.taxonomy import CLASS_NAMES, NONE_ANSWER
 
@@ -64,6 +65,7 @@ def detect_in_chunks(
     """Open and predict ``chunk_size`` images at a time, yielding results in input order."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size}: must be at least 1")
+    prepare_inference_process()
     for chunk in _chunks(keys, chunk_size):
         opened: list[tuple[str, Image.Image | str]] = []
         for key in chunk:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from importlib.metadata import version as installed_version
@@ -46,6 +47,7 @@ from carsdepo_assets.images.validate import (
     file_too_big_reason,
 )
 from carsdepo_assets.prediction.inference_log import RequestLogger
+from carsdepo_assets.prediction.runtime import prepare_inference_process
 
 IMAGE_COLUMN = "image"
 PATH_COLUMN = "path"
@@ -92,6 +94,7 @@ def answer_rows(
             f"{PATH_COLUMN!r} (an image file); got "
             f"{list(frame.columns) or 'no column the model signature knows'}"
         )
+    prepare_inference_process()
     records: list[dict] = []
     for chunk in _chunks(frame.to_dict("records"), CHUNK):
         decoded: list[Image.Image | str] = [_decode_row(row, policy) for row in chunk]
@@ -106,9 +109,15 @@ def answer_rows(
 
 
 class DamageDetectorModel(PythonModel):
-    """The pyfunc wrapper: loads the saved detector folder, answers per image."""
+    """The pyfunc wrapper: loads the saved detector folder, answers per image.
+
+    MLflow's server runs each request in a thread of its own; requests are answered one at a
+    time, so concurrent ones queue instead of splitting the cores between several sets of
+    torch threads (each already uses every core)."""
 
     def load_context(self, context: PythonModelContext) -> None:
+        prepare_inference_process()
+        self.one_at_a_time = threading.Lock()
         self.detector = load_detector(Path(context.artifacts[DETECTOR_ARTIFACT]))
         config = context.model_config or {}
         self.policy = ImagePolicy(
@@ -129,7 +138,8 @@ class DamageDetectorModel(PythonModel):
         frame = pd.DataFrame(model_input)
         started = time.perf_counter()
         try:
-            records = answer_rows(self.detector, frame, float(threshold), self.policy)
+            with self.one_at_a_time:
+                records = answer_rows(self.detector, frame, float(threshold), self.policy)
         except ValueError as error:
             raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from error
         if self.request_log is not None:

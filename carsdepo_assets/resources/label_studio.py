@@ -26,6 +26,7 @@ from carsdepo_assets.labeling.prelabels import TaskPrediction
 from carsdepo_assets.labeling.results import IMPORTED_ACTION, parse_timestamp
 from carsdepo_assets.labeling.server import MissingSecret, ServerSettings, api_token
 from carsdepo_assets.labeling.tasks import TaskImport, TaskRef
+from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.state import StateLayout
 
 IMPORT_CHUNK = 500  # tasks per import request
@@ -92,14 +93,21 @@ class LabelStudioResource(ConfigurableResource):
         default=HTTP_TIMEOUT_S,
         description="Timeout of one HTTP request, seconds (below the sensors' 60 s).",
     )
+    state_path: str = Field(
+        default="",
+        description="The state folder whose local server may use the local token (a plain "
+        "value, as CarsdepoHome.path: sensors build this resource outside a context manager). "
+        "Empty: $CARSDEPO_HOME, else .carsdepo/ in the checkout.",
+    )
 
     @classmethod
-    def from_env(cls, layout: StateLayout | None = None, **overrides) -> LabelStudioResource:
-        """The resource as the CLI uses it: ``LABEL_STUDIO_URL`` and ``LABEL_STUDIO_API_KEY``
-        (the local token only for the local server, see ``labeling.server.api_token``)."""
+    def from_env(cls, layout: StateLayout, **overrides) -> LabelStudioResource:
+        """The resource as the CLI uses it on ``layout``: ``LABEL_STUDIO_URL`` and
+        ``LABEL_STUDIO_API_KEY`` (the local token only for the local server, see
+        ``labeling.server.api_token``)."""
         url = ServerSettings.from_env().url
-        token = api_token(url, layout or StateLayout.from_env())
-        return cls(**{"url": url, "api_key": token, **overrides})
+        return cls(**{"url": url, "api_key": api_token(url, layout),
+                      "state_path": str(layout.root), **overrides})
 
     # -- project -------------------------------------------------------------------------------
 
@@ -244,7 +252,7 @@ class LabelStudioResource(ConfigurableResource):
 
     def _client(self) -> LabelStudio:
         try:
-            key = self.api_key or api_token(self.url, StateLayout.from_env())
+            key = self.api_key or api_token(self.url, CarsdepoHome(path=self.state_path).layout)
         except MissingSecret as missing:
             raise LabelStudioError(str(missing)) from missing
         return LabelStudio(base_url=self.url, api_key=key, timeout=self.timeout_s)

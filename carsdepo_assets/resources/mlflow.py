@@ -1,9 +1,10 @@
 """MLflow for Dagster: dagster-mlflow's tracking resource and the registry settings.
 
 ``mlflow_tracking`` opens one MLflow run per Dagster run (tagged with the Dagster run id), as
-dagster-mlflow does; ours first points MLflow at the store under CARSDEPO_HOME (or
-``$MLFLOW_TRACKING_URI``), fails fast when a server there is unreachable, and creates the
-experiment with its artifacts under the store rather than in the working directory.
+dagster-mlflow does; ours first points MLflow at the store of the ``carsdepo_home`` resource
+(under the state folder, or ``$MLFLOW_TRACKING_URI``), fails fast when a server there is
+unreachable, and creates the experiment with its artifacts under the store rather than in the
+working directory.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
 from pydantic import Field
 
 from carsdepo_assets.detection.bootstrap import LOWER_BOUND
-from carsdepo_assets.detection.champion import configure_mlflow
-from carsdepo_assets.state import StateLayout
+from carsdepo_assets.resources.state import CarsdepoHome
 
 DEFAULT_EXPERIMENT = "carsdepo-detector"
 DEFAULT_MODEL_NAME = "carsdepo-damage-detector"
@@ -22,16 +22,19 @@ DEFAULT_MODEL_NAME = "carsdepo-damage-detector"
 
 @resource(
     config_schema=CONFIG_SCHEMA,
+    required_resource_keys={"carsdepo_home"},
     description="dagster-mlflow's mlflow_tracking over carsdepo's MLflow store.",
 )
 def mlflow_tracking(context: InitResourceContext) -> MlFlow:
-    configure_mlflow(StateLayout.from_env(), context.resource_config["experiment_name"])
+    context.resources.carsdepo_home.connect_mlflow(context.resource_config["experiment_name"])
     return MlFlow(context)
 
 
 class ModelRegistry(ConfigurableResource):
     """Which registered model the platform trains and serves, and the quality gate's rules."""
 
+    carsdepo_home: CarsdepoHome = Field(default_factory=CarsdepoHome,
+                                        description="Where the MLflow store is.")
     model_name: str = Field(default=DEFAULT_MODEL_NAME, description="MLflow registered model.")
     min_ap50: float = Field(
         default=0.5, description="Gate: the lower bound of the challenger's test AP50 (bootstrap "
@@ -53,7 +56,7 @@ class ModelRegistry(ConfigurableResource):
 
     def connect(self) -> str:
         """Point MLflow at the store; returns its URI (fails fast when unreachable)."""
-        return configure_mlflow(StateLayout.from_env())
+        return self.carsdepo_home.connect_mlflow()
 
 
 def attach_tracking_run(tracking: MlFlow) -> str:

@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from carsdepo_assets.detection.champion import CHAMPION, configure_mlflow
+from carsdepo_assets.detection.champion import CHAMPION
 from carsdepo_assets.images.store import ImageStore
 from carsdepo_assets.labeling.prelabels import ImageToLabel, Prelabels
 from carsdepo_assets.prediction.models import ModelNotFound, resolve_model
 from carsdepo_assets.prediction.prelabels import DEFAULT_MIN_SCORE, model_prelabels
 from carsdepo_assets.prediction.pyfunc import load_registered_detector
 from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
-from carsdepo_assets.state import StateLayout
+from carsdepo_assets.resources.state import CarsdepoHome
 
 
 class Prelabeler(ConfigurableResource):
@@ -40,6 +40,8 @@ class ChampionPrelabeler(Prelabeler):
     detections to new tasks with ``model_version`` "<model_name> v<version>", least confident
     images first."""
 
+    carsdepo_home: CarsdepoHome = Field(default_factory=CarsdepoHome,
+                                        description="The image store and the MLflow store.")
     model_name: str = Field(default=DEFAULT_MODEL_NAME, description="MLflow registered model.")
     min_score: float = Field(
         default=DEFAULT_MIN_SCORE,
@@ -49,8 +51,8 @@ class ChampionPrelabeler(Prelabeler):
     chunk_size: int = Field(default=8, description="Images predicted together.")
 
     def predictions_for(self, images: Sequence[ImageToLabel]) -> Prelabels | None:
-        layout = StateLayout.from_env()
-        configure_mlflow(layout)
+        layout = self.carsdepo_home.layout
+        self.carsdepo_home.connect_mlflow()
         try:
             model = resolve_model(self.model_name, CHAMPION)
         except ModelNotFound:

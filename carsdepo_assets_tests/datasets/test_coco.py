@@ -12,7 +12,6 @@ from pycocotools.coco import COCO
 from carsdepo_assets.datasets import (
     build_dataset,
     latest_dataset,
-    latest_snapshot_path,
     load_dataset,
 )
 from carsdepo_assets.datasets.coco import (
@@ -156,13 +155,13 @@ def test_a_published_split_is_kept(store_image, carsdepo_home):
 def test_without_a_pointer_the_latest_snapshot_is_the_one_written_last(
     carsdepo_home, store_image
 ):
-    assert latest_snapshot_path(carsdepo_home) is None
+    assert history.latest_snapshot_path(carsdepo_home.annotations) is None
     older = AnnotationSnapshot([store_image(1)]).save(carsdepo_home.annotations)
     newer = AnnotationSnapshot([store_image(2)]).save(carsdepo_home.annotations)
     os.utime(older, ns=(1, 1))
-    assert latest_snapshot_path(carsdepo_home) == newer
+    assert history.latest_snapshot_path(carsdepo_home.annotations) == newer
     AnnotationSnapshot.load(older).save(carsdepo_home.annotations)  # saved again
-    assert latest_snapshot_path(carsdepo_home) == older
+    assert history.latest_snapshot_path(carsdepo_home.annotations) == older
 
 
 def test_the_snapshot_the_annotations_run_points_at_wins(carsdepo_home, store_image):
@@ -172,7 +171,7 @@ def test_the_snapshot_the_annotations_run_points_at_wins(carsdepo_home, store_im
     newer = AnnotationSnapshot([store_image(2)]).save(carsdepo_home.annotations)
     os.utime(pointed, ns=(1, 1))
     assert newer != pointed
-    assert latest_snapshot_path(carsdepo_home) == pointed
+    assert history.latest_snapshot_path(carsdepo_home.annotations) == pointed
 
 
 def test_a_folder_without_dataset_json_is_refused_by_name(tmp_path):

@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from carsdepo_assets.images.ingest import (
     REASON_SUFFIX,
@@ -16,12 +17,20 @@ from carsdepo_assets.images.ingest import (
     ingest_batch,
     iter_stored_images,
 )
+from carsdepo_assets.images.landing import landing_batch_folder
 from carsdepo_assets.images.manifest import BatchManifest
 from carsdepo_assets.images.store import ImageStore, sha256_hex
 from carsdepo_assets.images.summary import format_summary, manifest_summary_json
 from carsdepo_assets.images.validate import ImagePolicy
 from carsdepo_assets.state import InvalidName, StateLayout
-from carsdepo_assets_tests.images.samples import bad_files, encode, jpeg, photo, write
+from carsdepo_assets_tests.images.samples import (
+    bad_files,
+    encode,
+    exif_rotated_jpeg,
+    jpeg,
+    photo,
+    write,
+)
 
 GOOD = {
     "a.jpg": lambda: jpeg(1),
@@ -95,6 +104,24 @@ def test_an_rgb_jpeg_keeps_its_file_hash_and_a_grey_one_is_normalised(
     assert rows["a.jpg"].sha256 == sha256_hex((source / "a.jpg").read_bytes())
     grey = ImageStore(carsdepo_home.images).path_for(rows["grey.jpg"].sha256)
     assert grey.suffix == ".png"
+
+
+def test_an_upright_rgb_jpeg_is_stored_as_its_original_bytes_and_rotated_or_cmyk_normalised(
+    carsdepo_home: StateLayout,
+) -> None:
+    """Only what needs normalising is re-encoded: the upright RGB JPEG is the file itself."""
+    source = carsdepo_home.landing / "b1"
+    write(source / "upright.jpg", jpeg(21))
+    write(source / "rotated.jpg", exif_rotated_jpeg(22, orientation=6))
+    write(source / "cmyk.jpg", encode(photo(23).convert("CMYK"), "JPEG"))
+    rows = rows_by_path(ingest_batch(source, "b1", carsdepo_home))
+    store = ImageStore(carsdepo_home.images)
+
+    assert store.path_for(rows["upright.jpg"].sha256).read_bytes() == (
+        source / "upright.jpg").read_bytes()
+    for name, size in (("rotated.jpg", (150, 200)), ("cmyk.jpg", (200, 150))):
+        with Image.open(store.path_for(rows[name].sha256)) as stored:
+            assert (stored.format, stored.mode, stored.size) == ("PNG", "RGB", size), name
 
 
 def test_duplicates_within_and_across_batches_are_recorded_not_stored_twice(
@@ -272,13 +299,26 @@ def test_a_file_over_the_limit_is_read_no_further_than_the_limit(
     assert not (carsdepo_home.quarantine_folder("b1") / "files").exists()
 
 
-def test_a_linked_batch_folder_is_refused(carsdepo_home: StateLayout, tmp_path: Path) -> None:
+def test_a_linked_landing_folder_is_refused_as_a_batch(
+    carsdepo_home: StateLayout, tmp_path: Path
+) -> None:
     write(tmp_path / "elsewhere" / "a.jpg", jpeg(1))
     carsdepo_home.landing_folder("b1").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(BatchSourceError, match="links are not taken as batches"):
-        ingest_batch(carsdepo_home.landing / "b1", "b1", carsdepo_home)
-    assert not carsdepo_home.manifest_path("b1").exists()
-    assert not list(carsdepo_home.images.glob("??/*"))
+    with pytest.raises(BatchSourceError, match="links in the landing zone are never ingested"):
+        landing_batch_folder(carsdepo_home, "b1")
+
+
+def test_another_folder_under_an_ingested_batch_name_is_refused_before_storing(
+    carsdepo_home: StateLayout, tmp_path: Path
+) -> None:
+    first = write(tmp_path / "first" / "a.jpg", jpeg(1)).parent
+    second = write(tmp_path / "second" / "b.jpg", jpeg(2)).parent
+    ingest_batch(first, "b1", carsdepo_home)
+    stored = tree(carsdepo_home.images)
+    with pytest.raises(BatchSourceError, match="already holds the photos of"):
+        ingest_batch(second, "b1", carsdepo_home)
+    assert tree(carsdepo_home.images) == stored
+    assert ingest_batch(first, "b1", carsdepo_home).counts["stored"] == 1
 
 
 @pytest.mark.parametrize("name", ["", "../evil", "/tmp/evil", ".hidden", "a/b", "x" * 129])

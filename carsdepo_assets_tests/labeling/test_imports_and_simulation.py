@@ -8,10 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from carsdepo_assets.datasets import build_dataset
 from carsdepo_assets.images.ingest import ingest_batch
 from carsdepo_assets.labeling.coco_import import import_coco_batch, parse_coco
 from carsdepo_assets.labeling.results import convert_tasks
-from carsdepo_assets.labeling.simulated import AnnotatorProfile, annotate_batch_simulated
+from carsdepo_assets.labeling.simulated import (
+    AnnotatorProfile,
+    annotate_batch_simulated,
+    annotate_simulated,
+    simulate_annotations,
+    simulated_snapshot,
+)
 from carsdepo_assets.labeling.tasks import batch_task_data
 from carsdepo_assets.resources.label_studio import LabelStudioResource
 from carsdepo_assets.state import StateLayout
@@ -112,3 +119,45 @@ def test_simulated_annotators_need_the_batch_tasks_first(
     label_studio.ensure_project(carsdepo_home.images)
     with pytest.raises(LookupError, match="materialize label_studio_tasks for partition 'b1'"):
         annotate_batch_simulated(label_studio, carsdepo_home, "b1", synth.out_dir)
+
+
+def test_the_demo_and_carsdepo_check_build_the_same_dataset_from_the_same_annotations(
+    label_studio: LabelStudioResource, carsdepo_home: StateLayout, tmp_path: Path
+):
+    """The demo's path (simulated annotators in Label Studio, pulled back) and ``carsdepo
+    check``'s (the same annotators, no Label Studio) agree, also on images whose boxes were all
+    missed: both make them "no damage" negatives."""
+    manifest, synth = synthetic_batch(carsdepo_home, tmp_path / "synth", "b1", n_images=12,
+                                      seed=5, clean_share=0.25)
+    truth = parse_coco(synth.annotations_path)
+    profile = AnnotatorProfile(miss_rate=0.6, skip_rate=0.15, seed=2)
+    planned = simulate_annotations(manifest, truth, profile).values()
+    assert any(not a.skipped and not a.boxes and a.missed_boxes for a in planned)  # the case
+    label_studio.import_tasks(
+        batch_task_data(manifest, carsdepo_home.images,
+                        label_studio.document_root(carsdepo_home.images)),
+        carsdepo_home.images,
+    )
+    annotate_simulated(label_studio, manifest, truth, profile)
+
+    demo = build_dataset(convert_tasks(label_studio.fetch_completed_annotations()).snapshot,
+                         carsdepo_home)
+    check = build_dataset(simulated_snapshot(manifest, truth, profile), carsdepo_home)
+
+    assert not demo.skipped and not check.skipped
+    assert demo.counts == check.counts
+    assert coco_labels(demo) == coco_labels(check)
+
+
+def coco_labels(dataset) -> dict[str, list[tuple]]:
+    """Per split: each image's file and its boxes (to a micro-pixel: Label Studio keeps
+    percentages) in order."""
+    labels = {}
+    for split, coco in dataset.cocos().items():
+        boxes = {image["id"]: [] for image in coco["images"]}
+        for annotation in coco["annotations"]:
+            boxes[annotation["image_id"]].append(
+                (annotation["category_id"], tuple(round(v, 6) for v in annotation["bbox"])))
+        labels[split] = sorted((image["file_name"], tuple(sorted(boxes[image["id"]])))
+                               for image in coco["images"])
+    return labels

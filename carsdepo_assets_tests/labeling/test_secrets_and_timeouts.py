@@ -54,7 +54,7 @@ def test_start_refuses_the_public_defaults_on_an_address_others_can_reach(
     layout = StateLayout(tmp_path / "home").ensure()
     with pytest.raises(server.ServerError, match="public local defaults of LABEL_STUDIO_PASSW"):
         server.start(layout, host="0.0.0.0", port=free_port())
-    assert not (layout.label_studio / server.PID_FILE).exists()
+    assert not (layout.label_studio_server_file).exists()
 
 
 def test_the_sensor_without_an_api_key_skips_naming_the_variable(

@@ -37,7 +37,7 @@ def test_start_refuses_a_port_another_program_holds(
         port = holder.getsockname()[1]
         with pytest.raises(server.ServerError, match=f"127.0.0.1:{port}: the port is taken"):
             server.start(layout, host="127.0.0.1", port=port)
-    assert not (layout.label_studio / server.PID_FILE).exists()
+    assert not (layout.label_studio_server_file).exists()
 
 
 def test_start_without_label_studio_installed_says_how_to_install_it(
@@ -52,7 +52,7 @@ def test_a_stale_pid_file_is_cleared_without_signalling_anyone(tmp_path: Path):
     layout = StateLayout(tmp_path / "home").ensure()
     dead = subprocess.Popen(["sleep", "0"])
     dead.wait()
-    pid_file = layout.label_studio / server.PID_FILE
+    pid_file = layout.label_studio_server_file
     pid_file.write_text(json.dumps({
         "url": "http://127.0.0.1:9", "pid": dead.pid, "data_dir": "", "log_path": "",
         "document_root": "",

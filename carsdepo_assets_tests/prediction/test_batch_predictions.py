@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from dagster import DagsterInstance, materialize
 
 from carsdepo_assets.assets.inference import batch_predictions
@@ -16,6 +17,7 @@ from carsdepo_assets.prediction.batch import predict_batch, prediction_path, rea
 from carsdepo_assets.prediction.inference_log import BATCH, InferenceLog
 from carsdepo_assets.prediction.models import ModelRef
 from carsdepo_assets.prediction.pyfunc import load_registered_detector
+from carsdepo_assets.prediction.runtime import prepare_inference_process
 from carsdepo_assets.resources.mlflow import ModelRegistry
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.state import StateLayout
@@ -120,3 +122,32 @@ def test_simulated_crash_mid_batch_leaves_the_previous_predictions_file_whole(
     assert previous.read_bytes() == before
     assert [p.name for p in carsdepo_home.predictions.iterdir()] == [previous.name]
     assert all(json.loads(line)["damage"] == NONE_ANSWER for line in before.splitlines())
+
+
+@pytest.mark.slow
+def test_batched_and_single_image_forward_passes_give_identical_predictions(
+    carsdepo_home: StateLayout, champion: ModelRef, batch: BatchManifest
+) -> None:
+    """The chunk size only bounds memory: the answers, the best scores and the boxes are the
+    same whether the model sees the images one at a time or eight at a time."""
+    detector = load_registered_detector(champion.uri)
+
+    def answers(chunk_size: int) -> list[tuple]:
+        summary = predict_batch(carsdepo_home, LOT, detector, champion, threshold=0.0,
+                                chunk_size=chunk_size)
+        return [(row["sha256"], row["damage"], row["max_score"])
+                for row in read_predictions(summary.path)]
+
+    one_at_a_time = answers(1)
+
+    assert answers(8) == one_at_a_time
+    assert all(well_formed(damage) for _, damage, _ in one_at_a_time)  # threshold 0: boxes
+
+
+def test_torch_threads_are_set_once_per_process() -> None:
+    """Every inference entry point calls prepare_inference_process; only the first call sets
+    torch's thread count, so no later caller toggles it."""
+    threads = prepare_inference_process()
+
+    assert prepare_inference_process(threads + 1) == threads
+    assert torch.get_num_threads() == threads

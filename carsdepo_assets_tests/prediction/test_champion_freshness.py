@@ -24,13 +24,13 @@ def annotated_at(layout: StateLayout, moment: datetime) -> None:
     write_snapshot(AnnotationSnapshot(images=[image]), layout.annotations)
 
 
-def freshness(max_age_days: float | None = None):
+def freshness(layout: StateLayout, max_age_days: float | None = None):
     """(passed, severity, description) of champion_not_stale in a freshness_job run."""
     run_config = {}
     if max_age_days is not None:
         run_config = {"resources": {"drift_policy": {"config": {
             "champion_max_age_days": max_age_days}}}}
-    result = run_job("freshness_job", run_config=run_config)
+    result = run_job("freshness_job", layout, run_config=run_config)
     (evaluation,) = [e for e in result.get_asset_check_evaluations()
                      if e.check_name == "champion_not_stale"]
     return evaluation.passed, evaluation.severity.value, evaluation.description
@@ -39,7 +39,7 @@ def freshness(max_age_days: float | None = None):
 def test_no_champion_while_annotations_exist_is_stale(empty_registry):
     annotated_at(empty_registry, datetime.now(UTC))
 
-    passed, severity, description = freshness()
+    passed, severity, description = freshness(empty_registry)
 
     assert not passed and severity == "WARN"
     assert "no champion" in description
@@ -49,8 +49,8 @@ def test_champion_turns_stale_past_the_age_limit_when_newer_annotations_wait(cha
                                                                               carsdepo_home):
     annotated_at(carsdepo_home, datetime.now(UTC))
 
-    fresh = freshness()  # default limit: 14 days
-    stale = freshness(TINY_LIMIT_DAYS)
+    fresh = freshness(carsdepo_home)  # default limit: 14 days
+    stale = freshness(carsdepo_home, TINY_LIMIT_DAYS)
 
     assert fresh[0] is True and "limit 14 days" in fresh[2]
     assert stale[0] is False and stale[1] == "WARN"
@@ -60,7 +60,7 @@ def test_champion_turns_stale_past_the_age_limit_when_newer_annotations_wait(cha
 def test_old_champion_is_not_stale_without_newer_annotations(champion, carsdepo_home):
     annotated_at(carsdepo_home, datetime(2020, 1, 1, tzinfo=UTC))
 
-    passed, _, description = freshness(TINY_LIMIT_DAYS)
+    passed, _, description = freshness(carsdepo_home, TINY_LIMIT_DAYS)
 
     assert passed is True
     assert "no annotation is newer" in description

@@ -24,7 +24,8 @@ from carsdepo_assets.labeling.results import SOURCE_IMPORTED
 from carsdepo_assets.labeling.snapshot import AnnotationSnapshot, LabeledBox, LabeledImage
 from carsdepo_assets.prediction.inference_log import BATCH, CLI, REST, InferenceLog
 from carsdepo_assets.prediction.inference_log import InferenceRecord as Record
-from carsdepo_assets.prediction.kpis import champion_history, collect_kpis
+from carsdepo_assets.prediction.kpis.collect import champion_history, collect_kpis
+from carsdepo_assets.prediction.kpis.render import kpi_markdown
 from carsdepo_assets.resources.mlflow import ModelRegistry
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.state import StateLayout
@@ -123,7 +124,7 @@ def test_kpis_without_any_record_are_empty_and_say_why(carsdepo_home: StateLayou
 
     assert report.automation_rate is None and report.labelled_share is None
     assert report.latency == {} and report.drift_alerts == 0
-    assert "| Labelled share | n/a | 0 of 0 images held |" in report.markdown()
+    assert "| Labelled share | n/a | 0 of 0 images held |" in kpi_markdown(report)
     assert {note.split(" ")[1] for note in report.notes} >= {"stored", "batch", "annotation"}
 
 

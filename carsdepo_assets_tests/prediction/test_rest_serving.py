@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from carsdepo_assets.cli import main
 from carsdepo_assets.prediction.inference_log import REST, InferenceLog
 from carsdepo_assets.state import ENV_VAR, PROJECT_ROOT, StateLayout
 from carsdepo_assets.taxonomy import NONE_ANSWER
@@ -205,3 +207,23 @@ def test_a_fifo_or_a_device_in_the_path_column_is_refused_unread(
     assert device_row["error"].endswith("not a regular file: character device, not read")
     assert link_row["error"].endswith("symbolic link: not followed (it points to /dev/zero)")
     assert good_row == {"damage": NONE_ANSWER}
+
+
+def test_requests_of_1_and_of_8_images_get_the_answers_carsdepo_predict_gives(
+    server: Server, panels: Path, carsdepo_home: StateLayout, champion, capsys
+) -> None:
+    """Same model, same photos: one image per request, eight per request (one forward batch)
+    and the command line answer alike, boxes and scores included (threshold 0 keeps every
+    candidate)."""
+    paths = (sorted((panels / "images").glob("*.jpg")) * 2)[:8]
+    encoded = [b64(path.read_bytes()) for path in paths]
+
+    assert main(["predict", *map(str, paths), "--json", "--threshold", "0"]) == 0
+    by_command = [json.loads(line)["damage"] for line in capsys.readouterr().out.splitlines()]
+    eight = server.invoke(records(*encoded, threshold=0.0))
+    one_by_one = [server.invoke(records(image, threshold=0.0)) for image in encoded]
+
+    assert eight.status_code == 200 and all(r.status_code == 200 for r in one_by_one)
+    assert [answer["damage"] for answer in eight.json()["predictions"]] == by_command
+    assert [r.json()["predictions"][0]["damage"] for r in one_by_one] == by_command
+    assert all(well_formed(damage) for damage in by_command)
