@@ -57,7 +57,7 @@ def build_resources(home: CarsdepoHome) -> dict:
         "label_studio": LabelStudioResource(
             url=env_or_default("LABEL_STUDIO_URL", DEFAULT_URL),
             api_key=env_or_default("LABEL_STUDIO_API_KEY", ""),
-            carsdepo_home=home,
+            state_path=home.path,
         ),
         "prelabeler": ChampionPrelabeler(carsdepo_home=home),
         "mlflow": mlflow_tracking.configured({"experiment_name": DEFAULT_EXPERIMENT}),

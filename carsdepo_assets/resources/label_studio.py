@@ -93,9 +93,11 @@ class LabelStudioResource(ConfigurableResource):
         default=HTTP_TIMEOUT_S,
         description="Timeout of one HTTP request, seconds (below the sensors' 60 s).",
     )
-    carsdepo_home: CarsdepoHome = Field(
-        default_factory=CarsdepoHome,
-        description="The state folder whose local server may use the local token.",
+    state_path: str = Field(
+        default="",
+        description="The state folder whose local server may use the local token (a plain "
+        "value, as CarsdepoHome.path: sensors build this resource outside a context manager). "
+        "Empty: $CARSDEPO_HOME, else .carsdepo/ in the checkout.",
     )
 
     @classmethod
@@ -105,7 +107,7 @@ class LabelStudioResource(ConfigurableResource):
         ``labeling.server.api_token``)."""
         url = ServerSettings.from_env().url
         return cls(**{"url": url, "api_key": api_token(url, layout),
-                      "carsdepo_home": CarsdepoHome(path=str(layout.root)), **overrides})
+                      "state_path": str(layout.root), **overrides})
 
     # -- project -------------------------------------------------------------------------------
 
@@ -250,7 +252,7 @@ class LabelStudioResource(ConfigurableResource):
 
     def _client(self) -> LabelStudio:
         try:
-            key = self.api_key or api_token(self.url, self.carsdepo_home.layout)
+            key = self.api_key or api_token(self.url, CarsdepoHome(path=self.state_path).layout)
         except MissingSecret as missing:
             raise LabelStudioError(str(missing)) from missing
         return LabelStudio(base_url=self.url, api_key=key, timeout=self.timeout_s)
