@@ -80,14 +80,15 @@ def remove_orphaned_temporaries(folders: list[Path]) -> list[Path]:
         for root, _dirs, names in os.walk(folder):
             for name in names:
                 match = _TEMP_NAME.fullmatch(name)
-                if match and not _alive(int(match["pid"])):
+                if match and not process_alive(int(match["pid"])):
                     path = Path(root, name)
                     path.unlink(missing_ok=True)
                     removed.append(path)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still exists (another user's process counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -35,7 +35,7 @@ from dagster._utils.error import SerializableErrorInfo
 from filelock import Timeout
 
 from carsdepo_assets.cli.console import say
-from carsdepo_assets.fileio import remove_orphaned_temporaries
+from carsdepo_assets.fileio import process_alive, remove_orphaned_temporaries
 from carsdepo_assets.images.manifest import BatchManifest
 from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
 from carsdepo_assets.state import PROJECT_ROOT, StateLayout, validate_batch_name
@@ -95,22 +95,12 @@ def fail_abandoned_runs(instance: DagsterInstance) -> list[str]:
     host, failed = socket.gethostname(), []
     for run in instance.get_runs(RunsFilter(statuses=IN_FLIGHT, tags={HOST_TAG: host})):
         pid = int(run.tags.get(PID_TAG, "0"))
-        if pid and pid != os.getpid() and not _alive(pid):
+        if pid and pid != os.getpid() and not process_alive(pid):
             instance.report_run_failed(
                 run, f"process {pid} running {run.job_name} ended without finishing the run "
                 "(killed); marked failed when the instance was next opened")
             failed.append(run.run_id)
     return failed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def add_batch_partition(instance: DagsterInstance, batch: str, layout: StateLayout) -> None:
