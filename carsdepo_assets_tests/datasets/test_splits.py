@@ -73,6 +73,7 @@ def test_an_unknown_fixed_split_is_refused_naming_the_image():
         assign_splits([image])
 
 
+@pytest.mark.skipif(not LENSOR.is_dir(), reason=f"the lensor data is not at {LENSOR}")
 def test_lensor_source_photos_shared_by_train_and_val_land_in_one_split():
     """The real data's README: augmented copies share a source photo (before ``.rf.``)."""
     images, sources_by_published_split = [], defaultdict(set)
