@@ -134,6 +134,8 @@ def test_output_limits_widen_predictions_for_evaluation_and_restore_the_config(t
     assert sum(map(len, wide)) > sum(map(len, before))
     assert all(len(found) <= 100 and all(d.score >= 0.001 for d in found) for found in wide)
     assert capped.predict(images) == before  # the config's limits are back
+    detector._set_output_limits(detector.config.box_score_thresh,  # the shared model's own
+                                detector.config.box_detections_per_img)
 
 
 def test_anchors_learned_at_training_start_are_saved_and_reloaded_with_the_model(panels, images,
