@@ -236,6 +236,21 @@ def table_markdown(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# issue 12's targets for `make train-real` (the real_cpu preset, <= 60 min on 2 CPU cores)
+TARGETS: dict[str, float] = {"AP50": 0.15, "AP50_scratch": 0.15, "AP50_dent": 0.10,
+                             "damage_AP50": 0.25}
+
+
+def target_lines(metrics: dict[str, Any]) -> list[str]:
+    """One line per target: the figure, and met or missed by how much."""
+    lines = []
+    for metric, target in TARGETS.items():
+        value = metrics.get(metric, 0.0)
+        verdict = "met" if value >= target else f"missed by {target - value:.3f}"
+        lines.append(f"    {metric} {value:.3f} (target >= {target:.2f}): {verdict}")
+    return lines
+
+
 def format_report(report: dict[str, Any]) -> str:
     metrics = report["test_metrics"]
     lines = [f"\nreal test split ({report['test_images']} photos), model v"
@@ -244,6 +259,8 @@ def format_report(report: dict[str, Any]) -> str:
              + f", trained in {report['train_wall_s']} s at {report['train_images_per_s']} "
              "images/s)", "",
              table_markdown({report.get("variant") or report["preset"]: metrics}), ""]
+    if report["preset"] == "real_cpu" and not report.get("overrides"):
+        lines += ["targets of issue 12:", *target_lines(metrics), ""]
     lines.append("    promoted to champion" if report["promoted"]
                  else "    stays a challenger (the quality gate did not pass)")
     return "\n".join(lines)

@@ -398,6 +398,9 @@ class Detectron2Backend(DetectorBackend):
         workdir: Path,
         on_progress: Callable[[TrainProgress], None] | None,
     ) -> Detectron2Detector:
+        if config.synthetic_pretrain_iterations:
+            raise ConfigError("synthetic pretraining is the torchvision backend's: train with "
+                              "synthetic_pretrain_iterations=0")
         if config.work_side:
             raise ConfigError(
                 "the detectron2 backend trains on whole images: native-resolution crops "

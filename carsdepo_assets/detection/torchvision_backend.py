@@ -36,7 +36,7 @@ from carsdepo_assets.detection.backends import (
 )
 from carsdepo_assets.detection.config import ConfigError, DetectorConfig
 from carsdepo_assets.detection.data import LoadedSplit, image_tensor
-from carsdepo_assets.detection.training import fit
+from carsdepo_assets.detection.training import fit, pretrain_on_synthetic_panels
 from carsdepo_assets.detection.types import Detection
 from carsdepo_assets.taxonomy import CLASS_NAME_BY_ID, CLASS_NAMES
 
@@ -173,7 +173,10 @@ class TorchvisionBackend(DetectorBackend):
     ) -> TorchvisionDetector:
         torch.manual_seed(config.seed)
         model = build_model(config)
-        return fit(
-            model, train, val, config, workdir,
-            lambda summary: TorchvisionDetector(model, config, summary), on_progress,
-        )
+
+        def as_detector(summary: TrainingSummary | None) -> TorchvisionDetector:
+            return TorchvisionDetector(model, config, summary)
+
+        if config.synthetic_pretrain_iterations:
+            pretrain_on_synthetic_panels(model, config, workdir, as_detector)
+        return fit(model, train, val, config, workdir, as_detector, on_progress)

@@ -30,8 +30,10 @@ from carsdepo_assets.detection.backends import (
 from carsdepo_assets.detection.config import DetectorConfig
 from carsdepo_assets.detection.data import (
     Augmentation,
+    CocoSplit,
     LoadedSplit,
     crop_sample,
+    load_split,
     repeat_factors,
     training_sample,
 )
@@ -40,6 +42,7 @@ from carsdepo_assets.detection.metrics import (
     COCO_SCORE_FLOOR,
     evaluate_detections,
 )
+from carsdepo_assets.synth import generate_dataset
 from carsdepo_assets.taxonomy import CLASS_NAMES
 
 VAL_METRIC = "AP50"
@@ -138,6 +141,24 @@ def fit(
     detector = as_detector(summary)
     detector.save(checkpoints / LAST_CHECKPOINT)
     return detector
+
+
+def pretrain_on_synthetic_panels(
+    model: nn.Module,
+    config: DetectorConfig,
+    workdir: Path,
+    as_detector: Callable[[TrainingSummary | None], TrainedDetector],
+) -> Path:
+    """Train ``model`` in place for ``config.synthetic_pretrain_iterations`` on freshly generated
+    synthetic panels (issue 12's item 6: can the project's own panels give the new layers a
+    start that real photos build on?). No validation: the real training that follows picks its
+    weights on real photos. Returns the folder of the panels and the pretraining checkpoint."""
+    folder = Path(workdir) / "synthetic-pretraining"
+    generate_dataset(folder, config.synthetic_pretrain_images, seed=config.seed)
+    panels = load_split(CocoSplit.from_folder(folder), require_every_class=True)
+    fit(model, panels, None, config.replace(iterations=config.synthetic_pretrain_iterations),
+        folder, as_detector)
+    return folder
 
 
 def validate(detector: TrainedDetector, val: LoadedSplit) -> dict[str, float]:

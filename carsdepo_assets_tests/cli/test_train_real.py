@@ -95,3 +95,22 @@ def test_set_overrides_reach_the_detector_config_of_the_training_run():
     assert (config.work_side, config.rpn_fg_iou_thresh, config.learn_anchors) == (0, 0.7, True)
     with pytest.raises(RealDataError, match="KEY=VALUE"):
         parse_overrides(["work_side"])
+
+
+def test_the_report_of_a_real_cpu_run_says_which_targets_it_met_and_by_how_much_it_missed():
+    from carsdepo_assets.cli.train_real import format_report
+
+    report = {"preset": "real_cpu", "overrides": {}, "variant": None, "test_images": 71,
+              "model_version": "3", "backend": "torchvision", "train_wall_s": 3300.0,
+              "train_images_per_s": 3.9, "promoted": False,
+              "test_metrics": {"AP50": 0.2, "AP50_scratch": 0.12, "AP50_dent": 0.1,
+                               "damage_AP50": 0.3, "ms_per_image": 480.0}}
+
+    printed = format_report(report)
+
+    assert "AP50 0.200 (target >= 0.15): met" in printed
+    assert "AP50_scratch 0.120 (target >= 0.15): missed by 0.030" in printed
+    assert "AP50_dent 0.100 (target >= 0.10): met" in printed
+    assert "| real_cpu | 0.200 |" in printed
+    # a run with other settings is not the design the targets were set for
+    assert "targets" not in format_report({**report, "overrides": {"work_side": 0}})

@@ -258,3 +258,23 @@ def test_backbone_body_learns_at_its_factor_of_the_learning_rate(panels, tmp_pat
     assert moved(full, "backbone.body.") > 0
     assert moved(slow, "backbone.body.") < 0.05 * moved(full, "backbone.body.")
     assert moved(slow, "roi_heads.") == pytest.approx(moved(full, "roi_heads."), rel=0.2)
+
+
+def test_synthetic_pretraining_trains_on_generated_panels_before_the_real_training(panels,
+                                                                                  tmp_path):
+    def trained_weights(pretrain_iterations: int) -> dict[str, torch.Tensor]:
+        config = DetectorConfig(iterations=1, warmup_iterations=0, synthetic_pretrain_images=3,
+                                synthetic_pretrain_iterations=pretrain_iterations, **TINY)
+        workdir = tmp_path / str(pretrain_iterations)
+        detector = train_detector(panels, None, config, workdir)
+        assert detector.config.synthetic_pretrain_iterations == pretrain_iterations
+        return detector.model.state_dict()
+
+    without, with_pretraining = trained_weights(0), trained_weights(2)
+
+    pretraining = tmp_path / "2" / "synthetic-pretraining"
+    coco = json.loads((pretraining / "annotations.json").read_text())
+    assert len(coco["images"]) == 3 and (pretraining / "last" / DETECTOR_FILE).is_file()
+    assert not (tmp_path / "0" / "synthetic-pretraining").exists()
+    assert any(not torch.equal(without[key], with_pretraining[key]) for key in without
+               if key.startswith("roi_heads."))
