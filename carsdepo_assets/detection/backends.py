@@ -35,7 +35,7 @@ from carsdepo_assets.detection.data import (
     boxes_as_trained,
     load_split,
 )
-from carsdepo_assets.detection.slicing import merge_detections, tiles
+from carsdepo_assets.detection.slicing import cut_by_tile, merge_detections, tiles
 from carsdepo_assets.detection.threads import choose_threads
 from carsdepo_assets.detection.types import Detection, damage_answer
 from carsdepo_assets.fileio import atomic_write_bytes, atomic_write_json
@@ -147,7 +147,7 @@ class TrainedDetector(ABC):
             for crop, detections in zip(crops, self._predict_resized(
                     pictures, min(width, height), max(width, height)), strict=True):
                 found += [Detection(d.label, d.score, tuple(crop.to_photo(d.box)[0].tolist()))
-                          for d in detections]
+                          for d in detections if not cut_by_tile(d.box, crop, image.size)]
         return merge_detections(found, self.config.merge_iou)[:self._max_detections]
 
     @abstractmethod

@@ -60,7 +60,7 @@ class DetectorConfig:
     crop_size: int = 512
     background_crops: float = 0.25
     tile_overlap: float = 0.25
-    merge_iou: float = 0.5  # detections of one class overlapping this much (IoS) are one
+    merge_iou: float = 0.5  # detections of one class overlapping more (IoU) are one (NMS)
     # repeat-factor sampling (LVIS): an image whose rarest class is in fewer than this share of
     # the training images is repeated sqrt(threshold / share) times per epoch; 0: off
     repeat_factor_threshold: float = 0.0

@@ -4,26 +4,32 @@ detections of the tiles and of the whole-image pass become one list.
 Tiles are ``config.crop_size`` squares of the photo at its working scale (``data.Crop``,
 read from the full-resolution photo in one resampling step), overlapping by
 ``config.tile_overlap``; the last tile of a row or column is moved back to end at the edge, so
-every tile is whole. Detections of one class are merged greedily, best score first: a detection
-whose intersection over the smaller box (IoS) with a kept one reaches ``config.merge_iou`` is
-folded into it (the kept box grows to cover both), so a box cut in two by a tile border, found
-whole in the neighbouring tile, comes out once (SAHI's greedy non-maximum merging).
+every tile is whole. A tile's detection that touches one of its inner borders (a border that is
+not the photo's) is a piece of something cut by the tile and is dropped: the neighbouring tile
+sees it whole when it fits in the overlap, and the whole-image pass sees what is larger. What
+remains is merged per class by non-maximum suppression at ``config.merge_iou`` (torchvision's
+``batched_nms``): the best-scoring box of each object stays as it was found.
 
-Not taken from a library: ``sahi`` (MIT) does exactly this, but pulls in OpenCV, Shapely,
-``fire``, ``requests`` and more, and wants its own model wrappers around the detector; the
-slicing and the merge are about sixty lines here. ``ensemble-boxes`` (MIT) brings ``numba`` and
-``pandas`` and has not been released since 2022.
+Boxes are never grown into the union of their overlapping neighbours (SAHI's greedy
+non-maximum merging): with the COCO protocol's score floor of 0.001 a photo has hundreds of weak
+boxes, and a union swallows every small scratch inside a large weak box. ``sahi`` (MIT) itself
+was not taken: it pulls in OpenCV, Shapely, ``fire``, ``requests`` and more, and wants its own
+model wrappers around the detector; ``ensemble-boxes`` (MIT) brings ``numba`` and ``pandas``
+and has not been released since 2022.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
+import torch
+from torchvision.ops import batched_nms
 
 from carsdepo_assets.detection.config import DetectorConfig
 from carsdepo_assets.detection.data import Crop, working_scale
 from carsdepo_assets.detection.types import Detection
+
+BORDER_PX = 2.0  # a box this close to a tile's inner border (in tile pixels) touches it
 
 
 def tiles(width: int, height: int, config: DetectorConfig) -> list[Crop]:
@@ -43,30 +49,24 @@ def _starts(side: int, tile: int, overlap: float) -> list[int]:
     return [*starts, side - tile]
 
 
-def merge_detections(detections: Sequence[Detection], match_ios: float) -> list[Detection]:
+def cut_by_tile(box: Sequence[float], crop: Crop, photo_size: tuple[int, int]) -> bool:
+    """Does ``box`` (tile pixels) touch a border of ``crop`` that is not the photo's own?"""
+    x, y = crop.origin
+    width, height = crop.size
+    right_end, bottom_end = (int(side * crop.scale) for side in photo_size)
+    x1, y1, x2, y2 = box
+    return ((x > 0 and x1 <= BORDER_PX) or (y > 0 and y1 <= BORDER_PX)
+            or (x + width < right_end and x2 >= width - BORDER_PX)
+            or (y + height < bottom_end and y2 >= height - BORDER_PX))
+
+
+def merge_detections(detections: Sequence[Detection], iou: float) -> list[Detection]:
     """One detection per object and class (see the module's docstring), best first."""
-    merged: list[Detection] = []
-    for label in dict.fromkeys(d.label for d in detections):
-        found = sorted((d for d in detections if d.label == label), key=lambda d: -d.score)
-        boxes = np.array([d.box for d in found], dtype=np.float64).reshape(-1, 4)
-        ios = _intersection_over_smaller(boxes)
-        taken = np.zeros(len(found), dtype=bool)
-        for index, detection in enumerate(found):
-            if taken[index]:
-                continue
-            group = np.flatnonzero(~taken & (ios[index] >= match_ios))
-            group = group[group >= index]
-            taken[group] = True
-            members = boxes[np.append(group, index)]
-            box = (*members[:, :2].min(axis=0), *members[:, 2:].max(axis=0))
-            merged.append(Detection(label, detection.score, tuple(float(v) for v in box)))
-    return sorted(merged, key=lambda d: -d.score)
-
-
-def _intersection_over_smaller(boxes: np.ndarray) -> np.ndarray:
-    low = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    high = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    inter = np.clip(high - low, 0, None).prod(axis=2)
-    areas = (boxes[:, 2:] - boxes[:, :2]).prod(axis=1)
-    smaller = np.minimum(areas[:, None], areas[None, :])
-    return np.where(smaller > 0, inter / np.where(smaller > 0, smaller, 1), 0.0)
+    if not detections:
+        return []
+    labels = sorted({d.label for d in detections})
+    boxes = torch.tensor([d.box for d in detections], dtype=torch.float32).reshape(-1, 4)
+    scores = torch.tensor([d.score for d in detections], dtype=torch.float32)
+    classes = torch.tensor([labels.index(d.label) for d in detections])
+    kept = batched_nms(boxes, scores, classes, iou)  # best score first
+    return [detections[int(index)] for index in kept]

@@ -17,7 +17,7 @@ from PIL import Image
 from carsdepo_assets.detection.backends import TrainedDetector
 from carsdepo_assets.detection.config import DetectorConfig
 from carsdepo_assets.detection.data import image_tensor
-from carsdepo_assets.detection.slicing import merge_detections, tiles
+from carsdepo_assets.detection.slicing import cut_by_tile, merge_detections, tiles
 from carsdepo_assets.detection.types import Detection
 
 
@@ -109,15 +109,36 @@ def test_without_work_side_only_the_whole_image_pass_runs():
 def test_merging_keeps_separate_objects_and_classes_apart():
     detections = [
         Detection("scratch", 0.9, (0, 0, 10, 10)),
-        Detection("scratch", 0.5, (5, 0, 10, 10)),  # inside the first: one object
+        Detection("scratch", 0.5, (2, 0, 10, 10)),  # IoU 0.8 with the first: one object
         Detection("scratch", 0.8, (50, 50, 60, 60)),  # elsewhere
         Detection("dent", 0.7, (0, 0, 10, 10)),  # same place, other class
     ]
 
-    merged = merge_detections(detections, match_ios=0.5)
+    merged = merge_detections(detections, iou=0.5)
 
     assert [(d.label, d.score, d.box) for d in merged] == [
         ("scratch", 0.9, (0.0, 0.0, 10.0, 10.0)),
         ("scratch", 0.8, (50.0, 50.0, 60.0, 60.0)),
         ("dent", 0.7, (0.0, 0.0, 10.0, 10.0)),
     ]
+
+
+def test_merging_keeps_a_small_scratch_inside_a_large_weak_box_as_it_was_found():
+    # at the COCO protocol's score floor a photo has many weak boxes; growing boxes into their
+    # neighbours' union would turn the small confident scratch into the large weak box
+    detections = [Detection("scratch", 0.9, (100, 100, 110, 130)),
+                  Detection("scratch", 0.01, (0, 0, 400, 300))]
+
+    merged = merge_detections(detections, iou=0.5)
+
+    assert [d.box for d in merged] == [(100, 100, 110, 130), (0, 0, 400, 300)]
+
+
+def test_a_piece_cut_by_an_inner_tile_border_is_dropped_but_the_photo_edge_is_not_a_cut():
+    config = DetectorConfig(work_side=1000, crop_size=512, tile_overlap=0.25)
+    first, second = tiles(1200, 400, config)[:2]  # x from 0 and from 384, full height
+
+    assert cut_by_tile((480, 100, 512, 160), first, (1200, 400))  # at its inner right border
+    assert not cut_by_tile((0, 100, 40, 160), first, (1200, 400))  # at the photo's left edge
+    assert not cut_by_tile((96, 0, 176, 60), second, (1200, 400))  # at the photo's top edge
+    assert cut_by_tile((0, 100, 40, 160), second, (1200, 400))  # at its inner left border
