@@ -136,25 +136,51 @@ def run_ablation(args: argparse.Namespace) -> None:
 def record_resized(home: Path, report: dict, sizes: list[int]) -> None:
     """The trained model evaluated at other input sizes (test-time resizing, no retraining):
     how much does input resolution limit it?"""
-    from carsdepo_assets.datasets import load_dataset
-    from carsdepo_assets.detection.evaluate import evaluate_on_split
-
-    detector = load_model(home, report)
-    dataset = load_dataset(Path(report["dataset"]))
+    detector, dataset = load_model(home, report), load_report_dataset(report)
     trained_at = detector.config.max_size
     for size in sizes:
         detector.config = detector.config.replace(min_size=size, max_size=size)
-        result, _, ms_per_image = evaluate_on_split(detector, dataset.coco("test"),
-                                                    dataset.image_root)
-        metrics = result.flat_metrics()
+        metrics = evaluate_test_split(detector, dataset)
         data = (f"lensor test split, {report['test_images']} photos; the {report['preset']} model "
                 f"(trained at {trained_at} px) resized to {size} px at test time")
-        extra = {"backend": report["backend"], "variant": f"eval {size}px",
-                 "model_version": report["model_version"]}
-        for metric in ("AP50", "AP", "AP50_scratch", "AP50_dent"):
-            record(SUITE, f"real_test_{metric}", round(metrics.get(metric, 0.0), 4), "AP",
-                   data, **extra)
-        record(SUITE, "real_test_ms_per_image", round(ms_per_image, 1), "ms/image", data, **extra)
+        record_test_metrics(metrics, data, backend=report["backend"], variant=f"eval {size}px",
+                            model_version=report["model_version"])
+
+
+def record_reevaluated(home: Path, report: dict) -> None:
+    """The trained model evaluated again on the test split by this checkout's prediction path
+    (its own settings): for a model trained before a change to prediction (merging, tiles)."""
+    detector = load_model(home, report)
+    metrics = evaluate_test_split(detector, load_report_dataset(report))
+    data = (f"lensor test split, {report['test_images']} photos; the {report['preset']} model "
+            "as trained, evaluated again with this checkout's prediction code")
+    variant = f"{report.get('variant') or report['preset']}, re-evaluated"
+    record_test_metrics(metrics, data, backend=report["backend"], preset=report["preset"],
+                        variant=variant, model_version=report["model_version"])
+    print(table_markdown({variant: metrics}))
+
+
+def load_report_dataset(report: dict):
+    from carsdepo_assets.datasets import load_dataset
+
+    return load_dataset(Path(report["dataset"]))
+
+
+def evaluate_test_split(detector, dataset) -> dict:
+    """Test-split metrics (as the evaluation report computes them) and ``ms_per_image``."""
+    from carsdepo_assets.detection.evaluate import evaluate_on_split
+
+    result, _, ms_per_image = evaluate_on_split(detector, dataset.coco("test"),
+                                                dataset.image_root)
+    return {**result.flat_metrics(), "ms_per_image": ms_per_image}
+
+
+def record_test_metrics(metrics: dict, data: str, **extra) -> None:
+    for metric, name in FIGURES:
+        if metric in metrics:
+            record(SUITE, name, round(metrics[metric], 4), "AP", data, **extra)
+    record(SUITE, "real_test_ms_per_image", round(metrics["ms_per_image"], 1), "ms/image", data,
+           **extra)
 
 
 def record_native_time(home: Path, report: dict, photos: int = 8) -> float:
@@ -163,13 +189,12 @@ def record_native_time(home: Path, report: dict, photos: int = 8) -> float:
     warm-up, in a process prepared as the inference paths prepare theirs."""
     from PIL import Image
 
-    from carsdepo_assets.datasets import load_dataset
     from carsdepo_assets.images.store import ImageStore
     from carsdepo_assets.prediction.runtime import prepare_inference_process
 
     threads = prepare_inference_process()
     detector = load_model(home, report)
-    dataset = load_dataset(Path(report["dataset"]))
+    dataset = load_report_dataset(report)
     store = ImageStore(dataset.image_root)
     times = []
     for entry in dataset.coco("test")["images"][:photos + 1]:
@@ -220,13 +245,16 @@ def main(argv: list[str] | None = None) -> None:
                         "'all changes')")
     parser.add_argument("--backend", default="auto", help="auto | torchvision | detectron2")
     parser.add_argument("--iterations", type=int, help="training iterations (preset's default)")
+    parser.add_argument("--reevaluate", action="store_true",
+                        help="with --reuse: also evaluate the model again with this checkout's "
+                        "prediction code")
     parser.add_argument("--eval-sizes", type=int, nargs="+", default=[], metavar="PX",
                         help="also evaluate the trained model resized to these input sizes")
     args = parser.parse_args(argv)
     if args.ablation:
         run_ablation(args)
     elif args.reuse:
-        measure(args.home or DEFAULT_HOME, args.eval_sizes)
+        measure(args.home or DEFAULT_HOME, args.eval_sizes, args.reevaluate)
     elif args.home:
         train(args.home.resolve(), args)
         measure(args.home, args.eval_sizes)
@@ -236,9 +264,11 @@ def main(argv: list[str] | None = None) -> None:
             measure(Path(home), args.eval_sizes)
 
 
-def measure(home: Path, eval_sizes: list[int]) -> None:
+def measure(home: Path, eval_sizes: list[int], reevaluate: bool = False) -> None:
     report = read_report(home)
     record_report(report)
+    if reevaluate:
+        record_reevaluated(home, report)
     record_native_time(home, report)
     if eval_sizes:
         record_resized(home, report, eval_sizes)
