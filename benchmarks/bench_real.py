@@ -105,12 +105,12 @@ def ablation_variants(only: list[str] | None = None) -> dict[str, dict]:
     from carsdepo_assets.detection.config import WITH_SYNTHETIC_PRETRAINING, WITHOUT_CHANGE
 
     undo_all = {key: value for undo in WITHOUT_CHANGE.values() for key, value in undo.items()}
-    variants = {"baseline": undo_all}
+    # the ends first, so that a cut-short run still compares them
+    variants = {"baseline": undo_all, "all changes": {},
+                "all changes + synthetic pretraining": dict(WITH_SYNTHETIC_PRETRAINING)}
     for change in WITHOUT_CHANGE:
         others = [undo for name, undo in WITHOUT_CHANGE.items() if name != change]
         variants[f"{change} only"] = {k: v for undo in others for k, v in undo.items()}
-    variants["all changes"] = {}
-    variants["all changes + synthetic pretraining"] = dict(WITH_SYNTHETIC_PRETRAINING)
     if only:
         unknown = sorted(set(only) - set(variants))
         if unknown:
