@@ -19,10 +19,16 @@ def test_config_survives_a_json_round_trip_unchanged():
 def test_default_config_is_the_cpu_preset_and_real_data_presets_use_larger_inputs():
     assert DetectorConfig() == DetectorConfig.preset("cpu")
     assert set(PRESETS) == {"cpu", "gpu", "real_cpu", "real_cpu_short"}
-    for name in ("gpu", "real_cpu", "real_cpu_short"):
+    for name in ("gpu", "real_cpu"):
         real = DetectorConfig.preset(name)
         assert real.min_size > DetectorConfig().min_size
         assert real.iterations > DetectorConfig().iterations
+
+
+def test_the_ablation_preset_is_real_cpu_at_a_shorter_budget():
+    full, short = DetectorConfig.preset("real_cpu"), DetectorConfig.preset("real_cpu_short")
+    assert short.iterations < full.iterations
+    assert short == full.replace(iterations=short.iterations, eval_period=short.eval_period)
 
 
 @pytest.mark.parametrize(
