@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ablation", action="store_true",
                         help="issue 12's ablation: the old design, each change alone and all "
                         "together at real_cpu_short's budget, one training after another "
-                        "in --home (seven trainings, about 75 minutes)")
+                        "in --home (seven trainings, about 100 minutes)")
     parser.add_argument("--variants", nargs="+", metavar="NAME",
                         help="with --ablation: only these variants (e.g. baseline "
                         "'all changes')")
