@@ -29,7 +29,7 @@ from pathlib import Path
 
 from benchmarks._record import record
 from benchmarks.bench_demo import free_port
-from carsdepo_assets.cli.train_real import TARGETS, table_markdown
+from carsdepo_assets.cli.train_real import TARGETS, report_file, table_markdown
 
 SUITE = "real"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def run_ablation(args: argparse.Namespace) -> None:
     rows = {}
     for variant, overrides in ablation_variants(args.variants).items():
         train(home, args, overrides, variant)
-        report = read_report(home)
+        report = read_report(home, variant)
         record_report(report)
         rows[variant] = report["test_metrics"]
         print(table_markdown(rows), flush=True)
@@ -274,8 +274,8 @@ def measure(home: Path, eval_sizes: list[int], reevaluate: bool = False) -> None
         record_resized(home, report, eval_sizes)
 
 
-def read_report(home: Path) -> dict:
-    path = home.resolve() / "reports" / "real_data.json"
+def read_report(home: Path, variant: str | None = None) -> dict:
+    path = home.resolve() / "reports" / report_file(variant)
     if not path.is_file():
         raise SystemExit(f"no real-data report at {path}: run `make train-real` first")
     return json.loads(path.read_text())
