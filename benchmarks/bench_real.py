@@ -29,7 +29,7 @@ from pathlib import Path
 
 from benchmarks._record import record
 from benchmarks.bench_demo import free_port
-from carsdepo_assets.cli.train_real import TARGETS, table_markdown
+from carsdepo_assets.cli.train_real import TARGETS, report_file, table_markdown
 
 SUITE = "real"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def run_ablation(args: argparse.Namespace) -> None:
     rows = {}
     for variant, overrides in ablation_variants(args.variants).items():
         train(home, args, overrides, variant)
-        report = read_report(home)
+        report = read_report(home, variant)
         record_report(report)
         rows[variant] = report["test_metrics"]
         print(table_markdown(rows), flush=True)
@@ -216,6 +216,38 @@ def record_native_time(home: Path, report: dict, photos: int = 8) -> float:
     return p50
 
 
+def record_train_speed(home: Path, iterations: int, malloc_default: bool) -> None:
+    """Training speed alone (no validation) on the lensor train split of ``home``'s dataset,
+    for the real_cpu design and the baseline: images/s over ``iterations`` after 5 warm-up
+    ones. ``malloc_default`` leaves glibc's malloc as it is (the comparison for
+    ``detection/memory.py``)."""
+    from carsdepo_assets.datasets import load_dataset
+    from carsdepo_assets.detection import backends
+    from carsdepo_assets.detection.config import WITHOUT_CHANGE, DetectorConfig
+    from carsdepo_assets.detection.data import CocoSplit
+
+    if malloc_default:
+        backends.keep_freed_memory = lambda: False
+    dataset = load_dataset(Path(read_report(home)["dataset"]))
+    undo_all = {key: value for undo in WITHOUT_CHANGE.values() for key, value in undo.items()}
+    for variant, overrides in (("all changes", {}), ("baseline", undo_all)):
+        seen = []
+        config = DetectorConfig.preset("real_cpu", iterations=iterations + 5, **overrides)
+        with tempfile.TemporaryDirectory(prefix="bench-real-speed-") as workdir:
+            backends.train_detector(CocoSplit(*dataset.train), None, config, Path(workdir),
+                                    seen.append)
+        steady = seen[5:]
+        # images/s of the iterations after the warm-up, from the cumulative figures reported
+        busy = config.batch_size * (steady[-1].iteration / steady[-1].images_per_second
+                                    - steady[0].iteration / steady[0].images_per_second)
+        speed = (steady[-1].iteration - steady[0].iteration) * config.batch_size / busy
+        record(SUITE, "real_train_images_per_s", round(speed, 2), "images/s",
+               f"lensor train split, {iterations} iterations x {config.batch_size} after 5 "
+               "warm-up, no validation; " + ("glibc malloc defaults" if malloc_default
+                                             else "freed memory kept (detection/memory.py)"),
+               variant=variant, malloc="default" if malloc_default else "keep_freed")
+
+
 def load_model(home: Path, report: dict):
     from carsdepo_assets.detection.champion import configure_mlflow
     from carsdepo_assets.prediction.pyfunc import load_registered_detector
@@ -239,19 +271,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ablation", action="store_true",
                         help="issue 12's ablation: the old design, each change alone and all "
                         "together at real_cpu_short's budget, one training after another "
-                        "in --home (seven trainings, about 75 minutes)")
+                        "in --home (seven trainings, about 100 minutes)")
     parser.add_argument("--variants", nargs="+", metavar="NAME",
                         help="with --ablation: only these variants (e.g. baseline "
                         "'all changes')")
     parser.add_argument("--backend", default="auto", help="auto | torchvision | detectron2")
     parser.add_argument("--iterations", type=int, help="training iterations (preset's default)")
+    parser.add_argument("--train-speed", type=int, metavar="ITERATIONS",
+                        help="only measure training speed (no validation) over this many "
+                        "iterations, in --home's dataset")
+    parser.add_argument("--malloc-default", action="store_true",
+                        help="with --train-speed: leave glibc's malloc settings as they are")
     parser.add_argument("--reevaluate", action="store_true",
                         help="with --reuse: also evaluate the model again with this checkout's "
                         "prediction code")
     parser.add_argument("--eval-sizes", type=int, nargs="+", default=[], metavar="PX",
                         help="also evaluate the trained model resized to these input sizes")
     args = parser.parse_args(argv)
-    if args.ablation:
+    if args.train_speed:
+        record_train_speed((args.home or DEFAULT_HOME).resolve(), args.train_speed,
+                           args.malloc_default)
+    elif args.ablation:
         run_ablation(args)
     elif args.reuse:
         measure(args.home or DEFAULT_HOME, args.eval_sizes, args.reevaluate)
@@ -274,8 +314,8 @@ def measure(home: Path, eval_sizes: list[int], reevaluate: bool = False) -> None
         record_resized(home, report, eval_sizes)
 
 
-def read_report(home: Path) -> dict:
-    path = home.resolve() / "reports" / "real_data.json"
+def read_report(home: Path, variant: str | None = None) -> dict:
+    path = home.resolve() / "reports" / report_file(variant)
     if not path.is_file():
         raise SystemExit(f"no real-data report at {path}: run `make train-real` first")
     return json.loads(path.read_text())

@@ -45,6 +45,15 @@ DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "lensor_car_damage"
 SPLITS = ("train", "val", "test")
 BATCH_PREFIX = "lensor-"
 REPORT_FILE = "real_data.json"
+
+
+def report_file(variant: str | None = None) -> str:
+    """``real_data.json``; a named variant's run (the ablation's) reports beside it, so that
+    the report of the last `make train-real` is never overwritten by one."""
+    if not variant:
+        return REPORT_FILE
+    slug = "".join(c if c.isalnum() else "-" for c in variant.lower()).strip("-")
+    return f"real_data-{slug}.json"
 PRESET_CHOICES = ("auto", "real_cpu", "real_cpu_short", "gpu")
 
 
@@ -210,7 +219,7 @@ def train_on_real_data(
         "test_metrics": challenger["metrics"],
         "promoted": bool(materialization_metadata(result, "deployed_model")),
     }
-    path = layout.report_path(REPORT_FILE)
+    path = layout.report_path(report_file(variant))
     atomic_write_json(path, report)
     say(format_report(report))
     say(f"\nreport: {path} (the benchmark `python -m benchmarks.bench_real` records it)")

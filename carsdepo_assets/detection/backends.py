@@ -35,6 +35,7 @@ from carsdepo_assets.detection.data import (
     boxes_as_trained,
     load_split,
 )
+from carsdepo_assets.detection.memory import keep_freed_memory
 from carsdepo_assets.detection.slicing import cut_by_tile, merge_detections, tiles
 from carsdepo_assets.detection.threads import choose_threads
 from carsdepo_assets.detection.types import Detection, damage_answer
@@ -226,9 +227,10 @@ class DetectorBackend(ABC):
 
         The part every backend shares: the splits are loaded and checked (a clear error before
         training starts), the config is resolved for this backend (anchors learned from the
-        training boxes when it asks for that), and torch's thread count is set for the run
-        only. ``_fit`` does the rest; the summary records how well the anchors cover the
-        training boxes."""
+        training boxes when it asks for that), torch's thread count is set for the run only,
+        and freed memory is kept for reuse (``memory.py``; for the rest of the process).
+        ``_fit`` does the rest; the summary records how well the anchors cover the training
+        boxes."""
         train_split = load_split(train, require_every_class=True)
         val_split = load_split(val, require_every_class=False) if val is not None else None
         config = resolve_config(config.replace(backend=self.name))
@@ -237,6 +239,7 @@ class DetectorBackend(ABC):
             config = with_learned_anchors(config, train_boxes)
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
+        keep_freed_memory()
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(config.num_threads)
         try:

@@ -114,3 +114,12 @@ def test_the_report_of_a_real_cpu_run_says_which_targets_it_met_and_by_how_much_
     assert "| real_cpu | 0.200 |" in printed
     # a run with other settings is not the design the targets were set for
     assert "targets" not in format_report({**report, "overrides": {"work_side": 0}})
+
+
+def test_a_named_variant_reports_beside_the_last_train_real_report_not_over_it():
+    from carsdepo_assets.cli.train_real import REPORT_FILE, report_file
+
+    assert report_file(None) == REPORT_FILE
+    assert report_file("all changes + synthetic pretraining") == \
+        "real_data-all-changes---synthetic-pretraining.json"
+    assert report_file("baseline") != report_file("native_resolution only") != REPORT_FILE
