@@ -83,20 +83,10 @@ def record_report(report: dict) -> None:
               "model_version": report["model_version"],
               **({"variant": report["variant"]} if report.get("variant") else {}),
               **({"overrides": report["overrides"]} if report.get("overrides") else {})}
-    for metric, name in FIGURES:
-        if metric not in metrics:
-            continue
-        extra = dict(common)
-        target = TARGETS.get(metric) if report["preset"] == "real_cpu" else None  # issue 12
-        if target is not None:
-            extra.update(target=target, target_met=metrics[metric] >= target,
-                         missed_by=round(max(0.0, target - metrics[metric]), 4))
-        record(SUITE, name, round(metrics[metric], 4), "AP", data, **extra)
+    targets = TARGETS if report["preset"] == "real_cpu" else {}  # issue 12's, for make train-real
+    record_test_metrics(metrics, data, targets, **common)
     record(SUITE, "real_train_wall", report["train_wall_s"], "s", data, **common,
            images_per_s=report["train_images_per_s"])
-    if "ms_per_image" in metrics:  # sliced at native resolution where the config says so
-        record(SUITE, "real_test_ms_per_image", round(metrics["ms_per_image"], 1), "ms/image",
-               data, **common)
 
 
 def ablation_variants(only: list[str] | None = None) -> dict[str, dict]:
@@ -104,18 +94,22 @@ def ablation_variants(only: list[str] | None = None) -> dict[str, dict]:
     undone), all together, and each change alone."""
     from carsdepo_assets.detection.config import WITHOUT_CHANGE
 
-    undo_all = {key: value for undo in WITHOUT_CHANGE.values() for key, value in undo.items()}
     # the ends first, so that a cut-short run still compares them
-    variants = {"baseline": undo_all, "all changes": {}}
+    variants = {"baseline": undone(WITHOUT_CHANGE), "all changes": {}}
     for change in WITHOUT_CHANGE:
-        others = [undo for name, undo in WITHOUT_CHANGE.items() if name != change]
-        variants[f"{change} only"] = {k: v for undo in others for k, v in undo.items()}
+        variants[f"{change} only"] = undone(WITHOUT_CHANGE, keep=change)
     if only:
         unknown = sorted(set(only) - set(variants))
         if unknown:
             raise SystemExit(f"unknown variant(s) {unknown}: expected some of {list(variants)}")
         variants = {name: overrides for name, overrides in variants.items() if name in only}
     return variants
+
+
+def undone(without_change: dict[str, dict], keep: str | None = None) -> dict:
+    """The config overrides that undo every change of issue 12 but ``keep``."""
+    return {key: value for name, undo in without_change.items() if name != keep
+            for key, value in undo.items()}
 
 
 def run_ablation(args: argparse.Namespace) -> None:
@@ -132,10 +126,9 @@ def run_ablation(args: argparse.Namespace) -> None:
         print(table_markdown(rows), flush=True)
 
 
-def record_resized(home: Path, report: dict, sizes: list[int]) -> None:
+def record_resized(detector, dataset, report: dict, sizes: list[int]) -> None:
     """The trained model evaluated at other input sizes (test-time resizing, no retraining):
-    how much does input resolution limit it?"""
-    detector, dataset = load_model(home, report), load_report_dataset(report)
+    how much does input resolution limit it? Changes ``detector.config``: call it last."""
     trained_at = detector.config.max_size
     for size in sizes:
         detector.config = detector.config.replace(min_size=size, max_size=size)
@@ -146,11 +139,10 @@ def record_resized(home: Path, report: dict, sizes: list[int]) -> None:
                             model_version=report["model_version"])
 
 
-def record_reevaluated(home: Path, report: dict) -> None:
+def record_reevaluated(detector, dataset, report: dict) -> None:
     """The trained model evaluated again on the test split by this checkout's prediction path
     (its own settings): for a model trained before a change to prediction (merging, tiles)."""
-    detector = load_model(home, report)
-    metrics = evaluate_test_split(detector, load_report_dataset(report))
+    metrics = evaluate_test_split(detector, dataset)
     data = (f"lensor test split, {report['test_images']} photos; the {report['preset']} model "
             "as trained, evaluated again with this checkout's prediction code")
     variant = f"{report.get('variant') or report['preset']}, re-evaluated"
@@ -174,15 +166,24 @@ def evaluate_test_split(detector, dataset) -> dict:
     return {**result.flat_metrics(), "ms_per_image": ms_per_image}
 
 
-def record_test_metrics(metrics: dict, data: str, **extra) -> None:
+def record_test_metrics(metrics: dict, data: str, targets: dict[str, float] | None = None,
+                        **extra) -> None:
+    """One line per figure of FIGURES present in ``metrics`` (with its target, met or missed
+    by how much, where ``targets`` has one) and the ms per photo."""
     for metric, name in FIGURES:
-        if metric in metrics:
-            record(SUITE, name, round(metrics[metric], 4), "AP", data, **extra)
-    record(SUITE, "real_test_ms_per_image", round(metrics["ms_per_image"], 1), "ms/image", data,
-           **extra)
+        if metric not in metrics:
+            continue
+        target = (targets or {}).get(metric)
+        verdict = {} if target is None else {
+            "target": target, "target_met": metrics[metric] >= target,
+            "missed_by": round(max(0.0, target - metrics[metric]), 4)}
+        record(SUITE, name, round(metrics[metric], 4), "AP", data, **extra, **verdict)
+    if "ms_per_image" in metrics:  # sliced at native resolution where the config says so
+        record(SUITE, "real_test_ms_per_image", round(metrics["ms_per_image"], 1), "ms/image",
+               data, **extra)
 
 
-def record_native_time(home: Path, report: dict, photos: int = 8) -> float:
+def record_native_time(detector, dataset, report: dict, photos: int = 8) -> float:
     """Sliced prediction time of a 1600x1200 photo (lensor test photos enlarged to it: their
     content does not matter for the time, their size does), p50 over ``photos`` after one
     warm-up, in a process prepared as the inference paths prepare theirs."""
@@ -192,8 +193,6 @@ def record_native_time(home: Path, report: dict, photos: int = 8) -> float:
     from carsdepo_assets.prediction.runtime import prepare_inference_process
 
     threads = prepare_inference_process()
-    detector = load_model(home, report)
-    dataset = load_report_dataset(report)
     store = ImageStore(dataset.image_root)
     times = []
     for entry in dataset.coco("test")["images"][:photos + 1]:
@@ -228,8 +227,7 @@ def record_train_speed(home: Path, iterations: int, malloc_default: bool) -> Non
     if malloc_default:
         backends.keep_freed_memory = lambda: False
     dataset = load_dataset(Path(read_report(home)["dataset"]))
-    undo_all = {key: value for undo in WITHOUT_CHANGE.values() for key, value in undo.items()}
-    for variant, overrides in (("all changes", {}), ("baseline", undo_all)):
+    for variant, overrides in (("all changes", {}), ("baseline", undone(WITHOUT_CHANGE))):
         seen = []
         config = DetectorConfig.preset("real_cpu", iterations=iterations + 5, **overrides)
         with tempfile.TemporaryDirectory(prefix="bench-real-speed-") as workdir:
@@ -306,11 +304,12 @@ def main(argv: list[str] | None = None) -> None:
 def measure(home: Path, eval_sizes: list[int], reevaluate: bool = False) -> None:
     report = read_report(home)
     record_report(report)
+    detector, dataset = load_model(home, report), load_report_dataset(report)
     if reevaluate:
-        record_reevaluated(home, report)
-    record_native_time(home, report)
+        record_reevaluated(detector, dataset, report)
+    record_native_time(detector, dataset, report)
     if eval_sizes:
-        record_resized(home, report, eval_sizes)
+        record_resized(detector, dataset, report, eval_sizes)
 
 
 def read_report(home: Path, variant: str | None = None) -> dict:

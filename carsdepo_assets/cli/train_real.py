@@ -45,6 +45,7 @@ DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "lensor_car_damage"
 SPLITS = ("train", "val", "test")
 BATCH_PREFIX = "lensor-"
 REPORT_FILE = "real_data.json"
+PRESET_CHOICES = ("auto", "real_cpu", "real_cpu_short", "gpu")
 
 
 def report_file(variant: str | None = None) -> str:
@@ -54,7 +55,6 @@ def report_file(variant: str | None = None) -> str:
         return REPORT_FILE
     slug = "".join(c if c.isalnum() else "-" for c in variant.lower()).strip("-")
     return f"real_data-{slug}.json"
-PRESET_CHOICES = ("auto", "real_cpu", "real_cpu_short", "gpu")
 
 
 class RealDataError(RuntimeError):
