@@ -2,7 +2,8 @@
 
 ``mlflow models serve -m models:/<name>@<alias> --env-manager local -h HOST -p PORT`` with the
 tracking URI of carsdepo's store, the Python environment's ``bin`` first on PATH (the server
-starts ``uvicorn`` from there), and the variables that make the served model record each
+starts ``uvicorn`` from there), one malloc arena for all its threads (``detection.memory``), and
+the variables that make the served model record each
 request in the inference log (``inference_log.serving_environment``). POST ``/invocations``
 with ``{"dataframe_records": [{"image": "<base64>"}]}``; see ``prediction.pyfunc`` for answers.
 """
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from carsdepo_assets.detection.champion import TRACKING_URI_ENV
+from carsdepo_assets.detection.memory import SHARED_ARENA_ENVIRONMENT
 from carsdepo_assets.prediction.inference_log import serving_environment
 from carsdepo_assets.prediction.models import ALIASES, ModelRef
 
@@ -46,5 +48,6 @@ def serve_command(
         TRACKING_URI_ENV: tracking_uri,
         "PATH": os.pathsep.join(filter(None, [str(bin_dir), base.get("PATH", "")])),
         **serving_environment(log_folder, model.name, model.version),
+        **SHARED_ARENA_ENVIRONMENT,  # requests are answered in worker threads
     }
     return argv, env
