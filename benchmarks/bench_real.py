@@ -1,4 +1,5 @@
-"""Real-data accuracy: AP50, AP and per-class AP50 on the lensor test split (76 real photos).
+"""Real-data accuracy: AP50, AP and per-class AP50 on the lensor test split (71 of its 76 photos;
+the 5 with only "broken" damage are left out).
 
     python -m benchmarks.bench_real [--home DIR] [--iterations N] [--preset auto]
     python -m benchmarks.bench_real --reuse      # record the last `make train-real`, no training
