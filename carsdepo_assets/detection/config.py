@@ -260,7 +260,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 150 iterations on 200 synthetic panels first: at the ablation's budget they doubled
         # lensor test AP50 (0.051 -> 0.104, one seed)
         "synthetic_pretrain_iterations": 150,
-        # about 1 s per iteration of 4 crops on two cores, plus three sliced validations
+        # about 0.6 s per iteration of 4 crops on two idle cores, plus three sliced validations
+        # of about a minute: 31 min of training (README, one run)
         "iterations": 2700,
         "eval_period": 900,
         "checkpoint_period": 100,
