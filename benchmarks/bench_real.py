@@ -4,6 +4,7 @@ the 5 with only "broken" damage are left out).
     python -m benchmarks.bench_real [--home DIR] [--iterations N] [--preset auto]
     python -m benchmarks.bench_real --reuse      # record the last `make train-real`, no training
     python -m benchmarks.bench_real --reuse --eval-sizes 960 1280   # and at other input sizes
+    python -m benchmarks.bench_real --reuse --variant NAME   # a `train-real --variant NAME` run
     python -m benchmarks.bench_real --ablation [--variants baseline "all changes"]
 
 Trains as `make train-real` does (``carsdepo train-real``, in a temporary CARSDEPO_HOME unless
@@ -263,6 +264,9 @@ def main(argv: list[str] | None = None) -> None:
                         "with --reuse: .carsdepo-real)")
     parser.add_argument("--reuse", action="store_true",
                         help="record the report already in --home instead of training")
+    parser.add_argument("--variant",
+                        help="with --reuse: the run that `carsdepo train-real --variant NAME` "
+                        "reported (default: the last plain `make train-real`)")
     parser.add_argument("--data", help="the data set folder (default: train-real's)")
     parser.add_argument("--preset", default="auto",
                         help="auto | real_cpu | real_cpu_short | gpu")
@@ -292,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.ablation:
         run_ablation(args)
     elif args.reuse:
-        measure(args.home or DEFAULT_HOME, args.eval_sizes, args.reevaluate)
+        measure(args.home or DEFAULT_HOME, args.eval_sizes, args.reevaluate, args.variant)
     elif args.home:
         train(args.home.resolve(), args)
         measure(args.home, args.eval_sizes)
@@ -302,8 +306,9 @@ def main(argv: list[str] | None = None) -> None:
             measure(Path(home), args.eval_sizes)
 
 
-def measure(home: Path, eval_sizes: list[int], reevaluate: bool = False) -> None:
-    report = read_report(home)
+def measure(home: Path, eval_sizes: list[int], reevaluate: bool = False,
+            variant: str | None = None) -> None:
+    report = read_report(home, variant)
     record_report(report)
     detector, dataset = load_model(home, report), load_report_dataset(report)
     if reevaluate:
