@@ -18,7 +18,7 @@ import io
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -37,7 +37,7 @@ from carsdepo_assets.detection.data import (
 )
 from carsdepo_assets.detection.memory import keep_freed_memory
 from carsdepo_assets.detection.slicing import cut_by_tile, merge_detections, tiles
-from carsdepo_assets.detection.threads import choose_threads
+from carsdepo_assets.detection.threads import RECHECK_SECONDS, ThreadRecheck, choose_threads
 from carsdepo_assets.detection.types import Detection, damage_answer
 from carsdepo_assets.fileio import atomic_write_bytes, atomic_write_json
 
@@ -66,6 +66,7 @@ class TrainProgress:
     images_per_second: float  # over the whole run so far
     elapsed_s: float
     val_metrics: dict[str, float] | None = None  # only on iterations where validation ran
+    note: str | None = None  # for a person reading the run log (torch's thread count changed)
 
 
 @dataclass
@@ -227,8 +228,9 @@ class DetectorBackend(ABC):
 
         The part every backend shares: the splits are loaded and checked (a clear error before
         training starts), the config is resolved for this backend (anchors learned from the
-        training boxes when it asks for that), torch's thread count is set for the run only,
-        and freed memory is kept for reuse (``memory.py``; for the rest of the process).
+        training boxes when it asks for that), torch's thread count is set for the run only
+        (and chosen again as it goes, with ``adapt_threads``), and freed memory is kept for
+        reuse (``memory.py``; for the rest of the process).
         ``_fit`` does the rest; the summary records how well the anchors cover the training
         boxes."""
         train_split = load_split(train, require_every_class=True)
@@ -243,7 +245,8 @@ class DetectorBackend(ABC):
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(config.num_threads)
         try:
-            detector = self._fit(train_split, val_split, config, workdir, on_progress)
+            detector = self._fit(train_split, val_split, config, workdir,
+                                 _adapting_threads(config, on_progress))
         finally:
             torch.set_num_threads(previous_threads)
         if detector.summary is not None:
@@ -260,6 +263,30 @@ class DetectorBackend(ABC):
         on_progress: Callable[[TrainProgress], None] | None,
     ) -> TrainedDetector:
         """The backend's own training, on checked splits with a resolved config."""
+
+
+def _adapting_threads(
+    config: DetectorConfig, on_progress: Callable[[TrainProgress], None] | None
+) -> Callable[[TrainProgress], None] | None:
+    """``on_progress`` that, with ``config.adapt_threads``, also chooses torch's thread count
+    again as training goes (``threads.ThreadRecheck``; progress is reported from the training
+    thread, whose count torch sets) and tells of a change in the progress's ``note``."""
+    if not config.adapt_threads:
+        return on_progress
+    recheck = ThreadRecheck(config.num_threads)
+
+    def report(progress: TrainProgress) -> None:
+        previous = recheck.threads
+        choice = recheck.check()
+        if choice is not None:
+            torch.set_num_threads(choice.threads)
+            progress = replace(progress, note=(
+                f"torch threads {previous} -> {choice.describe()}, re-checked every "
+                f"{RECHECK_SECONDS:.0f} s of training"))
+        if on_progress is not None:
+            on_progress(progress)
+
+    return report
 
 
 def backend_available(name: str) -> bool:
@@ -295,15 +322,20 @@ def resolve_backend(name: str) -> str:
 
 def resolve_config(config: DetectorConfig) -> DetectorConfig:
     """The concrete config a run uses: backend, device, norm and torch threads decided, no
-    ``auto`` left."""
+    ``auto`` left. Threads chosen from the load are marked to be chosen again during training
+    (``adapt_threads``); a count from the config or ``CARSDEPO_TORCH_THREADS`` is not, unless
+    the config asks for it."""
     device = config.device
     if device in ("auto", "cuda"):
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device='cuda' but no CUDA device is available here")
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    threads = config.num_threads or choose_threads().threads
+    threads, adapt = config.num_threads, config.adapt_threads
+    if not threads:
+        choice = choose_threads()
+        threads, adapt = choice.threads, adapt or choice.measured
     return config.replace(backend=resolve_backend(config.backend), device=device,
-                          norm=config.resolved_norm, num_threads=threads)
+                          norm=config.resolved_norm, num_threads=threads, adapt_threads=adapt)
 
 
 def get_backend(name: str) -> DetectorBackend:

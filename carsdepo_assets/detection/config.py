@@ -97,7 +97,12 @@ class DetectorConfig:
     # run
     seed: int = 0
     device: str = "auto"
-    num_threads: int = 0  # 0: the cores other processes leave free now (detection/threads.py)
+    # 0: CARSDEPO_TORCH_THREADS if set, else the cores other processes leave free now
+    # (detection/threads.py)
+    num_threads: int = 0
+    # choose num_threads again from the load as training goes (set when resolving a 0 that
+    # was chosen from the load)
+    adapt_threads: bool = False
     eval_period: int = 100  # validate (model selection) every N iterations and at the end
     checkpoint_period: int = 50  # keep the last good weights every N iterations
 
