@@ -14,6 +14,7 @@ import mlflow
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 from pydantic import Field
 
+from carsdepo_assets.assets.metadata import rounded
 from carsdepo_assets.assets.training import DetectorTrainingConfig, train_tracked
 from carsdepo_assets.datasets import load_dataset
 from carsdepo_assets.detection.evaluate import evaluate_on_split
@@ -62,13 +63,14 @@ def experiment_sweep(
     batch = context.partition_key
     dataset = load_dataset(Path(curated_dataset))
     carsdepo_home.connect_mlflow(experiment_name(batch))
+    experiment_id = mlflow.get_experiment_by_name(experiment_name(batch)).experiment_id
     results = []
     for index, variant in enumerate(config.variants(), start=1):
         name = ", ".join(f"{key}={value}" for key, value in variant.items())
         context.log.info(f"configuration {index}/{len(config.variants())}: {name}")
         training = DetectorTrainingConfig(iterations=config.iterations, **variant)
-        with mlflow.start_run(run_name=f"sweep-{index}") as run:
-            mlflow.set_tag("carsdepo.drifted_batch", batch)
+        tags = {"carsdepo.drifted_batch": batch, "dagster_run_id": context.run_id}
+        with mlflow.start_run(run_name=f"sweep {index}: {name}", tags=tags) as run:
             tracked = train_tracked(
                 context, training, dataset, layout.run_folder(context.run_id, f"sweep-{index}")
             )
@@ -81,11 +83,13 @@ def experiment_sweep(
                         "val_AP50": metrics.get("val_AP50", 0.0),
                         "val_none_accuracy": metrics.get("val_none_accuracy", 0.0)})
     best = max(results, key=lambda row: row["val_AP50"])
+    urls = {row["run_id"]: carsdepo_home.mlflow_run_url(experiment_id, row["run_id"])
+            for row in results}
     lines = ["| run | min_size | augmentation | lr | val AP50 | val None accuracy |",
              "|---|---|---|---|---|---|"]
     lines += [
-        f"| {row['run_id'][:8]}{' (best)' if row is best else ''} | {row['min_size']} | "
-        f"{row['brightness']} | {row['lr']} | {row['val_AP50']:.3f} | "
+        f"| [{row['run_id'][:8]}]({urls[row['run_id']]}){' (best)' if row is best else ''} | "
+        f"{row['min_size']} | {row['brightness']} | {row['lr']} | {row['val_AP50']:.3f} | "
         f"{row['val_none_accuracy']:.3f} |"
         for row in results
     ]
@@ -94,7 +98,8 @@ def experiment_sweep(
         {"experiment": experiment_name(batch), "best": best, "runs": results},
         metadata={
             "experiment": experiment_name(batch),
-            "best_val_AP50": best["val_AP50"],
+            "best_val_AP50": rounded(best["val_AP50"]),
+            "best_run": MetadataValue.url(urls[best["run_id"]]),
             "runs": MetadataValue.md("\n".join(lines)),
             "note": "Not registered or promoted: a person decides what to take from the sweep.",
         },

@@ -3,7 +3,6 @@
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
 
 from carsdepo_assets.assets.evaluation import evaluation_report
-from carsdepo_assets.detection.champion import gate
 
 
 @asset_check(
@@ -18,15 +17,9 @@ from carsdepo_assets.detection.champion import gate
 def quality_gate(
     context: AssetCheckExecutionContext, evaluation_report: dict
 ) -> AssetCheckResult:
-    registry = context.resources.model_registry
     models = evaluation_report["models"]
     champion = models.get("champion")
-    decision = gate(
-        models["challenger"]["metrics"],
-        champion["metrics"] if champion else None,
-        registry.minimums,
-        registry.tolerance,
-    )
+    decision = context.resources.model_registry.judge(models)
     return AssetCheckResult(
         passed=decision.passed,
         severity=AssetCheckSeverity.ERROR,

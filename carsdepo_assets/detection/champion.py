@@ -33,7 +33,12 @@ CHAMPION = "champion"
 PREVIOUS_CHAMPION_TAG = "carsdepo.previous_champion"
 PROMOTED_AT_TAG = "carsdepo.promoted_at"
 ROLLED_BACK_AT_TAG = "carsdepo.rolled_back_at"
+GATE_TAG = "carsdepo.quality_gate"  # GateDecision.outcome, on the version it judged
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces); this value
+# opens the model-training view (runs, metrics, models).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 # What the gate compares with the champion unless told otherwise: the issue's headline targets.
 DEFAULT_KEY_METRICS: tuple[str, ...] = ("AP50", "none_accuracy")
 
@@ -53,6 +58,10 @@ class GateDecision:
 
     passed: bool
     reasons: tuple[str, ...]
+
+    @property
+    def outcome(self) -> str:
+        return "passed" if self.passed else "held back"
 
 
 @dataclass(frozen=True)
@@ -97,18 +106,25 @@ def configure_mlflow(
     and return its URI.
 
     With ``experiment``, also create it if missing (its artifacts in the store's artifact
-    root, never ``./mlruns``) and make it the active experiment. Call this before anything
-    (e.g. dagster-mlflow's resource) calls ``mlflow.set_experiment``.
+    root, never ``./mlruns``), tag it as model training (``EXPERIMENT_KIND_TAG``) unless it
+    says what it is, and make it the active experiment. Call this before anything (e.g.
+    dagster-mlflow's resource) calls ``mlflow.set_experiment``.
     """
     uri = mlflow_tracking_uri(layout, uri)
     check_reachable(uri)
     layout.mlflow.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)  # the registry follows it unless $MLFLOW_REGISTRY_URI is set
     if experiment is not None:
-        if mlflow.get_experiment_by_name(experiment) is None:
+        client = MlflowClient()
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is None:
             root = mlflow_artifact_root(layout, uri)
             location = f"{root}/{experiment}" if root else None
-            MlflowClient().create_experiment(experiment, artifact_location=location)
+            client.create_experiment(experiment, artifact_location=location,
+                                     tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+        elif EXPERIMENT_KIND_TAG not in found.tags:  # made before the tag was set here
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
+                                      MODEL_TRAINING_KIND)
         mlflow.set_experiment(experiment)
     return uri
 
@@ -159,6 +175,15 @@ def register_challenger(model_uri: str, name: str, tags: Mapping[str, str] | Non
     version = str(mlflow.register_model(model_uri, name, tags=dict(tags or {})).version)
     MlflowClient().set_registered_model_alias(name, CHALLENGER, version)
     return version
+
+
+def describe_version(name: str, version: str, description: str,
+                     tags: Mapping[str, str]) -> None:
+    """Write what a person reading the registry wants first on the version's own page."""
+    client = MlflowClient()
+    client.update_model_version(name, version, description=description)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
 
 
 def alias_version(name: str, alias: str) -> str | None:

@@ -4,16 +4,23 @@
 dagster-mlflow does; ours first points MLflow at the store of the ``carsdepo_home`` resource
 (under the state folder, or ``$MLFLOW_TRACKING_URI``), fails fast when a server there is
 unreachable, and creates the experiment with its artifacts under the store rather than in the
-working directory.
+working directory. It names the run ``<job> <Dagster run id's first 8 characters>``, and the
+job's ``end_mlflow_on_run_finished`` hook ends it, so a training is one MLflow run: parameters,
+losses, the logged model, and the test figures ``evaluation_report`` adds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import mlflow
 from dagster import ConfigurableResource, InitResourceContext, resource
 from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
+from mlflow.tracking import MlflowClient
 from pydantic import Field
 
 from carsdepo_assets.detection.bootstrap import LOWER_BOUND
+from carsdepo_assets.detection.champion import GateDecision, gate
 from carsdepo_assets.resources.state import CarsdepoHome
 
 DEFAULT_EXPERIMENT = "carsdepo-detector"
@@ -27,7 +34,20 @@ DEFAULT_MODEL_NAME = "carsdepo-damage-detector"
 )
 def mlflow_tracking(context: InitResourceContext) -> MlFlow:
     context.resources.carsdepo_home.connect_mlflow(context.resource_config["experiment_name"])
-    return MlFlow(context)
+    if mlflow.active_run() is not None:  # an earlier Dagster run's: MlFlow would adopt it
+        mlflow.end_run()
+    tracking = MlFlow(context)  # starts the run, or resumes it in a later step's process
+    # dagster-mlflow keeps the id of a run it resumes but not of one it starts
+    tracking.mlflow_run_id = mlflow.active_run().info.run_id
+    MlflowClient().update_run(tracking.mlflow_run_id, name=tracking_run_name(
+        context.dagster_run.job_name, context.run_id))
+    return tracking
+
+
+def tracking_run_name(job_name: str, dagster_run_id: str) -> str:
+    """Known from the run's first step on (a failed training is named too), distinct per run,
+    and the run id's prefix is how the Dagster UI shows the run."""
+    return f"{job_name} {dagster_run_id[:8]}"
 
 
 class ModelRegistry(ConfigurableResource):
@@ -58,18 +78,10 @@ class ModelRegistry(ConfigurableResource):
         """Point MLflow at the store; returns its URI (fails fast when unreachable)."""
         return self.carsdepo_home.connect_mlflow()
 
+    def judge(self, models: Mapping[str, dict]) -> GateDecision:
+        """The quality gate on evaluation_report's ``models`` (the challenger's metrics, and the
+        champion's when there is one)."""
+        champion = models.get("champion")
+        return gate(models["challenger"]["metrics"], champion["metrics"] if champion else None,
+                    self.minimums, self.tolerance)
 
-def attach_tracking_run(tracking: MlFlow) -> str:
-    """Make the Dagster run's MLflow run the active one and return its id.
-
-    dagster-mlflow's ``end_mlflow_on_run_finished`` hook ends the MLflow run after each step;
-    with the in-process executor the next step shares the resource, so it re-attaches here
-    instead of letting MLflow start a stray run."""
-    import mlflow
-
-    active = mlflow.active_run()
-    if active is None or active.info.run_id != tracking.mlflow_run_id:
-        if active is not None:
-            mlflow.end_run()
-        mlflow.start_run(run_id=tracking.mlflow_run_id)
-    return tracking.mlflow_run_id

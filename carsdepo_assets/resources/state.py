@@ -4,12 +4,15 @@ folder (and the MLflow store beside it) from here, as a value."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from carsdepo_assets.detection.champion import configure_mlflow
 from carsdepo_assets.state import StateLayout, default_home
+
+DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"  # where `make mlflow-ui` serves
 
 
 class CarsdepoHome(ConfigurableResource):
@@ -24,6 +27,10 @@ class CarsdepoHome(ConfigurableResource):
         description="MLflow store. Empty: $MLFLOW_TRACKING_URI, else SQLite under the state "
         "directory.",
     )
+    mlflow_ui_url: str = Field(
+        default=DEFAULT_MLFLOW_UI,
+        description="The MLflow UI over that store, which the links in Dagster metadata open.",
+    )
 
     @property
     def layout(self) -> StateLayout:
@@ -33,3 +40,12 @@ class CarsdepoHome(ConfigurableResource):
     def connect_mlflow(self, experiment: str | None = None) -> str:
         """Point MLflow at this state's store (``configure_mlflow``); returns its URI."""
         return configure_mlflow(self.layout, experiment, self.mlflow_tracking_uri or None)
+
+    def mlflow_run_url(self, experiment_id: str, run_id: str) -> str:
+        """The run's page in the MLflow UI (its routes live after ``#``)."""
+        return f"{self.mlflow_ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def mlflow_version_url(self, model_name: str, version: str) -> str:
+        """The registered model version's page in the MLflow UI."""
+        return (f"{self.mlflow_ui_url.rstrip('/')}/#/models/{quote(model_name, safe='')}"
+                f"/versions/{version}")

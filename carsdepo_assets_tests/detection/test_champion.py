@@ -13,6 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from carsdepo_assets.detection.champion import (
     CHALLENGER,
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
     PREVIOUS_CHAMPION_TAG,
     PROMOTED_AT_TAG,
     ROLLED_BACK_AT_TAG,
@@ -103,6 +105,15 @@ def test_store_defaults_to_sqlite_under_home_with_artifacts_beside_it(mlflow_sto
         mlflow.log_text("hello", "note.txt")
     assert list((carsdepo_home.mlflow / "artifacts").rglob("note.txt"))
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_experiments_open_in_mlflows_model_training_view_made_here_or_before(mlflow_store,
+                                                                             carsdepo_home):
+    MlflowClient().create_experiment("made-before-the-tag")
+    configure_mlflow(carsdepo_home, "made-before-the-tag")
+
+    for name in ("registry-tests", "made-before-the-tag"):
+        assert mlflow.get_experiment_by_name(name).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
 
 
 def test_tracking_uri_from_environment_overrides_the_local_store(carsdepo_home, monkeypatch):
