@@ -28,6 +28,7 @@ from carsdepo_assets.resources.monitoring import DriftPolicy
 from carsdepo_assets.resources.prelabeler import ChampionPrelabeler
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.sensors.annotations import annotation_sensor
+from carsdepo_assets.sensors.datasets import dataset_sensor
 from carsdepo_assets.sensors.drift import drift_sensor
 from carsdepo_assets.sensors.freshness import freshness_sensor
 from carsdepo_assets.sensors.landing_zone import landing_zone_sensor
@@ -84,7 +85,8 @@ def build_definitions(home: CarsdepoHome | None = None) -> Definitions:
             jobs.checks_job,
             jobs.kpi_job,
         ],
-        sensors=[landing_zone_sensor, annotation_sensor, drift_sensor, freshness_sensor],
+        sensors=[landing_zone_sensor, annotation_sensor, dataset_sensor, drift_sensor,
+                 freshness_sensor],
         resources=build_resources(home or CarsdepoHome()),
     )
 

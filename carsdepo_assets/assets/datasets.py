@@ -20,6 +20,7 @@ from dagster import (
 from pydantic import Field
 
 from carsdepo_assets.datasets import SplitFractions, build_dataset
+from carsdepo_assets.datasets.splits import beside_pinned_test
 from carsdepo_assets.datasets.stats import (
     box_size_histogram,
     dataset_stats,
@@ -35,7 +36,9 @@ from carsdepo_assets.visual import markdown_image, png_bytes
 class CuratedDatasetConfig(Config):
     train_fraction: float = Field(default=0.7, description="Share of groups in train.")
     val_fraction: float = Field(default=0.15, description="Share of groups in val.")
-    test_fraction: float = Field(default=0.15, description="Share of groups in test.")
+    test_fraction: float = Field(
+        default=0.15, description="Share of groups in test; 0 while some photos are pinned to "
+        "the test split (a verified test batch): the others then split train/val in proportion.")
     sample_images: int = Field(default=6, description="Train images in the sample picture.")
 
 
@@ -58,7 +61,8 @@ def curated_dataset(
             raise FileNotFoundError(
                 f"no annotation snapshot in {layout.annotations}: materialize `annotations` first"
             )
-        fractions = SplitFractions(config.train_fraction, config.val_fraction, config.test_fraction)
+        fractions = beside_pinned_test(snapshot.images, SplitFractions(
+            config.train_fraction, config.val_fraction, config.test_fraction))
     except (FileNotFoundError, ValueError) as error:
         raise Failure(str(error)) from error
     context.log.info(f"building from snapshot {snapshot.version} in {layout.annotations} "

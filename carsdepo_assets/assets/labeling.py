@@ -18,6 +18,7 @@ from carsdepo_assets.images.store import ImageStore
 from carsdepo_assets.labeling.history import write_snapshot
 from carsdepo_assets.labeling.prelabels import ImageToLabel, task_predictions
 from carsdepo_assets.labeling.results import SOURCE_IMPORTED, Conversion, convert_tasks
+from carsdepo_assets.labeling.review import ReviewOutcome, review_outcomes
 from carsdepo_assets.labeling.tasks import batch_rows, batch_task_data
 from carsdepo_assets.partitions import batch_partitions
 from carsdepo_assets.resources.label_studio import LabelStudioResource
@@ -96,10 +97,26 @@ def annotations(
     The conversion rules (skips, several annotations on one task, malformed boxes) are in
     ``carsdepo_assets.labeling.results``; every item left out is counted here by reason.
     """
-    conversion = convert_tasks(label_studio.fetch_completed_annotations())
+    tasks = label_studio.fetch_completed_annotations()
+    conversion = convert_tasks(tasks)
     path = write_snapshot(conversion.snapshot, carsdepo_home.layout.annotations)
     context.log.info(f"annotation snapshot {conversion.snapshot.version} written to {path}")
-    return MaterializeResult(metadata=snapshot_metadata(conversion, str(path)))
+    return MaterializeResult(metadata={**snapshot_metadata(conversion, str(path)),
+                                       **review_metadata(review_outcomes(tasks))})
+
+
+def review_metadata(outcomes: dict[str, ReviewOutcome]) -> dict:
+    """What the models' pre-annotations saved the annotators, per model version and in all."""
+    total = ReviewOutcome()
+    for outcome in outcomes.values():
+        total.add(outcome)
+    lines = ["| model version | images | accepted | adjusted | deleted | drawn | accepted share |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {version} | {o.images} | {o.accepted} | {o.adjusted} | {o.deleted} | "
+              f"{o.drawn} | {o.accepted_share:.0%} |" for version, o in sorted(outcomes.items())]
+    table = "\n".join(lines) if outcomes else "No reviewed pre-annotation yet."
+    return {**{f"prelabel_{key}": value for key, value in total.as_dict().items()},
+            "prelabel_review": MetadataValue.md(table)}
 
 
 def snapshot_metadata(conversion: Conversion, path: str) -> dict:

@@ -14,6 +14,7 @@ from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataVal
 from PIL import Image
 from pydantic import Field
 
+from carsdepo_assets.assets.metadata import mlflow_links, rounded
 from carsdepo_assets.datasets import CuratedDataset, load_dataset
 from carsdepo_assets.detection.backends import (
     TrainedDetector,
@@ -26,7 +27,6 @@ from carsdepo_assets.detection.config import ConfigError, DetectorConfig
 from carsdepo_assets.detection.data import CocoSplit, DatasetError
 from carsdepo_assets.images.store import ImageStore
 from carsdepo_assets.prediction.pyfunc import log_detector_model
-from carsdepo_assets.resources.mlflow import attach_tracking_run
 from carsdepo_assets.visual import contact_sheet, draw_boxes, markdown_image, png_bytes
 
 TRAINING_TAGS = {"carsdepo/stage": "training"}
@@ -121,7 +121,8 @@ def train_tracked(
         f"training {resolved.backend} detector on dataset {dataset.version} "
         f"({resolved.iterations} iterations, batch {resolved.batch_size}, "
         f"input {resolved.min_size}-{resolved.max_size}px, device {resolved.device}, "
-        f"{resolved.num_threads} torch threads)"
+        f"{resolved.num_threads} torch threads"
+        f"{', re-checked as training goes' if resolved.adapt_threads else ''})"
     )
 
     def on_progress(progress: TrainProgress) -> None:
@@ -135,6 +136,8 @@ def train_tracked(
         if progress.val_metrics:
             mlflow.log_metrics({f"val_{k}": v for k, v in progress.val_metrics.items()}, step=step)
             context.log.info(f"iteration {step}: validation {progress.val_metrics}")
+        if progress.note:
+            context.log.info(f"iteration {step}: {progress.note}")
 
     started = time.perf_counter()
     try:
@@ -159,10 +162,9 @@ def train_tracked(
     metadata = {
         "backend": resolved.backend,
         "dataset_version": dataset.version,
-        "mlflow_run_id": run.info.run_id if run else "",
         "train_wall_s": round(time.perf_counter() - started, 1),
-        "train_images_per_s": round(summary.get("images_per_second", 0.0), 2),
-        "best_val_AP50": summary.get("best_val_metric"),
+        "train_images_per_s": rounded(summary.get("images_per_second", 0.0)),
+        "best_val_AP50": rounded(summary.get("best_val_metric")),
         "config": MetadataValue.json(trained.config.to_dict()),
         "anchor_coverage": MetadataValue.json(coverage),
     }
@@ -198,13 +200,13 @@ def sample_predictions_png(
     op_tags=TRAINING_TAGS,
     description=(
         "A damage detector trained on curated_dataset's train split (val split picks the best "
-        "weights), tracked in MLflow and registered as a new version with alias 'challenger'."
+        "weights), tracked in the Dagster run's MLflow run and registered as a new version with "
+        "alias 'challenger'."
     ),
 )
 def detector(
     context: AssetExecutionContext, config: DetectorTrainingConfig, curated_dataset: str
 ) -> Output[dict]:
-    attach_tracking_run(context.resources.mlflow)
     model_name = context.resources.model_registry.model_name
     dataset = load_dataset(Path(curated_dataset))
     workdir = context.resources.carsdepo_home.layout.models / context.run_id
@@ -217,9 +219,13 @@ def detector(
         "version": version,
         "model_uri": f"models:/{model_name}/{version}",
         "run_id": run.run_id,
+        "model_id": info.model_id,
         "detector_dir": str(run.saved),
         "dataset_version": dataset.version,
         "backend": run.config.backend,
     }
-    return Output(record, metadata={"model": f"{model_name} v{version} (alias challenger)",
-                                    **run.metadata})
+    return Output(record, metadata={
+        "model": f"{model_name} v{version} (alias challenger)",
+        **mlflow_links(context.resources.carsdepo_home, model_name, version, run.run_id),
+        **run.metadata,
+    })

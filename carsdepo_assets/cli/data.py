@@ -133,7 +133,8 @@ def cmd_import_coco(args: argparse.Namespace, layout: StateLayout) -> int:
     except (CocoImportError, FileNotFoundError, RunFailed, InvalidName, MissingSecret) as error:
         print(f"carsdepo import-coco: {error}", file=sys.stderr)
         return 1
-    report = import_coco_annotations(label_studio, layout, manifest, parsed,
+    report = import_coco_annotations(label_studio.for_split(args.keep_splits), layout, manifest,
+                                     parsed,
                                      progress=progress_printer("import-coco"))
     print(json.dumps(report.summary(), indent=2))
     return 0

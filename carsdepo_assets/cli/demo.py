@@ -1,12 +1,19 @@
 """``carsdepo demo`` (``make demo``): the whole loop on synthetic data and embedded defaults.
 
-Each step runs real Dagster jobs in the local instance (visible afterwards in ``make dev``),
-against a real Label Studio and a real MLflow store under CARSDEPO_HOME, and prints what it did.
+The loop runs as it would in production: photos are dropped into ``landing/`` and the sensors
+start the runs (``landing_zone_sensor`` ingests, ``annotation_sensor`` builds the dataset,
+``dataset_sensor`` trains the first model, ``drift_sensor`` retrains or experiments), each tick
+recorded in the local Dagster instance (``cli.sensor_ticks``); the demo starts only what no
+sensor starts (Label Studio tasks, monitoring, predictions) and plays the annotators, who review
+the champion's pre-annotations once there is one. Every run is a run of the workspace's jobs,
+tagged ``carsdepo/started_by`` (demo or sensor), against a real Label Studio and a real MLflow
+store under CARSDEPO_HOME; ``make dev`` shows them afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -23,9 +30,11 @@ if TYPE_CHECKING:
 
 
 DEFAULT_ITERATIONS = 500
-# The labelled batch only trains and validates; the test split is a batch of its own.
-TRAIN_VAL_ONLY = {"train_fraction": 0.85, "val_fraction": 0.15, "test_fraction": 0.0}
 TEST_SEED_OFFSET = 500  # incoming batches use 1000, 2000, 3000
+LIGHTINGS = ("normal", "dim", "very-dim")
+REVIEWED_LIGHTING = "dim"  # the batch the annotators review after the champion pre-annotated it
+SWEEP_SHARE = 5  # the demo's capped sweep: one configuration, iterations / SWEEP_SHARE
+LANDING_POLL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -85,13 +94,31 @@ def generate_batch(layout: StateLayout, plan: DemoPlan, batch: str, lighting: st
     return out
 
 
-@step("Ingesting the batch through Dagster (raw_images)")
-def ingest(layout: StateLayout, batch: str, folder: Path) -> None:
-    from carsdepo_assets.cli.runner import ingest_batch_through_dagster
+@step("Dropping the photos into landing/; landing_zone_sensor ingests them (ingest_job)")
+def land(layout: StateLayout, folders: dict[str, Path]) -> None:
+    from carsdepo_assets.cli.sensor_ticks import tick_sensor
+    from carsdepo_assets.images.ingest import load_manifest
     from carsdepo_assets.images.summary import format_summary
 
-    manifest = ingest_batch_through_dagster(folder / "images", batch, layout)
-    say("    " + format_summary(manifest).replace("\n", "\n    "))
+    for batch, folder in folders.items():
+        shutil.copytree(folder / "images", layout.landing / batch)
+    waiting = set(folders)
+    while waiting:
+        outcome = tick_sensor("landing_zone_sensor", layout)
+        if outcome.stopped:
+            raise DemoStopped("landing_zone_sensor is switched off in the Dagster UI, so the "
+                              "dropped photos were not ingested.",
+                              "switch it on (Automation page of `make dev`) and run the demo "
+                              "again.")
+        for job_name, result in outcome.runs:
+            batch = result.dagster_run.tags.get("dagster/partition")
+            waiting.discard(batch)
+            _require(result, job_name)
+            say(f"    sensor tick {outcome.tick_id}: {job_name} run {result.run_id[:8]} for "
+                f"{batch}\n    " + format_summary(load_manifest(layout, batch)).replace(
+                    "\n", "\n    "))
+        if waiting:
+            time.sleep(LANDING_POLL_S)  # the landing zone's quiet period, as in production
 
 
 @step("Starting Label Studio (local, 127.0.0.1)")
@@ -108,20 +135,24 @@ def start_label_studio(layout: StateLayout) -> str:
 def create_tasks(layout: StateLayout, batch: str) -> None:
     from carsdepo_assets.cli.runner import materialization_metadata, run_job
 
-    result = run_job("labeling_job", layout, partition_key=batch)
+    result = run_job("labeling_job", layout, partition_key=batch, started_by="demo")
     metadata = materialization_metadata(result, "label_studio_tasks")
     say(f"    {metadata.get('tasks_created', 0)} tasks created, "
         f"{metadata.get('tasks_existing', 0)} already there; project {metadata.get('project_url')}")
+    if metadata.get("pre_annotations_added"):
+        say(f"    {metadata['pre_annotations_added']} pre-annotations of "
+            f"{metadata.get('pre_annotations')}, least confident served first")
 
 
-@step("Simulated annotators label the tasks (box jitter, misses, skips)")
+@step("Simulated annotators label the tasks, or review their pre-annotations")
 def annotate(layout: StateLayout, batch: str, folder: Path) -> None:
     from carsdepo_assets.labeling.simulated import annotate_batch_simulated
     from carsdepo_assets.resources.label_studio import LabelStudioResource
 
     report = annotate_batch_simulated(LabelStudioResource.from_env(layout), layout, batch, folder)
-    say(f"    {report.submitted} annotations submitted ({report.negatives} 'no damage', "
-        f"{report.boxes} boxes, {report.missed_boxes} boxes missed), {report.skipped} skipped")
+    say(f"    {report.submitted} annotations submitted ({report.reviewed} reviewed from "
+        f"pre-annotations; {report.negatives} 'no damage', {report.boxes} boxes), "
+        f"{report.skipped} skipped")
 
 
 @step("Importing a held-out test batch with verified labels, pinned to the test split")
@@ -130,53 +161,85 @@ def import_test_batch(layout: StateLayout, batch: str, folder: Path) -> None:
     from carsdepo_assets.labeling.simulated import GROUND_TRUTH_FILE
     from carsdepo_assets.resources.label_studio import LabelStudioResource
 
-    report = import_coco_batch(LabelStudioResource.from_env(layout), layout, batch,
-                               folder / GROUND_TRUTH_FILE, keep_split="test")
+    verified = LabelStudioResource.from_env(layout).for_split("test")
+    report = import_coco_batch(verified, layout, batch, folder / GROUND_TRUTH_FILE,
+                               keep_split="test")
     say(f"    {report.annotations_created} photos labelled from their ground truth "
         f"({report.negatives} 'no damage'), {report.already_annotated} already labelled; "
-        "the quality gate is judged on them, never trained on")
+        "the quality gate is judged on them, never trained on; they sit in a Label Studio "
+        "project of their own, away from the annotators' work")
 
 
-@step("Pulling annotations and building the curated dataset (dataset_job)")
+@step("annotation_sensor: new annotations in Label Studio -> dataset_job")
 def build_dataset(layout: StateLayout) -> None:
-    from carsdepo_assets.cli.runner import materialization_metadata, run_job
+    from carsdepo_assets.cli.runner import materialization_metadata
 
-    result = run_job("dataset_job", layout,
-                     run_config={"ops": {"curated_dataset": {"config": TRAIN_VAL_ONLY}}})
+    ((_, result),) = sensor_runs(layout, "annotation_sensor", expected=1)
+    review = materialization_metadata(result, "annotations")
     metadata = materialization_metadata(result, "curated_dataset")
     say(f"    dataset {metadata.get('version')}: train {metadata.get('images_train')}, "
-        f"val {metadata.get('images_val')}, test {metadata.get('images_test')} images; "
-        f"{metadata.get('instances_scratch')} scratches, {metadata.get('instances_dent')} dents, "
-        f"negatives share {metadata.get('negatives_share')}")
+        f"val {metadata.get('images_val')}, test {metadata.get('images_test')} images (the "
+        f"verified batch); {metadata.get('instances_scratch')} scratches, "
+        f"{metadata.get('instances_dent')} dents, negatives share "
+        f"{metadata.get('negatives_share')}")
+    if review.get("prelabel_images"):
+        say(f"    pre-annotations reviewed on {review['prelabel_images']} photos: "
+            f"{review['prelabel_accepted']} boxes accepted unchanged, "
+            f"{review['prelabel_adjusted']} adjusted, {review['prelabel_deleted']} deleted, "
+            f"{review['prelabel_drawn']} drawn ({review['prelabel_accepted_share']:.0%} of the "
+            "final boxes needed no drawing)")
 
 
-@step("Training, evaluating and promoting a detector (training_job, tracked in MLflow)")
-def train(layout: StateLayout, plan: DemoPlan, log_path: Path) -> None:
-    from carsdepo_assets.cli.runner import RunFailed, materialization_metadata, run_job
+def sensor_runs(layout: StateLayout, sensor: str, expected: int,
+                run_config: dict | None = None) -> list:
+    """Tick ``sensor`` once and return the runs it started (job name, result), printing the
+    tick; fewer runs than ``expected`` stop the demo with the sensor's reason."""
+    from carsdepo_assets.cli.sensor_ticks import tick_sensor
+
+    outcome = tick_sensor(sensor, layout, run_config=run_config)
+    if len(outcome.runs) < expected:
+        raise DemoStopped(f"{sensor} started {len(outcome.runs)} runs where the loop needs "
+                          f"{expected}: {outcome.skip_reason}.",
+                          "switch the sensor on in the Dagster UI (`make dev`) if it is off, "
+                          "or look at its ticks there.")
+    for job_name, result in outcome.runs:
+        tags = result.dagster_run.tags
+        why = ", ".join(f"{key.split('/')[-1]} {value}" for key, value in tags.items()
+                        if key in ("carsdepo/decision", "carsdepo/drifted_batch",
+                                   "carsdepo/new_labels", "carsdepo/changed_annotations"))
+        say(f"    sensor tick {outcome.tick_id}: {job_name} run {result.run_id[:8]}"
+            + (f" ({why})" if why else ""))
+    return outcome.runs
+
+
+def _require(result, job_name: str) -> None:
+    from carsdepo_assets.cli.runner import RunFailed, failure_summary
+
+    if not result.success:
+        raise RunFailed(f"{job_name} run {result.run_id}: {failure_summary(result)}")
+
+
+def job_settings(plan: DemoPlan) -> dict[str, dict]:
+    """Run config for the runs the sensors start: the demo's training length and backend, its
+    gate, and a capped sweep (one configuration) to keep the demo within minutes."""
+    training = {"ops": {"detector": {"config": {"iterations": plan.iterations,
+                                                "backend": plan.backend}}}}
+    if plan.gate:
+        training["resources"] = {"model_registry": {"config": plan.gate}}
+    sweep = {"max_runs": 1, "iterations": max(1, plan.iterations // SWEEP_SHARE)}
+    return {"training_job": training,
+            "experimentation_job": {"ops": {"experiment_sweep": {"config": sweep}}}}
+
+
+@step("dataset_sensor: enough new labels -> training_job (train, evaluate, gate; MLflow)")
+def train_first(layout: StateLayout, plan: DemoPlan, log_path: Path) -> str:
     from carsdepo_assets.detection.threads import choose_threads
 
-    threads = choose_threads()
-    say(f"    {plan.iterations} iterations with {threads.describe()}; "
-        f"progress: tail -f {log_path}")
-    detector = {"iterations": plan.iterations, "backend": plan.backend,
-                "num_threads": threads.threads}
-    run_config = {"ops": {"detector": {"config": detector}}}
-    if plan.gate:
-        run_config["resources"] = {"model_registry": {"config": plan.gate}}
-    result = run_job("training_job", layout, raise_on_failure=False, run_config=run_config)
-    report = materialization_metadata(result, "evaluation_report")
-    if not report:  # training itself failed: nothing to evaluate
-        raise RunFailed(f"training_job run {result.run_id} failed before evaluation")
-    trained = materialization_metadata(result, "detector")
-    say(f"    trained in {trained.get('train_wall_s')}s at {trained.get('train_images_per_s')} "
-        f"images/s; best validation AP50 {figure(trained.get('best_val_AP50'))}")
-    say(f"    test split ({report.get('test_images')} photos): "
-        f"AP50 {figure(report.get('AP50'))} (lower bound {figure(report.get(f'AP50{BOUND}'))}), "
-        f"AP {figure(report.get('AP'))}, 'None' accuracy {figure(report.get('none_accuracy'))} "
-        f"(lower bound {figure(report.get(f'none_accuracy{BOUND}'))}), "
-        f"{report.get('ms_per_image')} ms/image")
-    deployed = materialization_metadata(result, "deployed_model")
-    if not deployed:
+    say(f"    {plan.iterations} iterations, starting with {choose_threads().describe()} "
+        f"(re-checked while training); progress: tail -f {log_path}")
+    ((_, result),) = sensor_runs(layout, "dataset_sensor", 1, job_settings(plan))
+    champion = training_outcome(result)
+    if champion is None:
         raise DemoStopped(
             "The quality gate held the new model back, so there is no champion to answer with: "
             f"{_check(result, 'quality_gate')}. (The gate compares one-sided 95% lower bounds "
@@ -185,15 +248,40 @@ def train(layout: StateLayout, plan: DemoPlan, log_path: Path) -> None:
             "photos (`--labelled-images`), or look at evaluation_report and its worst examples "
             "in the Dagster UI (`make dev`).",
         )
+    return champion
+
+
+def training_outcome(result) -> str | None:
+    """Print a training_job run's figures; the champion it made, or None when it was held
+    back (the reason printed)."""
+    from carsdepo_assets.cli.runner import RunFailed, materialization_metadata
+
+    report = materialization_metadata(result, "evaluation_report")
+    if not report:  # training itself failed: nothing to evaluate
+        raise RunFailed(f"training_job run {result.run_id} failed before evaluation")
+    trained = materialization_metadata(result, "detector")
+    say(f"    {trained.get('model')}: trained in {trained.get('train_wall_s')}s at "
+        f"{trained.get('train_images_per_s')} images/s; best validation AP50 "
+        f"{figure(trained.get('best_val_AP50'))}")
+    say(f"    test split ({report.get('test_images')} photos): "
+        f"AP50 {figure(report.get('AP50'))} (lower bound {figure(report.get(f'AP50{BOUND}'))}), "
+        f"AP {figure(report.get('AP'))}, 'None' accuracy {figure(report.get('none_accuracy'))} "
+        f"(lower bound {figure(report.get(f'none_accuracy{BOUND}'))}), "
+        f"{report.get('ms_per_image')} ms/image")
+    deployed = materialization_metadata(result, "deployed_model")
+    if not deployed:
+        say(f"    held back by the quality gate: {_check(result, 'quality_gate')}")
+        return None
     say(f"    champion: {deployed.get('champion')} "
         f"(previous: {deployed.get('previous_champion')})")
+    return str(deployed.get("champion"))
 
 
 @step("Profiling a batch and deciding what its drift calls for (monitoring_job)")
 def monitor(layout: StateLayout, batch: str) -> str:
     from carsdepo_assets.cli.runner import materialization_metadata, run_job
 
-    result = run_job("monitoring_job", layout, partition_key=batch)
+    result = run_job("monitoring_job", layout, partition_key=batch, started_by="demo")
     decision = materialization_metadata(result, "retraining_decision")
     say(f"    batch {batch}: deviation {decision.get('deviation'):.1f}% -> "
         f"{decision.get('action').upper()}")
@@ -205,7 +293,7 @@ def predict(layout: StateLayout, batch: str, shown: int = 6) -> None:
     from carsdepo_assets.cli.runner import materialization_metadata, run_job
     from carsdepo_assets.prediction.batch import prediction_path, read_predictions
 
-    run_job("prediction_job", layout, partition_key=batch)
+    run_job("prediction_job", layout, partition_key=batch, started_by="demo")
     rows = list(read_predictions(prediction_path(layout, batch)))
     damaged = sum(1 for row in rows if row.get("damage") not in (None, "None"))
     say(f"    {len(rows)} photos answered: {damaged} damaged, {len(rows) - damaged} \"None\"")
@@ -214,7 +302,7 @@ def predict(layout: StateLayout, batch: str, shown: int = 6) -> None:
         if isinstance(answer, list):
             answer = ", ".join(f"{d['label']} {d['score']:.2f}" for d in answer)
         say(f"    {row['sha256'][:12]}…  {answer}")
-    kpis = materialization_metadata(run_job("kpi_job", layout), "kpi_report")
+    kpis = materialization_metadata(run_job("kpi_job", layout, started_by="demo"), "kpi_report")
     shown_kpis = {key: value for key, value in kpis.items() if isinstance(value, int | float)}
     say("    KPIs: " + ", ".join(f"{key} {value:.3g}" for key, value in shown_kpis.items()))
 
@@ -247,41 +335,80 @@ def run_demo(layout: StateLayout, plan: DemoPlan) -> int:
             say(f"\nThe demo stopped before the end of the loop.\n{what}\n"
                 f"What to do: {todo}\nThe full log, with any stack trace: {log_path}")
             return 1
-    label_studio_url, decisions = outcome
-    say("\n==> Drift decisions (drift_sensor launches training_job for 'retrain' and "
-        "experimentation_job for 'experiment' when the Dagster daemon runs, e.g. `make dev`)")
-    for batch_name, action in decisions.items():
+    say("\n==> Drift decisions and what drift_sensor started")
+    for batch_name, action in outcome.decisions.items():
         say(f"    {batch_name:<32} {action}")
-    say(f"\nDemo finished in {time.perf_counter() - started:.0f}s: a champion was trained, "
-        "promoted and answered a batch. Browse runs, assets and checks with `make dev` "
-        "(http://127.0.0.1:3000), experiments with `make mlflow-ui` (http://127.0.0.1:5000), "
-        f"tasks in Label Studio ({label_studio_url}; `make labelstudio-stop` stops it). "
-        f"Full log: {log_path}")
+    for line in outcome.acted:
+        say(f"    {line}")
+    history = " -> ".join(outcome.champions)
+    say(f"\nDemo finished in {time.perf_counter() - started:.0f}s: champions {history}; a "
+        "champion answered a batch. Browse runs, sensor ticks, assets and checks with "
+        "`make dev` (http://127.0.0.1:3000), the model history with `make mlflow-ui` "
+        "(http://127.0.0.1:5000), tasks and pre-annotations in Label Studio "
+        f"({outcome.label_studio_url}; `make labelstudio-stop` stops it). Full log: {log_path}")
     return 0
 
 
-def _loop(layout: StateLayout, plan: DemoPlan, log_path: Path) -> tuple[str, dict[str, str]]:
-    batch = plan.batch("labelled")
-    folder = generate_batch(layout, plan, batch, "normal", 0, plan.labelled_images)
-    ingest(layout, batch, folder)
+@dataclass
+class LoopOutcome:
+    label_studio_url: str
+    champions: list[str]  # in the order they were promoted
+    decisions: dict[str, str]  # batch -> drift decision
+    acted: list[str]  # what drift_sensor started, one line each
+
+
+def _loop(layout: StateLayout, plan: DemoPlan, log_path: Path) -> LoopOutcome:
     label_studio_url = start_label_studio(layout)
-    create_tasks(layout, batch)
-    annotate(layout, batch, folder)
-    test_batch = plan.batch("test")
-    test_folder = generate_batch(layout, plan, test_batch, "normal", TEST_SEED_OFFSET,
-                                 plan.test_images)
-    ingest(layout, test_batch, test_folder)
-    import_test_batch(layout, test_batch, test_folder)
+    labelled, test = plan.batch("labelled"), plan.batch("test")
+    folders = {
+        labelled: generate_batch(layout, plan, labelled, "normal", 0, plan.labelled_images),
+        test: generate_batch(layout, plan, test, "normal", TEST_SEED_OFFSET, plan.test_images),
+    }
+    land(layout, folders)
+    create_tasks(layout, labelled)
+    annotate(layout, labelled, folders[labelled])
+    import_test_batch(layout, test, folders[test])
     build_dataset(layout)
-    train(layout, plan, log_path)
-    decisions = {}
-    for offset, lighting in enumerate(("normal", "dim", "very-dim"), start=1):
-        incoming = plan.batch(f"incoming-{lighting}")
-        folder = generate_batch(layout, plan, incoming, lighting, 1000 * offset)
-        ingest(layout, incoming, folder)
-        decisions[incoming] = monitor(layout, incoming)
-    predict(layout, incoming)
-    return label_studio_url, decisions
+    champions = [train_first(layout, plan, log_path)]
+    decisions, incoming = {}, {}
+    for offset, lighting in enumerate(LIGHTINGS, start=1):
+        batch = plan.batch(f"incoming-{lighting}")
+        incoming[batch] = generate_batch(layout, plan, batch, lighting, 1000 * offset)
+        land(layout, {batch: incoming[batch]})
+        decisions[batch] = monitor(layout, batch)
+    reviewed = plan.batch(f"incoming-{REVIEWED_LIGHTING}")
+    create_tasks(layout, reviewed)
+    annotate(layout, reviewed, incoming[reviewed])
+    build_dataset(layout)
+    acted = act_on_drift(layout, plan, champions)
+    predict(layout, batch)
+    return LoopOutcome(label_studio_url, champions, decisions, acted)
+
+
+@step("drift_sensor: 'retrain' -> training_job (the challenger v2), 'experiment' -> "
+      "experimentation_job")
+def act_on_drift(layout: StateLayout, plan: DemoPlan, champions: list[str]) -> list[str]:
+    """Let drift_sensor act on the decisions; a v2 promoted by the gate joins ``champions``."""
+    from carsdepo_assets.cli.runner import materialization_metadata
+
+    acted = []
+    for job_name, result in sensor_runs(layout, "drift_sensor", 0, job_settings(plan)):
+        tags = result.dagster_run.tags
+        started = (f"{tags.get('carsdepo/drifted_batch')}: {tags.get('carsdepo/decision')} -> "
+                   f"{job_name} run {result.run_id[:8]}")
+        if job_name == "training_job":
+            champion = training_outcome(result)
+            if champion is not None:
+                champions.append(champion)
+            acted.append(f"{started}: " + (f"{champion} promoted" if champion else
+                                          "held back by the gate"))
+        else:
+            _require(result, job_name)
+            sweep = materialization_metadata(result, "experiment_sweep")
+            say(f"    sweep in MLflow experiment {sweep.get('experiment')}: best val AP50 "
+                f"{figure(sweep.get('best_val_AP50'))} (never promoted)")
+            acted.append(started)
+    return acted
 
 
 def _explain(error: Exception, log_path: Path) -> tuple[str, str]:

@@ -28,9 +28,15 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     Definitions,
-    ExecuteInProcessResult,
     RunsFilter,
 )
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.definitions.repository_definition import SINGLETON_REPOSITORY_NAME
+from dagster._core.execution.api import execute_run
+from dagster._core.execution.execution_result import ExecutionResult
+from dagster._core.remote_origin import RemoteRepositoryOrigin
+from dagster._core.storage.tags import PARTITION_NAME_TAG
+from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster._utils.error import SerializableErrorInfo
 from filelock import Timeout
 
@@ -41,9 +47,14 @@ from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
 from carsdepo_assets.state import PROJECT_ROOT, StateLayout, validate_batch_name
 
 INSTANCE_CONFIG = PROJECT_ROOT / "dagster.yaml"
+WORKSPACE_FILE = PROJECT_ROOT / "workspace.yaml"
 
 # Dagster's console logger defaults to DEBUG (every step event); people at a terminal want INFO.
 CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# Every step in this process, one after another, as execute_in_process runs them.
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+# What started a run: "cli" (a carsdepo command), "demo", "sensor" (with dagster/sensor_name).
+STARTED_BY_TAG = "carsdepo/started_by"
 # Which process runs a run: a run whose process is gone was killed (see local_instance).
 PID_TAG = "carsdepo/pid"
 HOST_TAG = "carsdepo/host"
@@ -126,7 +137,16 @@ def batch_run(layout: StateLayout, batch: str) -> Iterator[None]:
         lock.release()
 
 
-def step_failures(result: ExecuteInProcessResult) -> dict[str, str]:
+@cache
+def workspace_repository() -> RemoteRepositoryOrigin:
+    """The repository of workspace.yaml's code location, as ``dagster dev`` loads it. A run
+    created with its job origin belongs to that job in the UI (job pages, the timeline, the
+    asset pages' "launched by"), whichever process executed it."""
+    (location,) = WorkspaceFileTarget(paths=[str(WORKSPACE_FILE)]).create_origins()
+    return RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME)
+
+
+def step_failures(result: ExecutionResult) -> dict[str, str]:
     """The error of each failed step of a finished run, by step key, with its causes: Dagster's
     own message only says *that* the op failed (``Error occurred while executing op ...``)."""
     return {event.step_key: error_with_causes(event.step_failure_data.error)
@@ -150,7 +170,7 @@ def error_with_causes(error: SerializableErrorInfo) -> str:
     return " <- ".join(messages)
 
 
-def failure_summary(result: ExecuteInProcessResult) -> str:
+def failure_summary(result: ExecutionResult) -> str:
     """One line naming each failed step and its error."""
     return ("; ".join(f"{step}: {message}" for step, message in step_failures(result).items())
             or "run failed (see the run in the Dagster UI)")
@@ -164,11 +184,13 @@ def run_job(
     run_config: dict[str, Any] | None = None,
     instance: DagsterInstance | None = None,
     tags: dict[str, str] | None = None,
+    started_by: str = "cli",
     raise_on_failure: bool = True,
     defs: Definitions | None = None,
-) -> ExecuteInProcessResult:
-    """Execute a job of ``defs`` (default: the code location on ``layout``) in-process,
-    recorded in ``instance`` (default: ``layout``'s).
+) -> ExecutionResult:
+    """Execute a job of ``defs`` (default: the code location on ``layout``) in this process,
+    as a run of the workspace's job of that name in ``instance`` (default: ``layout``'s),
+    tagged with what started it (``started_by``: cli, demo or sensor).
 
     A failed run raises RunFailed naming the failed steps, unless ``raise_on_failure`` is
     False (for callers to whom a failure is an outcome, e.g. a blocking quality gate)."""
@@ -178,23 +200,32 @@ def run_job(
     layout.ensure()
     if instance is None:
         instance = local_instance(layout)
-    own_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    job = defs.resolve_job_def(job_name)
+    run_tags = {**job.run_tags, **(tags or {}), STARTED_BY_TAG: started_by,
+                PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    if partition_key is not None:
+        run_tags[PARTITION_NAME_TAG] = partition_key
     with batch_run(layout, partition_key) if partition_key is not None else nullcontext():
         if partition_key is not None:
             add_batch_partition(instance, partition_key, layout)
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance,
-            partition_key=partition_key,
-            run_config={**CONSOLE_INFO, **(run_config or {})},
-            tags={**(tags or {}), **own_tags},
-            raise_on_error=False,
+        run = instance.create_run_for_job(
+            job_def=job,
+            run_config={**CONSOLE_INFO, **IN_PROCESS, **(run_config or {})},
+            tags=run_tags,
+            remote_job_origin=workspace_repository().get_job_origin(job_name),
         )
+        result = execute_run(InMemoryJob(job), run, instance)
     if raise_on_failure and not result.success:
         raise RunFailed(f"{job_name} run {result.run_id}: {failure_summary(result)}")
     return result
 
 
-def materialization_metadata(result: ExecuteInProcessResult, asset_name: str) -> dict[str, Any]:
+def stored_asset_value(layout: StateLayout, asset_name: str) -> Any:
+    """The latest stored value of ``asset_name`` in ``layout``, read through its IO manager."""
+    return definitions_for(layout).load_asset_value(asset_name, instance=local_instance(layout))
+
+
+def materialization_metadata(result: ExecutionResult, asset_name: str) -> dict[str, Any]:
     """The metadata of ``asset_name``'s materialization in a finished run, as plain values
     ({} when the run did not materialize it)."""
     for event in result.get_asset_materialization_events():

@@ -39,7 +39,7 @@ from carsdepo_assets.state import PROJECT_ROOT, StateLayout
 
 if TYPE_CHECKING:
     from carsdepo_assets.cli.parser import AddCommand
-    from carsdepo_assets.labeling.tasks import LabelingBackend
+    from carsdepo_assets.resources.label_studio import LabelStudioResource
 
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "lensor_car_damage"
 SPLITS = ("train", "val", "test")
@@ -94,10 +94,11 @@ def split_paths(data_dir: Path, split: str) -> tuple[Path, Path]:
 
 
 def import_published_splits(
-    data_dir: Path, layout: StateLayout, backend: LabelingBackend
+    data_dir: Path, layout: StateLayout, label_studio: LabelStudioResource
 ) -> list[SplitImport]:
-    """Ingest and import every published split, pinned to it; val and test copies of train
-    photos are dropped (see the module docstring). Idempotent: a second run adds nothing."""
+    """Ingest and import every published split, pinned to it (the test split into the verified
+    test project); val and test copies of train photos are dropped (see the module docstring).
+    Idempotent: a second run adds nothing."""
     from carsdepo_assets.cli.runner import ingest_batch_through_dagster
     from carsdepo_assets.labeling.coco_import import import_coco_annotations, parse_coco
 
@@ -118,7 +119,8 @@ def import_published_splits(
         say(f"    {split}: ingesting {len(parsed.images)} photos as batch {batch}")
         manifest = ingest_batch_through_dagster(images_dir.resolve(), batch, layout)
         outcome.imported = import_coco_annotations(
-            backend, layout, manifest, parsed, progress=progress_printer(f"    {split} import")
+            label_studio.for_split(split), layout, manifest, parsed,
+            progress=progress_printer(f"    {split} import")
         ).summary()
         annotations_made = outcome.imported["annotations"]
         say(f"    {split}: {annotations_made['created']} annotations imported "
@@ -164,7 +166,12 @@ def train_on_real_data(
     variant: str | None = None,
 ) -> dict[str, Any]:
     """The whole run (module docstring); returns and stores the report."""
-    from carsdepo_assets.cli.runner import materialization_metadata, prepare_dagster_home, run_job
+    from carsdepo_assets.cli.runner import (
+        materialization_metadata,
+        prepare_dagster_home,
+        run_job,
+        stored_asset_value,
+    )
     from carsdepo_assets.labeling import server
     from carsdepo_assets.resources.label_studio import LabelStudioResource
 
@@ -183,8 +190,8 @@ def train_on_real_data(
     imported_s = time.perf_counter() - started
 
     say("==> Building the curated dataset (dataset_job)")
-    dataset_run = run_job("dataset_job", layout)
-    dataset_path = dataset_run.asset_value("curated_dataset")
+    run_job("dataset_job", layout)
+    dataset_path = stored_asset_value(layout, "curated_dataset")
 
     say(f"==> Training ({preset} preset, backend {backend}) and evaluating on the test split")
     training_started = time.perf_counter()
@@ -194,7 +201,7 @@ def train_on_real_data(
     detector = materialization_metadata(result, "detector")
     if not detector:
         raise RealDataError(f"training_job run {result.run_id} failed before a model was made")
-    evaluation = result.asset_value("evaluation_report") if materialization_metadata(
+    evaluation = stored_asset_value(layout, "evaluation_report") if materialization_metadata(
         result, "evaluation_report") else None
     if evaluation is None:
         raise RealDataError(f"training_job run {result.run_id} failed before evaluation")

@@ -50,6 +50,18 @@ class SplitFractions:
 DEFAULT_FRACTIONS = SplitFractions()
 
 
+def beside_pinned_test(
+    images: Iterable[LabeledImage], fractions: SplitFractions = DEFAULT_FRACTIONS
+) -> SplitFractions:
+    """The fractions for the unpinned images: while some images are pinned to the test split (a
+    verified test batch), the others go to train and val only, in the same proportion, so the
+    models are judged on the verified photos alone and every version on the same ones."""
+    kept = fractions.train + fractions.val
+    if fractions.test == 0 or kept == 0 or not any(i.fixed_split == TEST for i in images):
+        return fractions
+    return SplitFractions(fractions.train / kept, fractions.val / kept, 0.0)
+
+
 def group_key(image: LabeledImage) -> str:
     """What keeps copies together: the image's group, else the image itself."""
     return image.group if image.group else image.sha256

@@ -7,6 +7,12 @@ Each image draws from its own random stream, seeded by ``(seed, sha256)``, so th
 an image does not depend on which other images are in the batch. A task that already has an
 annotation is left alone, which makes a re-run a no-op.
 
+A task that carries a model's pre-annotation is *reviewed* instead of labelled from nothing, as
+a person would (``review_boxes``): a predicted box that sits on a damage (same label, IoU at
+least ``KEEP_IOU``) is accepted as it is; a loose one (IoU at least ``REDRAW_IOU``) is redrawn
+over the damage with the usual jitter; one that covers no damage is deleted; a damage no
+predicted box found is drawn from nothing (or missed, at the usual rate).
+
 ``simulate_annotations`` decides what the annotator does with each image. The demo submits that
 to Label Studio (``annotate_simulated``); ``carsdepo check``, which runs without Label Studio,
 writes it as the snapshot ``annotations`` would pull back (``simulated_snapshot``). Both read an
@@ -24,12 +30,15 @@ from carsdepo_assets.images.ingest import load_manifest
 from carsdepo_assets.images.manifest import BatchManifest
 from carsdepo_assets.labeling.coco_import import ParsedCoco, parse_coco
 from carsdepo_assets.labeling.results import annotation_result
+from carsdepo_assets.labeling.review import match_boxes, result_boxes
 from carsdepo_assets.labeling.snapshot import AnnotationSnapshot, LabeledBox, LabeledImage
 from carsdepo_assets.labeling.tasks import LabelingBackend, match_manifest_rows
 from carsdepo_assets.state import StateLayout
 
 GROUND_TRUTH_FILE = "annotations.json"  # written by `carsdepo synth` next to images/
 MIN_SIDE_PX = 1.0
+KEEP_IOU = 0.7  # a predicted box this close to the damage is accepted as it is
+REDRAW_IOU = 0.1  # ... this close, redrawn; below, deleted
 
 
 @dataclass(frozen=True)
@@ -45,22 +54,38 @@ class AnnotatorProfile:
         return random.Random(f"{self.seed}:{sha256}")
 
 
+def drawn_box(box: LabeledBox, width: int, height: int, profile: AnnotatorProfile,
+              rng: random.Random) -> LabeledBox:
+    """``box`` as the annotator draws it: each edge jittered, clipped to the image."""
+    x, y, w, h = box.bbox
+    x1 = min(max(0.0, x + rng.gauss(0, profile.jitter_px)), width - MIN_SIDE_PX)
+    y1 = min(max(0.0, y + rng.gauss(0, profile.jitter_px)), height - MIN_SIDE_PX)
+    x2 = min(max(x1 + MIN_SIDE_PX, x + w + rng.gauss(0, profile.jitter_px)), width)
+    y2 = min(max(y1 + MIN_SIDE_PX, y + h + rng.gauss(0, profile.jitter_px)), height)
+    return LabeledBox(box.label, (x1, y1, x2 - x1, y2 - y1))
+
+
 def imperfect_boxes(
     truth: Sequence[LabeledBox], width: int, height: int, profile: AnnotatorProfile,
     rng: random.Random,
 ) -> list[LabeledBox]:
     """The boxes the annotator draws for ``truth``: jittered, clipped, some missed."""
-    drawn = []
-    for box in truth:
-        if rng.random() < profile.miss_rate:
-            continue
-        x, y, w, h = box.bbox
-        x1 = min(max(0.0, x + rng.gauss(0, profile.jitter_px)), width - MIN_SIDE_PX)
-        y1 = min(max(0.0, y + rng.gauss(0, profile.jitter_px)), height - MIN_SIDE_PX)
-        x2 = min(max(x1 + MIN_SIDE_PX, x + w + rng.gauss(0, profile.jitter_px)), width)
-        y2 = min(max(y1 + MIN_SIDE_PX, y + h + rng.gauss(0, profile.jitter_px)), height)
-        drawn.append(LabeledBox(box.label, (x1, y1, x2 - x1, y2 - y1)))
-    return drawn
+    return [drawn_box(box, width, height, profile, rng) for box in truth
+            if rng.random() >= profile.miss_rate]
+
+
+def review_boxes(
+    predicted: Sequence[LabeledBox], truth: Sequence[LabeledBox], width: int, height: int,
+    profile: AnnotatorProfile, rng: random.Random,
+) -> list[LabeledBox]:
+    """The boxes a reviewer submits for a pre-annotated image (the rule in the module)."""
+    matches = match_boxes(truth, predicted, REDRAW_IOU)
+    kept = [predicted[j] if overlap >= KEEP_IOU else drawn_box(truth[i], width, height,
+                                                               profile, rng)
+            for i, j, overlap in matches]
+    found = {i for i, _, _ in matches}
+    missing = [box for i, box in enumerate(truth) if i not in found]
+    return kept + imperfect_boxes(missing, width, height, profile, rng)
 
 
 @dataclass(frozen=True)
@@ -74,6 +99,13 @@ class SimulatedAnnotation:
     missed_boxes: int
     skipped: bool
     lead_time: float  # seconds the annotator spent, as Label Studio records it
+    truth: tuple[LabeledBox, ...] = ()
+
+    def reviewed(self, prediction: dict, profile: AnnotatorProfile) -> tuple[LabeledBox, ...]:
+        """The boxes submitted when the task shows ``prediction`` (a Label Studio prediction)."""
+        predicted = result_boxes(prediction.get("result") or [], self.width, self.height)
+        rng = random.Random(f"{profile.seed}:review:{self.sha256}")
+        return tuple(review_boxes(predicted, self.truth, self.width, self.height, profile, rng))
 
     def labeled_image(self) -> LabeledImage:
         """The image as its annotation reads back from Label Studio: no box drawn is the
@@ -102,7 +134,7 @@ def simulate_annotations(
         boxes = imperfect_boxes(image.boxes, image.width, image.height, profile, rng)
         annotations[row.sha256] = SimulatedAnnotation(
             row.sha256, image.width, image.height, tuple(boxes), len(image.boxes) - len(boxes),
-            skipped=False, lead_time=rng.uniform(5, 60))
+            skipped=False, lead_time=rng.uniform(5, 60), truth=tuple(image.boxes))
     return annotations
 
 
@@ -125,6 +157,7 @@ class SimulationReport:
     negatives: int = 0
     boxes: int = 0
     missed_boxes: int = 0
+    reviewed: int = 0  # tasks whose pre-annotation was reviewed rather than labelled afresh
     already_annotated: int = 0
     without_ground_truth: int = 0  # tasks of the batch whose image the COCO file lacks
 
@@ -136,7 +169,8 @@ def annotate_simulated(
     backend: LabelingBackend, manifest: BatchManifest, truth: ParsedCoco,
     profile: AnnotatorProfile = AnnotatorProfile(),
 ) -> SimulationReport:
-    """Submit one simulated annotation per unannotated task of the batch."""
+    """Submit one simulated annotation per unannotated task of the batch: a review of its
+    newest pre-annotation when it has one, else labels from nothing."""
     annotations = simulate_annotations(manifest, truth, profile)
     batch_shas = set(manifest.image_hashes())
     tasks = sorted((task for task in backend.list_tasks() if task.sha256 in batch_shas),
@@ -159,14 +193,19 @@ def annotate_simulated(
             backend.submit_annotation(task.id, [], skipped=True, lead_time=annotation.lead_time)
             report.skipped += 1
             continue
+        boxes = annotation.boxes
+        if task.predictions:
+            boxes = annotation.reviewed(task.predictions[-1], profile)
+            report.reviewed += 1
+        else:
+            report.missed_boxes += annotation.missed_boxes
         backend.submit_annotation(
-            task.id, annotation_result(annotation.boxes, annotation.width, annotation.height),
+            task.id, annotation_result(boxes, annotation.width, annotation.height),
             lead_time=annotation.lead_time,
         )
         report.submitted += 1
-        report.negatives += not annotation.boxes
-        report.boxes += len(annotation.boxes)
-        report.missed_boxes += annotation.missed_boxes
+        report.negatives += not boxes
+        report.boxes += len(boxes)
     return report
 
 

@@ -106,13 +106,16 @@ def match_manifest_rows(
 
 @dataclass(frozen=True)
 class TaskRef:
-    """A task as the labeling workflows need it: id, data, annotations (dicts), and the model
-    versions of its predictions."""
+    """A task as the labeling workflows need it: id, data, annotations and predictions (dicts)."""
 
     id: int
     data: dict
     annotations: list[dict] = field(default_factory=list)
-    prediction_versions: tuple[str, ...] = ()
+    predictions: tuple[dict, ...] = ()  # Label Studio's predictions: model_version, result
+
+    @property
+    def prediction_versions(self) -> tuple[str, ...]:
+        return tuple(prediction.get("model_version") or "" for prediction in self.predictions)
 
     @property
     def sha256(self) -> str | None:

@@ -84,6 +84,12 @@ class LabelStudioResource(ConfigurableResource):
         default="carsdepo car damage",
         description="Title of the Label Studio project; found by exact title or created.",
     )
+    test_project_title: str = Field(
+        default="carsdepo car damage - verified test set",
+        description="Title of the project holding the verified labels pinned to the test split "
+        "(imports with --keep-splits test): a project of its own, so that annotators working "
+        "on new photos never edit the photos every model is judged on by accident.",
+    )
     local_files_root: str = Field(
         default="",
         description="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT. Empty: the state "
@@ -137,6 +143,13 @@ class LabelStudioResource(ConfigurableResource):
             storage_id = self._ensure_storage(client, project.id, Path(images_dir).resolve())
         return ProjectInfo(project.id, self.project_title, created, storage_id,
                            f"{self.url.rstrip('/')}/projects/{project.id}/data")
+
+    def for_split(self, split: str | None) -> LabelStudioResource:
+        """The resource on the project that holds labels pinned to ``split``: the verified test
+        project for "test", this one otherwise."""
+        if split != "test" or self.project_title == self.test_project_title:
+            return self
+        return self.model_copy(update={"project_title": self.test_project_title})
 
     def project_id(self) -> int | None:
         """The project's id, or None when it does not exist yet."""
@@ -197,15 +210,19 @@ class LabelStudioResource(ConfigurableResource):
         return annotation.id
 
     def fetch_completed_annotations(self, updated_since: str | None = None) -> list[TaskRef]:
-        """Tasks with at least one annotation (changed after ``updated_since`` when given).
+        """Tasks with at least one annotation (changed after ``updated_since`` when given), of
+        this project and of the verified test project.
 
         Cancelled (skipped) annotations are included so the conversion can count them; the
         rules for choosing among annotations are in ``labeling.results``.
         """
-        project_id = self.project_id()
-        if project_id is None:
-            return []
-        return [task for task in self._tasks(project_id, updated_since) if task.annotations]
+        tasks = []
+        for project in dict.fromkeys([self, self.for_split("test")]):
+            project_id = project.project_id()
+            if project_id is not None:
+                tasks += [task for task in project._tasks(project_id, updated_since)
+                          if task.annotations]
+        return tasks
 
     def latest_annotation_update(self, since: str | None = None) -> AnnotationActivity:
         """How many completed annotations changed after ``since``, and the newest change."""
@@ -306,9 +323,7 @@ class LabelStudioResource(ConfigurableResource):
                     id=task.id,
                     data=dict(task.data or {}),
                     annotations=[_as_dict(a) for a in task.annotations or []],
-                    prediction_versions=tuple(
-                        _as_dict(p).get("model_version") or "" for p in task.predictions or []
-                    ),
+                    predictions=tuple(_as_dict(p) for p in task.predictions or []),
                 )
                 for task in pager
             ]

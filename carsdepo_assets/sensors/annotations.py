@@ -2,17 +2,15 @@
 
 Every ``minimum_interval_seconds`` (default 30; ``$CARSDEPO_ANNOTATION_SENSOR_INTERVAL``) it
 asks Label Studio for completed annotations created or updated after its cursor. When there
-are any, it requests ``annotations`` and ``curated_dataset`` and moves the cursor to the newest
-change, in the same result as the run request, so no change is lost. Skips (the annotator
-pressed Skip) and deleted annotations do not trigger a run. With Label Studio down it skips
-with the error as the reason and leaves the cursor as it was.
+are any, it requests ``dataset_job`` (annotations, curated_dataset, the drift reference) and
+moves the cursor to the newest change, in the same result as the run request, so no change is
+lost. Skips (the annotator pressed Skip) and deleted annotations do not trigger a run. With
+Label Studio down it skips with the error as the reason and leaves the cursor as it was.
 """
 
 import os
 
 from dagster import (
-    AssetKey,
-    AssetSelection,
     DefaultSensorStatus,
     RunRequest,
     SensorDefinition,
@@ -22,6 +20,7 @@ from dagster import (
     sensor,
 )
 
+from carsdepo_assets.jobs import dataset_job
 from carsdepo_assets.resources.label_studio import (
     LabelStudioError,
     LabelStudioResource,
@@ -30,7 +29,6 @@ from carsdepo_assets.resources.label_studio import (
 
 INTERVAL_ENV_VAR = "CARSDEPO_ANNOTATION_SENSOR_INTERVAL"
 DEFAULT_INTERVAL_S = 30
-TARGETS = ("annotations", "curated_dataset")
 
 
 def build_annotation_sensor(
@@ -44,10 +42,10 @@ def build_annotation_sensor(
     @sensor(
         name=name,
         minimum_interval_seconds=interval,
-        asset_selection=AssetSelection.assets(*TARGETS),
+        job=dataset_job,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Polls Label Studio; new or changed annotations -> annotations, "
-        "curated_dataset.",
+        description="Polls Label Studio; new or changed annotations -> dataset_job "
+        "(annotations, curated_dataset).",
     )
     def _annotation_sensor(
         context: SensorEvaluationContext, label_studio: LabelStudioResource
@@ -63,7 +61,6 @@ def build_annotation_sensor(
         return SensorResult(
             run_requests=[RunRequest(
                 run_key=f"annotations-{activity.latest}",
-                asset_selection=[AssetKey(key) for key in TARGETS],
                 tags={"carsdepo/trigger": "annotation_sensor",
                       "carsdepo/changed_annotations": str(activity.changed)},
             )],

@@ -9,6 +9,7 @@ so every decision is handled exactly once, in order.
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
+    DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
@@ -37,6 +38,7 @@ def run_request_for(action: str, batch: str, storage_id: int) -> RunRequest | No
 @sensor(
     jobs=[training_job, experimentation_job],
     minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
     description="Launches training_job for 'retrain' decisions and experimentation_job for "
     "'experiment' decisions of retraining_decision.",
 )

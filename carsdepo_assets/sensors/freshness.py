@@ -2,7 +2,7 @@
 
 import time
 
-from dagster import RunRequest, sensor
+from dagster import DefaultSensorStatus, RunRequest, sensor
 
 from carsdepo_assets.jobs import freshness_job
 
@@ -10,6 +10,7 @@ from carsdepo_assets.jobs import freshness_job
 @sensor(
     job=freshness_job,
     minimum_interval_seconds=3600,
+    default_status=DefaultSensorStatus.RUNNING,
     description="Runs champion_not_stale (is the champion older than the limit while newer "
     "annotations exist?) once an hour; the result shows on deployed_model's checks.",
 )

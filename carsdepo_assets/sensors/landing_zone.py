@@ -12,7 +12,6 @@ block the re-ingestion of a batch dropped in again under the same name.)
 import time
 
 from dagster import (
-    AssetSelection,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -22,16 +21,17 @@ from dagster import (
 )
 
 from carsdepo_assets.images.landing import scan_landing
+from carsdepo_assets.jobs import ingest_job
 from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME, batch_partitions
 from carsdepo_assets.resources.state import CarsdepoHome
 
 
 @sensor(
-    target=AssetSelection.assets("raw_images"),
+    job=ingest_job,
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description="Adds a batch partition for each new complete landing/<batch> folder and "
-    "materializes raw_images for it.",
+    "runs ingest_job (raw_images) for it.",
 )
 def landing_zone_sensor(
     context: SensorEvaluationContext, carsdepo_home: CarsdepoHome

@@ -75,7 +75,13 @@ def test_loop_that_reaches_its_end_prints_answers_and_a_summary_and_exits_zero(
     assert "test split (24 photos): AP50" in console and "(lower bound " in console
     assert "champion: carsdepo-damage-detector v1" in console
     assert re.search(r"24 photos answered: \d+ damaged, \d+ \"None\"", console)
-    assert "Demo finished in" in console and "a champion was trained, promoted" in console
+    assert "Demo finished in" in console and "champions carsdepo-damage-detector v1" in console
+    # the sensors started the loop's runs, and the annotators reviewed the champion's boxes
+    assert re.search(r"sensor tick \d+: ingest_job run \w+ for demo-labelled-s7", console)
+    assert re.search(r"sensor tick \d+: dataset_job run", console)
+    assert re.search(r"sensor tick \d+: training_job run \w+ \(new_labels \d+\)", console)
+    assert re.search(r"\d+ pre-annotations of carsdepo-damage-detector v1", console)
+    assert re.search(r"pre-annotations reviewed on \d+ photos: \d+ boxes accepted", console)
     assert "torch thread" in console
     assert "Traceback" not in console and " - dagster - " not in console
     assert "iteration 2/2" in log_of(console)  # training progress went to the log

@@ -92,3 +92,16 @@ def test_lensor_source_photos_shared_by_train_and_val_land_in_one_split():
     assert all(len(splits) == 1 for splits in splits_of_source.values())
     train_sources = sum(splits == {"train"} for splits in splits_of_source.values())
     assert train_sources / len(splits_of_source) == pytest.approx(0.7, abs=0.06)
+
+
+def test_photos_beside_a_pinned_test_batch_split_train_and_val_only() -> None:
+    from carsdepo_assets.datasets.splits import beside_pinned_test
+
+    pinned = LabeledImage(sha256="a" * 64, width=8, height=8, boxes=(), fixed_split="test")
+    free = LabeledImage(sha256="b" * 64, width=8, height=8, boxes=())
+
+    fractions = beside_pinned_test([pinned, free], SplitFractions(0.7, 0.15, 0.15))
+
+    assert (fractions.train, fractions.val, fractions.test) == pytest.approx((0.7 / 0.85,
+                                                                              0.15 / 0.85, 0.0))
+    assert beside_pinned_test([free], SplitFractions(0.7, 0.15, 0.15)).test == 0.15

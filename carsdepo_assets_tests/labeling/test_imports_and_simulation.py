@@ -161,3 +161,20 @@ def coco_labels(dataset) -> dict[str, list[tuple]]:
         labels[split] = sorted((image["file_name"], tuple(sorted(boxes[image["id"]])))
                                for image in coco["images"])
     return labels
+
+
+def test_verified_test_labels_live_in_their_own_project_and_still_reach_the_dataset(
+    label_studio: LabelStudioResource, carsdepo_home: StateLayout, tmp_path: Path
+):
+    synthetic_batch(carsdepo_home, tmp_path / "synth", "verified", n_images=4)
+
+    verified = label_studio.for_split("test")
+    report = import_coco_batch(verified, carsdepo_home, "verified",
+                               tmp_path / "synth" / "annotations.json",
+                               keep_split="test")
+
+    assert verified.project_title != label_studio.project_title
+    assert report.annotations_created == 4
+    assert label_studio.list_tasks() == []  # nothing an annotator of new photos could edit
+    snapshot = convert_tasks(label_studio.fetch_completed_annotations()).snapshot
+    assert len(snapshot.images) == 4 and {i.fixed_split for i in snapshot.images} == {"test"}

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,13 @@ def find_binary(*names: str) -> str | None:
 def dagster_dev(carsdepo_home) -> Iterator[str]:
     """`dagster dev` on the repo's workspace and a temporary DAGSTER_HOME; its URL once the
     carsdepo code location has loaded."""
+    with dagster_dev_on(carsdepo_home) as url:
+        yield url
+
+
+@contextmanager
+def dagster_dev_on(carsdepo_home) -> Iterator[str]:
+    """`dagster dev` over ``carsdepo_home``'s instance, for as long as the block runs."""
     from carsdepo_assets.cli.runner import prepare_dagster_home
 
     prepare_dagster_home(carsdepo_home)
@@ -129,3 +137,51 @@ def test_asset_graph_shows_every_carsdepo_asset_group(dagster_dev, chromium):
 
     assert {"ingestion", "labeling", "datasets", "training", "monitoring"} <= groups
     assert groups_in_graph(chromium) == groups
+
+
+RUNS_OF_JOB = """query ($job: String!) { pipelineOrError(params: {pipelineName: $job,
+  repositoryName: "__repository__", repositoryLocationName: "carsdepo"}) {
+  ... on Pipeline { runs { runId tags { key value } } } } }"""
+TICKS_OF_SENSOR = """query ($sensor: String!) { sensorOrError(sensorSelector: {sensorName: $sensor,
+  repositoryName: "__repository__", repositoryLocationName: "carsdepo"}) {
+  ... on Sensor { sensorState { status ticks { status runIds } } } } }"""
+
+
+def graphql(url: str, query: str, **variables) -> dict:
+    answer = requests.post(f"{url}/graphql", json={"query": query, "variables": variables},
+                           timeout=60).json()
+    assert "errors" not in answer, answer
+    return answer["data"]
+
+
+def test_runs_the_cli_and_sensors_start_show_on_their_job_and_sensor_pages(
+    carsdepo_home, chromium
+):
+    """A sensor tick and the run it started, made by carsdepo before `dagster dev` starts, are
+    what the UI shows: the run on ingest_job's page, the tick on landing_zone_sensor's."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from carsdepo_assets.cli.sensor_ticks import tick_sensor
+    from carsdepo_assets_tests.cli.test_sensor_ticks import land
+
+    land(carsdepo_home, "b1", 2)
+    ((_, result),) = tick_sensor("landing_zone_sensor", carsdepo_home).runs
+
+    with dagster_dev_on(carsdepo_home) as url:
+        runs = graphql(url, RUNS_OF_JOB, job="ingest_job")["pipelineOrError"]["runs"]
+        sensor = graphql(url, TICKS_OF_SENSOR, sensor="landing_zone_sensor")["sensorOrError"]
+        chromium.get(f"{url}/locations/carsdepo/jobs/ingest_job/runs")
+        try:
+            WebDriverWait(chromium, RENDER_WAIT_S, poll_frequency=2).until(
+                lambda driver: result.run_id[:8] in driver.page_source)
+            dismiss_welcome_dialog(chromium)
+        finally:
+            ARTIFACTS.mkdir(exist_ok=True)
+            chromium.save_screenshot(str(ARTIFACTS / "ingest-job-runs.png"))
+
+    assert [run["runId"] for run in runs] == [result.run_id]
+    tags = {tag["key"]: tag["value"] for tag in runs[0]["tags"]}
+    assert tags["dagster/sensor_name"] == "landing_zone_sensor"
+    assert tags["carsdepo/started_by"] == "sensor"
+    ticks = sensor["sensorState"]["ticks"]
+    assert [(tick["status"], tick["runIds"]) for tick in ticks] == [("SUCCESS", [result.run_id])]
