@@ -6,10 +6,12 @@ For each seed the default demo runs in an empty temporary CARSDEPO_HOME with Lab
 free port (so it never meets a server a developer already runs), then that Label Studio is
 stopped. One JSON line per seed (suite ``demo``, name ``demo_run``) records: the wall time of
 the whole command and its exit code, test AP50 and its bootstrap lower bound (what the gate
-compared), whether a champion was promoted and answers were printed, and the trained model's
-AP50 and damaged-vs-"None" accuracy on a fixed synthetic batch no demo ever sees (seed
-``UNSEEN_SEED``). Targets (issue 13): a champion with printed answers on every seed, unseen
-AP50 >= 0.90 and "None" accuracy >= 0.95, <= 600 s. The demo's own per-step seconds are
+compared) of v1 and of the challenger v2 that drift retrained, the champions in order, whether
+answers were printed, what the pre-annotations saved the reviewers (boxes accepted unchanged,
+adjusted, deleted, drawn), and the final champion's AP50 and damaged-vs-"None" accuracy on a
+fixed synthetic batch no demo ever sees (seed ``UNSEEN_SEED``). Targets (issues 13, 24): a
+champion with printed answers on every seed, unseen AP50 >= 0.90 and "None" accuracy >= 0.95,
+<= 600 s. The demo's own per-step seconds are
 recorded beside it (name ``demo_step_s``).
 
 Run one seed per invocation on a shared machine (each under the CPU lock), e.g.
@@ -43,6 +45,10 @@ DONE = re.compile(r"^\s+done in (?P<seconds>\d+)s$")
 TEST_LINE = re.compile(r"test split \((?P<images>\d+) photos\): AP50 (?P<ap50>[\d.]+) "
                        r"\(lower bound (?P<bound>[\d.]+)\)")
 CHAMPION_LINE = re.compile(r"^\s+champion: ")
+CHAMPIONS_LINE = re.compile(r"champions (?P<history>.+?); a champion answered")
+REVIEW_LINE = re.compile(r"pre-annotations reviewed on (?P<images>\d+) photos: (?P<accepted>\d+) "
+                         r"boxes accepted unchanged, (?P<adjusted>\d+) adjusted, (?P<deleted>\d+) "
+                         r"deleted, (?P<drawn>\d+) drawn")
 ANSWERS_LINE = re.compile(r"^\s+\d+ photos answered: ")
 THREADS_LINE = re.compile(r"(?P<threads>\d+) torch threads? \(")
 
@@ -68,10 +74,19 @@ def step_times(output: str) -> list[tuple[str, int]]:
 def demo_outcome(output: str) -> dict:
     """What the demo's console output says: test figures, champion, answers, threads."""
     outcome: dict = {"promoted": False, "answers_printed": False}
+    trainings = 0
     for line in output.splitlines():
         if match := TEST_LINE.search(line):
-            outcome.update(test_images=int(match["images"]), test_AP50=float(match["ap50"]),
-                           test_AP50_lower_bound=float(match["bound"]))
+            prefix = "" if trainings == 0 else f"v{trainings + 1}_"  # v1 keeps the old names
+            trainings += 1
+            outcome.update({f"{prefix}test_images": int(match["images"]),
+                            f"{prefix}test_AP50": float(match["ap50"]),
+                            f"{prefix}test_AP50_lower_bound": float(match["bound"])})
+        if match := CHAMPIONS_LINE.search(line):
+            outcome["champions"] = match["history"].split(" -> ")
+        if match := REVIEW_LINE.search(line):
+            outcome["prelabel_review"] = {key: int(value)
+                                          for key, value in match.groupdict().items()}
         outcome["promoted"] |= bool(CHAMPION_LINE.match(line))
         outcome["answers_printed"] |= bool(ANSWERS_LINE.match(line))
         if "threads" not in outcome and (match := THREADS_LINE.search(line)):
@@ -80,16 +95,20 @@ def demo_outcome(output: str) -> dict:
 
 
 def unseen_quality(home: Path, unseen: Path) -> dict:
-    """AP50 (overall and per class) and "None" accuracy of the model the demo trained, on the
-    unseen batch; {} when the demo trained none."""
-    from carsdepo_assets.detection.backends import load_detector
+    """AP50 (overall and per class) and "None" accuracy of the champion the demo ended with,
+    on the unseen batch; {} when the demo promoted none."""
+    from carsdepo_assets.detection.champion import configure_mlflow, current_champion
     from carsdepo_assets.detection.metrics import evaluate_detections
+    from carsdepo_assets.prediction.pyfunc import load_registered_detector
+    from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
+    from carsdepo_assets.state import StateLayout
     from carsdepo_assets.taxonomy import CLASS_NAMES
 
-    trained = sorted((home / "models").glob("*/detector/detector.json"))
-    if not trained:
+    configure_mlflow(StateLayout(home))
+    champion = current_champion(DEFAULT_MODEL_NAME)
+    if champion is None:
         return {}
-    detector = load_detector(trained[-1].parent)
+    detector = load_registered_detector(f"models:/{DEFAULT_MODEL_NAME}/{champion}")
     coco = json.loads((unseen / "annotations.json").read_text())
     predictions = {}
     for image in coco["images"]:

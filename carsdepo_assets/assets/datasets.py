@@ -37,8 +37,8 @@ class CuratedDatasetConfig(Config):
     train_fraction: float = Field(default=0.7, description="Share of groups in train.")
     val_fraction: float = Field(default=0.15, description="Share of groups in val.")
     test_fraction: float = Field(
-        default=0.15, description="Share of groups in test; 0 while some photos are pinned to "
-        "the test split (a verified test batch): the others then split train/val in proportion.")
+        default=0.15, description="Share of groups in test; it goes to train while some photos "
+        "are pinned to the test split (a verified test batch), which alone is the test split.")
     sample_images: int = Field(default=6, description="Train images in the sample picture.")
 
 

@@ -23,10 +23,11 @@ from carsdepo_assets.detection.backends import (
     resolve_config,
     train_detector,
 )
+from carsdepo_assets.detection.champion import current_champion
 from carsdepo_assets.detection.config import ConfigError, DetectorConfig
 from carsdepo_assets.detection.data import CocoSplit, DatasetError
 from carsdepo_assets.images.store import ImageStore
-from carsdepo_assets.prediction.pyfunc import log_detector_model
+from carsdepo_assets.prediction.pyfunc import load_registered_detector, log_detector_model
 from carsdepo_assets.visual import contact_sheet, draw_boxes, markdown_image, png_bytes
 
 TRAINING_TAGS = {"carsdepo/stage": "training"}
@@ -62,6 +63,12 @@ class DetectorTrainingConfig(Config):
         default=None, description="torch threads; unset: the cores other processes leave free."
     )
     log_every: int = Field(default=25, description="Log progress every N iterations.")
+    start_from_champion: bool = Field(
+        default=False,
+        description="Fine-tune the champion (its architecture, anchors and weights) for "
+        "`iterations` instead of training from ImageNet weights: a retrain on new labels "
+        "needs far fewer iterations. Without a champion, training starts from scratch.",
+    )
 
     def detector_config(self) -> DetectorConfig:
         overrides = {
@@ -99,11 +106,13 @@ def train_tracked(
     dataset: CuratedDataset,
     workdir: Path,
     extra_tags: dict[str, str] | None = None,
+    start_from: tuple[str, TrainedDetector] | None = None,
 ) -> TrackedTraining:
     """Train on ``dataset`` inside the active MLflow run: parameters, losses, validation
     metrics, the training summary and sample predictions go to MLflow; progress to the run log.
 
-    Shared by ``detector`` and the experimentation sweep."""
+    Shared by ``detector`` and the experimentation sweep. ``start_from`` is (name, detector) of
+    a model to fine-tune."""
     try:
         resolved = resolve_config(config.detector_config())
     except ConfigError as error:
@@ -116,10 +125,12 @@ def train_tracked(
     }
     mlflow.set_tags(tags)
     mlflow.log_params({f"detector.{k}": v for k, v in resolved.to_dict().items()})
-    mlflow.log_params({"dataset_version": dataset.version, "backend": resolved.backend})
+    mlflow.log_params({"dataset_version": dataset.version, "backend": resolved.backend,
+                       "start_from": start_from[0] if start_from else "ImageNet weights"})
     context.log.info(
         f"training {resolved.backend} detector on dataset {dataset.version} "
-        f"({resolved.iterations} iterations, batch {resolved.batch_size}, "
+        f"({resolved.iterations} iterations from "
+        f"{start_from[0] if start_from else 'ImageNet weights'}, batch {resolved.batch_size}, "
         f"input {resolved.min_size}-{resolved.max_size}px, device {resolved.device}, "
         f"{resolved.num_threads} torch threads"
         f"{', re-checked as training goes' if resolved.adapt_threads else ''})"
@@ -142,7 +153,8 @@ def train_tracked(
     started = time.perf_counter()
     try:
         trained = train_detector(
-            CocoSplit(*dataset.train), CocoSplit(*dataset.val), resolved, workdir, on_progress
+            CocoSplit(*dataset.train), CocoSplit(*dataset.val), resolved, workdir, on_progress,
+            start_from[1] if start_from else None,
         )
     except (DatasetError, ConfigError) as error:
         raise Failure(f"dataset {dataset.version} cannot be trained on: {error}") from error
@@ -162,6 +174,7 @@ def train_tracked(
     metadata = {
         "backend": resolved.backend,
         "dataset_version": dataset.version,
+        "started_from": start_from[0] if start_from else "ImageNet weights",
         "train_wall_s": round(time.perf_counter() - started, 1),
         "train_images_per_s": rounded(summary.get("images_per_second", 0.0)),
         "best_val_AP50": rounded(summary.get("best_val_metric")),
@@ -210,7 +223,12 @@ def detector(
     model_name = context.resources.model_registry.model_name
     dataset = load_dataset(Path(curated_dataset))
     workdir = context.resources.carsdepo_home.layout.models / context.run_id
-    run = train_tracked(context, config, dataset, workdir)
+    champion = current_champion(model_name) if config.start_from_champion else None
+    start_from = None
+    if champion is not None:
+        start_from = (f"{model_name} v{champion}",
+                      load_registered_detector(f"models:/{model_name}/{champion}"))
+    run = train_tracked(context, config, dataset, workdir, start_from=start_from)
     info = log_detector_model(run.saved, registered_model_name=model_name, tags=run.tags)
     version = str(info.registered_model_version)
     context.log.info(f"registered {model_name} version {version} as challenger")

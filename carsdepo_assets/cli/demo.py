@@ -33,7 +33,8 @@ DEFAULT_ITERATIONS = 500
 TEST_SEED_OFFSET = 500  # incoming batches use 1000, 2000, 3000
 LIGHTINGS = ("normal", "dim", "very-dim")
 REVIEWED_LIGHTING = "dim"  # the batch the annotators review after the champion pre-annotated it
-SWEEP_SHARE = 5  # the demo's capped sweep: one configuration, iterations / SWEEP_SHARE
+RETRAIN_SHARE = 0.4  # a retrain fine-tunes the champion for this share of the iterations
+SWEEP_SHARE = 10  # the demo's capped sweep: one configuration, iterations / SWEEP_SHARE
 LANDING_POLL_S = 2.0
 
 
@@ -197,6 +198,8 @@ def sensor_runs(layout: StateLayout, sensor: str, expected: int,
     from carsdepo_assets.cli.sensor_ticks import tick_sensor
 
     outcome = tick_sensor(sensor, layout, run_config=run_config)
+    if not outcome.runs:
+        say(f"    sensor tick {outcome.tick_id}: skipped, {outcome.skip_reason}")
     if len(outcome.runs) < expected:
         raise DemoStopped(f"{sensor} started {len(outcome.runs)} runs where the loop needs "
                           f"{expected}: {outcome.skip_reason}.",
@@ -219,11 +222,15 @@ def _require(result, job_name: str) -> None:
         raise RunFailed(f"{job_name} run {result.run_id}: {failure_summary(result)}")
 
 
-def job_settings(plan: DemoPlan) -> dict[str, dict]:
-    """Run config for the runs the sensors start: the demo's training length and backend, its
-    gate, and a capped sweep (one configuration) to keep the demo within minutes."""
-    training = {"ops": {"detector": {"config": {"iterations": plan.iterations,
-                                                "backend": plan.backend}}}}
+def job_settings(plan: DemoPlan, retrain: bool = False) -> dict[str, dict]:
+    """Run config for the runs the sensors start: the demo's training length and backend (a
+    retrain fine-tunes the champion for a share of it), its gate, and a capped sweep (one
+    configuration) to keep the demo within minutes."""
+    detector = {"iterations": plan.iterations, "backend": plan.backend}
+    if retrain:
+        detector = {"iterations": max(1, round(plan.iterations * RETRAIN_SHARE)),
+                    "backend": plan.backend, "start_from_champion": True}
+    training = {"ops": {"detector": {"config": detector}}}
     if plan.gate:
         training["resources"] = {"model_registry": {"config": plan.gate}}
     sweep = {"max_runs": 1, "iterations": max(1, plan.iterations // SWEEP_SHARE)}
@@ -260,7 +267,8 @@ def training_outcome(result) -> str | None:
     if not report:  # training itself failed: nothing to evaluate
         raise RunFailed(f"training_job run {result.run_id} failed before evaluation")
     trained = materialization_metadata(result, "detector")
-    say(f"    {trained.get('model')}: trained in {trained.get('train_wall_s')}s at "
+    say(f"    {trained.get('model')}, from {trained.get('started_from')}: trained in "
+        f"{trained.get('train_wall_s')}s at "
         f"{trained.get('train_images_per_s')} images/s; best validation AP50 "
         f"{figure(trained.get('best_val_AP50'))}")
     say(f"    test split ({report.get('test_images')} photos): "
@@ -381,27 +389,41 @@ def _loop(layout: StateLayout, plan: DemoPlan, log_path: Path) -> LoopOutcome:
     annotate(layout, reviewed, incoming[reviewed])
     build_dataset(layout)
     acted = act_on_drift(layout, plan, champions)
+    acted += train_on_new_labels(layout, plan, champions)
     predict(layout, batch)
     return LoopOutcome(label_studio_url, champions, decisions, acted)
 
 
-@step("drift_sensor: 'retrain' -> training_job (the challenger v2), 'experiment' -> "
-      "experimentation_job")
+@step("dataset_sensor: the reviewed labels -> training_job, unless a retrain took them already")
+def train_on_new_labels(layout: StateLayout, plan: DemoPlan, champions: list[str]) -> list[str]:
+    """The annotation -> dataset -> training path for the reviewed batch."""
+    return [f"new labels -> training_job run {result.run_id[:8]}: "
+            + challenger_outcome(result, champions)
+            for _, result in sensor_runs(layout, "dataset_sensor", 0, job_settings(plan, True))]
+
+
+def challenger_outcome(result, champions: list[str]) -> str:
+    """Print a retraining's figures; a challenger the gate promoted joins ``champions``."""
+    champion = training_outcome(result)
+    if champion is None:
+        return "held back by the gate"
+    champions.append(champion)
+    return f"{champion} promoted"
+
+
+@step("drift_sensor: 'retrain' -> training_job (v2: the champion fine-tuned on the new labels), "
+      "'experiment' -> experimentation_job")
 def act_on_drift(layout: StateLayout, plan: DemoPlan, champions: list[str]) -> list[str]:
     """Let drift_sensor act on the decisions; a v2 promoted by the gate joins ``champions``."""
     from carsdepo_assets.cli.runner import materialization_metadata
 
     acted = []
-    for job_name, result in sensor_runs(layout, "drift_sensor", 0, job_settings(plan)):
+    for job_name, result in sensor_runs(layout, "drift_sensor", 0, job_settings(plan, True)):
         tags = result.dagster_run.tags
         started = (f"{tags.get('carsdepo/drifted_batch')}: {tags.get('carsdepo/decision')} -> "
                    f"{job_name} run {result.run_id[:8]}")
         if job_name == "training_job":
-            champion = training_outcome(result)
-            if champion is not None:
-                champions.append(champion)
-            acted.append(f"{started}: " + (f"{champion} promoted" if champion else
-                                          "held back by the gate"))
+            acted.append(f"{started}: {challenger_outcome(result, champions)}")
         else:
             _require(result, job_name)
             sweep = materialization_metadata(result, "experiment_sweep")

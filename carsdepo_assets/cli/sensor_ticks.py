@@ -1,6 +1,6 @@
 """One tick of a sensor, evaluated and recorded as the Dagster daemon records it.
 
-``carsdepo demo`` (and ``carsdepo sensor tick``) let the sensors start the loop's runs instead of
+``carsdepo demo`` (and ``carsdepo tick-sensor``) let the sensors start the loop's runs instead of
 starting them itself, without waiting for the daemon's polling intervals: the sensor of the code
 location is evaluated with Dagster's own ``evaluate_tick`` on its stored cursor; the tick, its
 skip reason or run requests, and the new cursor are stored in the instance under the same

@@ -54,12 +54,11 @@ def beside_pinned_test(
     images: Iterable[LabeledImage], fractions: SplitFractions = DEFAULT_FRACTIONS
 ) -> SplitFractions:
     """The fractions for the unpinned images: while some images are pinned to the test split (a
-    verified test batch), the others go to train and val only, in the same proportion, so the
-    models are judged on the verified photos alone and every version on the same ones."""
-    kept = fractions.train + fractions.val
-    if fractions.test == 0 or kept == 0 or not any(i.fixed_split == TEST for i in images):
+    verified test batch), the others go to train and val only (the test share to train), so
+    the models are judged on the verified photos alone and every version on the same ones."""
+    if fractions.test == 0 or not any(image.fixed_split == TEST for image in images):
         return fractions
-    return SplitFractions(fractions.train / kept, fractions.val / kept, 0.0)
+    return SplitFractions(fractions.train + fractions.test, fractions.val, 0.0)
 
 
 def group_key(image: LabeledImage) -> str:

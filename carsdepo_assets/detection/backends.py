@@ -223,8 +223,10 @@ class DetectorBackend(ABC):
         config: DetectorConfig,
         workdir: Path,
         on_progress: Callable[[TrainProgress], None] | None = None,
+        start_from: TrainedDetector | None = None,
     ) -> TrainedDetector:
-        """Train on ``train``; with ``val``, keep the weights that score best on it.
+        """Train on ``train``; with ``val``, keep the weights that score best on it. With
+        ``start_from``, fine-tune that detector instead (``fine_tuning_config``).
 
         The part every backend shares: the splits are loaded and checked (a clear error before
         training starts), the config is resolved for this backend (anchors learned from the
@@ -236,6 +238,8 @@ class DetectorBackend(ABC):
         train_split = load_split(train, require_every_class=True)
         val_split = load_split(val, require_every_class=False) if val is not None else None
         config = resolve_config(config.replace(backend=self.name))
+        if start_from is not None:
+            config = fine_tuning_config(config, start_from.config)
         train_boxes = boxes_as_trained(train_split, config)
         if config.learn_anchors:
             config = with_learned_anchors(config, train_boxes)
@@ -246,7 +250,7 @@ class DetectorBackend(ABC):
         torch.set_num_threads(config.num_threads)
         try:
             detector = self._fit(train_split, val_split, config, workdir,
-                                 _adapting_threads(config, on_progress))
+                                 _adapting_threads(config, on_progress), start_from)
         finally:
             torch.set_num_threads(previous_threads)
         if detector.summary is not None:
@@ -261,8 +265,28 @@ class DetectorBackend(ABC):
         config: DetectorConfig,
         workdir: Path,
         on_progress: Callable[[TrainProgress], None] | None,
+        start_from: TrainedDetector | None = None,
     ) -> TrainedDetector:
-        """The backend's own training, on checked splits with a resolved config."""
+        """The backend's own training, on checked splits with a resolved config, from
+        ``start_from``'s weights when given."""
+
+
+# What a fine-tuning run takes from its own config; the rest (architecture, anchors, input
+# sizes, thresholds) is the starting model's, which its weights were trained for.
+SCHEDULE_FIELDS = ("iterations", "batch_size", "optimizer", "lr", "backbone_lr_factor",
+                   "weight_decay", "warmup_iterations", "clip_grad_norm", "brightness", "contrast",
+                   "hflip", "seed", "device", "num_threads", "adapt_threads", "eval_period",
+                   "checkpoint_period")
+
+
+def fine_tuning_config(config: DetectorConfig, start: DetectorConfig) -> DetectorConfig:
+    """``start``'s config with ``config``'s training schedule: the model keeps its shape and
+    anchors, learns for ``config.iterations`` more, and is not pretrained again."""
+    if start.backend != config.backend:
+        raise ConfigError(f"cannot fine-tune a {start.backend} detector with the "
+                          f"{config.backend} backend")
+    schedule = {name: getattr(config, name) for name in SCHEDULE_FIELDS}
+    return start.replace(**schedule, learn_anchors=False, synthetic_pretrain_iterations=0)
 
 
 def _adapting_threads(
@@ -349,10 +373,13 @@ def train_detector(
     config: DetectorConfig,
     workdir: Path,
     on_progress: Callable[[TrainProgress], None] | None = None,
+    start_from: TrainedDetector | None = None,
 ) -> TrainedDetector:
-    """Resolve ``config`` and train with the backend it names (the entry point for assets)."""
+    """Resolve ``config`` and train with the backend it names (the entry point for assets),
+    fine-tuning ``start_from`` when given."""
     resolved = resolve_config(config)
-    return get_backend(resolved.backend).train(train, val, resolved, Path(workdir), on_progress)
+    return get_backend(resolved.backend).train(train, val, resolved, Path(workdir), on_progress,
+                                               start_from)
 
 
 def load_detector(directory: Path) -> TrainedDetector:

@@ -397,7 +397,11 @@ class Detectron2Backend(DetectorBackend):
         config: DetectorConfig,
         workdir: Path,
         on_progress: Callable[[TrainProgress], None] | None,
+        start_from: TrainedDetector | None = None,
     ) -> Detectron2Detector:
+        if start_from is not None:
+            raise ConfigError("fine-tuning a trained model is the torchvision backend's for now: "
+                              "train the detectron2 backend with start_from_champion false")
         if config.synthetic_pretrain_iterations:
             raise ConfigError("synthetic pretraining is the torchvision backend's: train with "
                               "synthetic_pretrain_iterations=0")

@@ -170,9 +170,12 @@ class TorchvisionBackend(DetectorBackend):
         config: DetectorConfig,
         workdir: Path,
         on_progress: Callable[[TrainProgress], None] | None,
+        start_from: TrainedDetector | None = None,
     ) -> TorchvisionDetector:
         torch.manual_seed(config.seed)
         model = build_model(config)
+        if start_from is not None:
+            model.load_state_dict(start_from.model.state_dict())
 
         def as_detector(summary: TrainingSummary | None) -> TorchvisionDetector:
             return TorchvisionDetector(model, config, summary)

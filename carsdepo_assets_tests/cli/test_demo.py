@@ -85,3 +85,30 @@ def test_loop_that_reaches_its_end_prints_answers_and_a_summary_and_exits_zero(
     assert "torch thread" in console
     assert "Traceback" not in console and " - dagster - " not in console
     assert "iteration 2/2" in log_of(console)  # training progress went to the log
+    assert_the_loop_is_recorded_where_the_ui_reads_it(tmp_path / "home")
+
+
+def assert_the_loop_is_recorded_where_the_ui_reads_it(home: Path) -> None:
+    """The job pages list the runs (job name + the code location's repository label) and the
+    sensor pages the ticks that requested them."""
+    from dagster import RunsFilter
+    from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
+
+    from carsdepo_assets.cli.runner import local_instance
+    from carsdepo_assets.cli.sensor_ticks import sensor_state
+    from carsdepo_assets.state import StateLayout
+
+    with local_instance(StateLayout(home)) as instance:
+        trainings = instance.get_runs(RunsFilter(job_name="training_job", tags={
+            REPOSITORY_LABEL_TAG: "__repository__@carsdepo"}))
+        launched = {}
+        for sensor in ("landing_zone_sensor", "annotation_sensor", "dataset_sensor",
+                       "drift_sensor"):
+            origin_id, selector_id, _ = sensor_state(instance, sensor)
+            launched[sensor] = [run_id for tick in instance.get_ticks(origin_id, selector_id)
+                                for run_id in tick.run_ids]
+        started_by = {run.tags.get("carsdepo/started_by") for run in instance.get_runs()}
+    assert {run.tags.get("dagster/sensor_name") for run in trainings} <= {
+        "dataset_sensor", "drift_sensor"} and trainings
+    assert all(launched.values()), launched
+    assert started_by == {"demo", "sensor"}

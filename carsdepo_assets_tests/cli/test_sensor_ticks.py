@@ -5,6 +5,9 @@ identity `dagster dev` shows, with the runs it requested as runs of the workspac
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -47,3 +50,19 @@ def test_a_landing_zone_tick_is_recorded_with_the_ingest_run_it_launched(tmp_pat
     assert [(tick.status, list(tick.run_ids)) for tick in ticks] == [
         (TickStatus.SKIPPED, []), (TickStatus.SUCCESS, [result.run_id])]
     assert state is not None and state.instigator_data.last_tick_timestamp is not None
+
+
+def test_tick_sensor_command_says_what_the_tick_started_and_then_why_it_skipped(tmp_path: Path):
+    layout = StateLayout(tmp_path / "home").ensure()
+    land(layout, "b1", 1)
+    env = {**os.environ, "CARSDEPO_HOME": str(layout.root),
+           "DAGSTER_HOME": str(layout.dagster_home)}
+    command = [sys.executable, "-m", "carsdepo_assets.cli", "tick-sensor", "landing_zone_sensor"]
+
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    assert first.returncode == 0, first.stderr
+    assert re.search(r"landing_zone_sensor tick 1: ingest_job run \S+ succeeded", first.stderr)
+    assert second.returncode == 0, second.stderr
+    assert "landing_zone_sensor tick 2: skipped, no new complete batch folder" in second.stderr

@@ -278,3 +278,23 @@ def test_synthetic_pretraining_trains_on_generated_panels_before_the_real_traini
     assert not (tmp_path / "0" / "synthetic-pretraining").exists()
     assert any(not torch.equal(without[key], with_pretraining[key]) for key in without
                if key.startswith("roi_heads."))
+
+
+def test_fine_tuning_starts_from_the_given_detector_and_keeps_its_shape(trained, panels,
+                                                                         tmp_path):
+    """A retrain on new labels fine-tunes the champion: its anchors and input sizes (which its
+    weights were trained for) stay, the schedule is the new run's, and the weights it starts
+    from are the champion's, not ImageNet's."""
+    parent, _, _ = trained
+    schedule = DetectorConfig(iterations=1, lr=1e-9, warmup_iterations=0, learn_anchors=True,
+                              **{**TINY, "min_size": 200})
+
+    child = train_detector(panels, None, schedule, tmp_path, start_from=parent)
+
+    assert child.config.anchor_sizes == parent.config.anchor_sizes
+    assert child.config.min_size == parent.config.min_size != 200
+    assert child.config.iterations == 1 and child.config.lr == 1e-9
+    assert not child.config.learn_anchors
+    drift = max((child.model.state_dict()[key].float() - value.float()).abs().max().item()
+                for key, value in parent.model.state_dict().items())
+    assert drift < 1e-3  # one step at a learning rate of 1e-9 leaves the parent's weights
