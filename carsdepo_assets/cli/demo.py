@@ -350,10 +350,13 @@ def run_demo(layout: StateLayout, plan: DemoPlan) -> int:
         say(f"    {line}")
     history = " -> ".join(outcome.champions)
     say(f"\nDemo finished in {time.perf_counter() - started:.0f}s: champions {history}; a "
-        "champion answered a batch. Browse runs, sensor ticks, assets and checks with "
-        "`make dev` (http://127.0.0.1:3000), the model history with `make mlflow-ui` "
-        "(http://127.0.0.1:5000), tasks and pre-annotations in Label Studio "
-        f"({outcome.label_studio_url}; `make labelstudio-stop` stops it). Full log: {log_path}")
+        "champion answered a batch. What it did, in the UIs:\n"
+        "    runs, sensor ticks, assets, checks: `make dev`, http://127.0.0.1:3000\n"
+        "    the model history: `make mlflow-ui`, "
+        "http://127.0.0.1:5000/#/experiments?workflowType=machine_learning\n"
+        f"    tasks and pre-annotations: Label Studio, {outcome.label_studio_url} (log in as "
+        f"{server_login()}; `make labelstudio-stop` stops it)\n"
+        f"Full log: {log_path}")
     return 0
 
 
@@ -363,6 +366,17 @@ class LoopOutcome:
     champions: list[str]  # in the order they were promoted
     decisions: dict[str, str]  # batch -> drift decision
     acted: list[str]  # what drift_sensor started, one line each
+
+
+def server_login() -> str:
+    """The Label Studio login to print: the public local default as it is, a password the user
+    set by its variable's name only."""
+    from carsdepo_assets.labeling.server import DEFAULT_PASSWORD, ServerSettings
+
+    settings = ServerSettings.from_env()
+    password = (settings.password if settings.password == DEFAULT_PASSWORD
+                else "$LABEL_STUDIO_PASSWORD")
+    return f"{settings.username} / {password}"
 
 
 def _loop(layout: StateLayout, plan: DemoPlan, log_path: Path) -> LoopOutcome:

@@ -30,7 +30,8 @@ def cmd_mlflow_ui(args: argparse.Namespace, layout: StateLayout) -> int:
     artifacts = mlflow_artifact_root(layout)
     if artifacts:
         command += ["--default-artifact-root", artifacts]
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {mlflow_tracking_uri(layout)})")
+    print(f"MLflow UI on http://127.0.0.1:{args.port}/#/experiments?workflowType=machine_learning "
+          f"(store {mlflow_tracking_uri(layout)})")
     return subprocess.call(command, env={**os.environ, "PATH": f"{Path(sys.executable).parent}"
                                          f"{os.pathsep}{os.environ.get('PATH', '')}"})
 

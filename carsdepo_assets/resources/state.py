@@ -15,6 +15,11 @@ from carsdepo_assets.state import StateLayout, default_home
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"  # where `make mlflow-ui` serves
 
 
+# MLflow 3.17's UI opens every experiment in its GenAI view (traces) unless the URL or the
+# user's last choice says otherwise; the experiment's mlflow.experimentKind tag does not decide.
+MODEL_TRAINING_VIEW = "?workflowType=machine_learning"
+
+
 class CarsdepoHome(ConfigurableResource):
     """Root of all local state (``CARSDEPO_HOME``); empty means the environment's default."""
 
@@ -42,10 +47,12 @@ class CarsdepoHome(ConfigurableResource):
         return configure_mlflow(self.layout, experiment, self.mlflow_tracking_uri or None)
 
     def mlflow_run_url(self, experiment_id: str, run_id: str) -> str:
-        """The run's page in the MLflow UI (its routes live after ``#``)."""
-        return f"{self.mlflow_ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        """The run's page in the MLflow UI (its routes live after ``#``), in the UI's model
+        training view (``MODEL_TRAINING_VIEW``)."""
+        return (f"{self.mlflow_ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+                f"{MODEL_TRAINING_VIEW}")
 
     def mlflow_version_url(self, model_name: str, version: str) -> str:
         """The registered model version's page in the MLflow UI."""
         return (f"{self.mlflow_ui_url.rstrip('/')}/#/models/{quote(model_name, safe='')}"
-                f"/versions/{version}")
+                f"/versions/{version}{MODEL_TRAINING_VIEW}")

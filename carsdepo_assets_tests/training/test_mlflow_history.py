@@ -29,7 +29,7 @@ from carsdepo_assets.labeling.coco_import import parse_coco
 from carsdepo_assets.labeling.history import write_snapshot
 from carsdepo_assets.labeling.simulated import AnnotatorProfile, simulated_snapshot
 from carsdepo_assets.resources.mlflow import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
-from carsdepo_assets.resources.state import DEFAULT_MLFLOW_UI, CarsdepoHome
+from carsdepo_assets.resources.state import DEFAULT_MLFLOW_UI, MODEL_TRAINING_VIEW, CarsdepoHome
 from carsdepo_assets.state import ENV_VAR, StateLayout
 from carsdepo_assets.synth import generate_dataset
 
@@ -136,8 +136,10 @@ def test_the_experiment_opens_in_mlflows_model_training_view(history):
 
 def test_dagster_metadata_rounds_figures_and_links_to_the_mlflow_run_and_version(history):
     run_id = history.run_of(history.promoted).info.run_id
-    run_url = f"{DEFAULT_MLFLOW_UI}/#/experiments/{history.experiment_id}/runs/{run_id}"
-    version_url = f"{DEFAULT_MLFLOW_UI}/#/models/{DEFAULT_MODEL_NAME}/versions/1"
+    run_url = (f"{DEFAULT_MLFLOW_UI}/#/experiments/{history.experiment_id}/runs/{run_id}"
+               f"{MODEL_TRAINING_VIEW}")
+    version_url = (f"{DEFAULT_MLFLOW_UI}/#/models/{DEFAULT_MODEL_NAME}/versions/1"
+                   f"{MODEL_TRAINING_VIEW}")
     trained = materialization_metadata(history.promoted, "detector")
     report = materialization_metadata(history.promoted, "evaluation_report")
     deployed = materialization_metadata(history.promoted, "deployed_model")
