@@ -65,6 +65,9 @@ class AnnotationActivity:
     latest: str | None  # ISO timestamp of the newest change, the sensor's next cursor
 
 
+PROJECT_TITLE_MAX = 50  # Label Studio refuses longer project titles
+
+
 class LabelStudioResource(ConfigurableResource):
     """Talks to the Label Studio server through label-studio-sdk; nothing else does."""
 
@@ -82,10 +85,12 @@ class LabelStudioResource(ConfigurableResource):
     )
     project_title: str = Field(
         default="carsdepo car damage",
+        max_length=PROJECT_TITLE_MAX,
         description="Title of the Label Studio project; found by exact title or created.",
     )
     test_project_title: str = Field(
         default="carsdepo car damage - verified test set",
+        max_length=PROJECT_TITLE_MAX,
         description="Title of the project holding the verified labels pinned to the test split "
         "(imports with --keep-splits test): a project of its own, so that annotators working "
         "on new photos never edit the photos every model is judged on by accident.",
