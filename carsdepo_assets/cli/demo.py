@@ -102,7 +102,7 @@ def land(layout: StateLayout, folders: dict[str, Path]) -> None:
     from carsdepo_assets.images.summary import format_summary
 
     for batch, folder in folders.items():
-        shutil.copytree(folder / "images", layout.landing / batch)
+        shutil.copytree(folder / "images", layout.landing_folder(batch))
     waiting = set(folders)
     while waiting:
         outcome = tick_sensor("landing_zone_sensor", layout)
