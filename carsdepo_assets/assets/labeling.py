@@ -13,12 +13,18 @@ from dagster import (
     asset,
 )
 
+from carsdepo_assets.fileio import atomic_write_json
 from carsdepo_assets.images.ingest import load_manifest
 from carsdepo_assets.images.store import ImageStore
 from carsdepo_assets.labeling.history import write_snapshot
 from carsdepo_assets.labeling.prelabels import ImageToLabel, task_predictions
 from carsdepo_assets.labeling.results import SOURCE_IMPORTED, Conversion, convert_tasks
-from carsdepo_assets.labeling.review import ReviewOutcome, review_outcomes
+from carsdepo_assets.labeling.review import (
+    review_markdown,
+    review_outcomes,
+    review_rows,
+    review_total,
+)
 from carsdepo_assets.labeling.tasks import batch_rows, batch_task_data
 from carsdepo_assets.partitions import batch_partitions
 from carsdepo_assets.resources.label_studio import LabelStudioResource
@@ -27,6 +33,8 @@ from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.taxonomy import CLASS_NAMES
 
 GROUP = "labeling"
+# what the pre-annotations saved, per batch and model version (read by kpi_report)
+PRELABEL_REVIEW_REPORT = ("prelabels", "review.json")
 
 
 @asset(group_name=GROUP, kinds={"labelstudio"})
@@ -101,22 +109,15 @@ def annotations(
     conversion = convert_tasks(tasks)
     path = write_snapshot(conversion.snapshot, carsdepo_home.layout.annotations)
     context.log.info(f"annotation snapshot {conversion.snapshot.version} written to {path}")
-    return MaterializeResult(metadata={**snapshot_metadata(conversion, str(path)),
-                                       **review_metadata(review_outcomes(tasks))})
-
-
-def review_metadata(outcomes: dict[str, ReviewOutcome]) -> dict:
-    """What the models' pre-annotations saved the annotators, per model version and in all."""
-    total = ReviewOutcome()
-    for outcome in outcomes.values():
-        total.add(outcome)
-    lines = ["| model version | images | accepted | adjusted | deleted | drawn | accepted share |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {version} | {o.images} | {o.accepted} | {o.adjusted} | {o.deleted} | "
-              f"{o.drawn} | {o.accepted_share:.0%} |" for version, o in sorted(outcomes.items())]
-    table = "\n".join(lines) if outcomes else "No reviewed pre-annotation yet."
-    return {**{f"prelabel_{key}": value for key, value in total.as_dict().items()},
-            "prelabel_review": MetadataValue.md(table)}
+    outcomes = review_outcomes(tasks)
+    rows = review_rows(outcomes)
+    atomic_write_json(carsdepo_home.layout.report_path(*PRELABEL_REVIEW_REPORT), rows)
+    total = review_total(outcomes)
+    return MaterializeResult(metadata={
+        **snapshot_metadata(conversion, str(path)),
+        **{f"prelabel_{key}": value for key, value in total.as_dict().items()},
+        "prelabel_review": MetadataValue.md(review_markdown(rows)),
+    })
 
 
 def snapshot_metadata(conversion: Conversion, path: str) -> dict:

@@ -10,8 +10,9 @@ for the simulated reviewers alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from carsdepo_assets.labeling.config import RECTANGLE_TYPE
 from carsdepo_assets.labeling.results import annotation_rank, rectangle_to_box
@@ -94,9 +95,17 @@ def result_boxes(result: Iterable[dict], width: int, height: int) -> list[Labele
     return boxes
 
 
-def review_outcomes(tasks: Iterable[TaskRef]) -> dict[str, ReviewOutcome]:
-    """Per model version, what annotators did with its pre-annotations on completed tasks."""
-    outcomes: dict[str, ReviewOutcome] = {}
+class ReviewKey(NamedTuple):
+    """Reviews are counted per batch of photos and per model version that pre-annotated it."""
+
+    batch: str
+    model_version: str
+
+
+def review_outcomes(tasks: Iterable[TaskRef]) -> dict[ReviewKey, ReviewOutcome]:
+    """Per batch and model version, what annotators did with the pre-annotations of completed
+    tasks."""
+    outcomes: dict[ReviewKey, ReviewOutcome] = {}
     for task in tasks:
         completed = [a for a in task.annotations if not a.get("was_cancelled")]
         width, height = task.data.get("width"), task.data.get("height")
@@ -106,6 +115,31 @@ def review_outcomes(tasks: Iterable[TaskRef]) -> dict[str, ReviewOutcome]:
         final = max(completed, key=annotation_rank)
         outcome = compare_review(result_boxes(prediction.get("result") or [], width, height),
                                  result_boxes(final.get("result") or [], width, height))
-        outcomes.setdefault(prediction.get("model_version") or "unknown",
-                            ReviewOutcome()).add(outcome)
+        key = ReviewKey(task.data.get("batch") or "unknown",
+                        prediction.get("model_version") or "unknown")
+        outcomes.setdefault(key, ReviewOutcome()).add(outcome)
     return outcomes
+
+
+def review_total(outcomes: Mapping[ReviewKey, ReviewOutcome]) -> ReviewOutcome:
+    total = ReviewOutcome()
+    for outcome in outcomes.values():
+        total.add(outcome)
+    return total
+
+
+def review_rows(outcomes: Mapping[ReviewKey, ReviewOutcome]) -> list[dict]:
+    """One JSON-ready row per batch and model version, in batch order."""
+    return [{**key._asdict(), **outcome.as_dict()} for key, outcome in sorted(outcomes.items())]
+
+
+def review_markdown(rows: Sequence[Mapping]) -> str:
+    """The rows of ``review_rows`` as a markdown table (a sentence when there are none)."""
+    if not rows:
+        return "No reviewed pre-annotation yet."
+    lines = ["| batch | model version | images | accepted | adjusted | deleted | drawn | "
+             "accepted share |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {row['batch']} | {row['model_version']} | {row['images']} | {row['accepted']} "
+              f"| {row['adjusted']} | {row['deleted']} | {row['drawn']} | "
+              f"{row['accepted_share']:.0%} |" for row in rows]
+    return "\n".join(lines)

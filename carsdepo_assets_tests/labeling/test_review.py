@@ -7,7 +7,14 @@ from __future__ import annotations
 import random
 
 from carsdepo_assets.labeling.results import box_results
-from carsdepo_assets.labeling.review import ReviewOutcome, compare_review, review_outcomes
+from carsdepo_assets.labeling.review import (
+    ReviewKey,
+    ReviewOutcome,
+    compare_review,
+    review_markdown,
+    review_outcomes,
+    review_rows,
+)
 from carsdepo_assets.labeling.simulated import AnnotatorProfile, review_boxes
 from carsdepo_assets.labeling.snapshot import LabeledBox
 from carsdepo_assets.labeling.tasks import TaskRef
@@ -43,9 +50,9 @@ def test_the_reviewer_keeps_a_right_box_redraws_a_loose_one_and_draws_the_missed
     assert compare_review([LOOSE], redrawn).adjusted == 1
 
 
-def test_outcomes_are_measured_per_model_version_from_label_studio_records():
+def test_outcomes_are_measured_per_batch_and_model_version_from_label_studio_records():
     task = TaskRef(
-        id=1, data={"sha256": "a" * 64, "width": 640, "height": 480},
+        id=1, data={"sha256": "a" * 64, "width": 640, "height": 480, "batch": "incoming-dim"},
         annotations=[{"id": 5, "result": box_results([DAMAGE], 640, 480), "updated_at":
                       "2026-12-06T00:00:00Z", "was_cancelled": False}],
         predictions=({"model_version": "detector v1",
@@ -54,4 +61,10 @@ def test_outcomes_are_measured_per_model_version_from_label_studio_records():
 
     outcomes = review_outcomes([task])
 
-    assert outcomes == {"detector v1": ReviewOutcome(images=1, accepted=1, deleted=1)}
+    assert outcomes == {ReviewKey("incoming-dim", "detector v1"):
+                        ReviewOutcome(images=1, accepted=1, deleted=1)}
+    rows = review_rows(outcomes)
+    assert rows == [{"batch": "incoming-dim", "model_version": "detector v1", "images": 1,
+                     "accepted": 1, "adjusted": 0, "deleted": 1, "drawn": 0,
+                     "accepted_share": 1.0}]
+    assert "| incoming-dim | detector v1 | 1 | 1 | 0 | 1 | 0 | 100% |" in review_markdown(rows)
