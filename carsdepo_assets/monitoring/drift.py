@@ -29,6 +29,16 @@ camera with another resolution is reported (its test is in the table) but is not
 reason to retrain, since all appearance features are computed on images downscaled to one size.
 Constant features (width, say, when every photo is 640 px wide) need no special case: two
 equal constants give ``D = 0``, different constants ``D = 1``.
+
+Signals
+-------
+Each feature belongs to one signal (:func:`signal_of`): ``light`` (the image statistics of
+:mod:`~carsdepo_assets.monitoring.features`: how the photos are lit, exposed and sized),
+``content`` (the principal components of backbone embeddings, :mod:`.embedding`: what the
+photos show) and ``outputs`` (the model's answers: "None" share, scores, boxes per photo and
+class). All tested features share one Bonferroni bound and one deviation score, so the
+decision rule is unchanged; the report adds, per signal, its own largest excess and which of
+its features drifted, to say *which* signal moved.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
 
+from carsdepo_assets.monitoring.embedding import is_content_feature
+from carsdepo_assets.monitoring.features import PREDICTION_FEATURES
 from carsdepo_assets.monitoring.profiles import format_number, profile_summary, row_count
 from carsdepo_assets.monitoring.whylogs_compat import (
     KS,
@@ -59,6 +71,11 @@ OK = "ok"
 EMPTY_REFERENCE = "empty_reference"
 EMPTY_BATCH = "empty_batch"
 NO_COMMON_FEATURES = "no_common_features"
+
+LIGHT = "light"
+CONTENT = "content"
+OUTPUTS = "outputs"
+SIGNALS = (LIGHT, CONTENT, OUTPUTS)
 
 DRIFT = "DRIFT"
 POSSIBLE_DRIFT = "POSSIBLE_DRIFT"
@@ -103,6 +120,37 @@ class FeatureDrift:
         )
 
 
+def signal_of(feature: str) -> str:
+    """The signal a profiled feature belongs to: content, outputs, or light (the rest)."""
+    if is_content_feature(feature):
+        return CONTENT
+    if feature in PREDICTION_FEATURES:
+        return OUTPUTS
+    return LIGHT
+
+
+@dataclass(frozen=True)
+class SignalDrift:
+    """One signal's share of a report: its largest excess (percent) and drifted features."""
+
+    signal: str
+    deviation: float
+    tested: int
+    drifted: tuple[str, ...]
+
+    @property
+    def moved(self) -> bool:
+        return self.deviation > 0.0
+
+    def describe(self) -> str:
+        if not self.tested:
+            return f"{self.signal}: not profiled"
+        if not self.moved:
+            return f"{self.signal}: no shift ({self.tested} features tested)"
+        return (f"{self.signal}: {self.deviation:.1f}% beyond chance "
+                f"(drifted: {', '.join(self.drifted)})")
+
+
 @dataclass(frozen=True)
 class DriftReport:
     """Everything the drift stage found for one batch; ``status`` is :data:`OK` when usable."""
@@ -117,6 +165,35 @@ class DriftReport:
     features: tuple[FeatureDrift, ...] = ()
     missing_in_batch: tuple[str, ...] = ()
     missing_in_reference: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def signals(self) -> tuple[SignalDrift, ...]:
+        """Per signal (light, content, outputs): deviation, tested and drifted features."""
+        result = []
+        for signal in SIGNALS:
+            members = [item for item in self.features if signal_of(item.feature) == signal]
+            scored = [item for item in members if item.scored]
+            result.append(SignalDrift(
+                signal,
+                deviation=100.0 * max((item.excess for item in scored), default=0.0),
+                tested=sum(item.statistic is not None for item in members),
+                drifted=tuple(item.feature for item in scored if item.category == DRIFT),
+            ))
+        return tuple(result)
+
+    @property
+    def moved(self) -> tuple[str, ...]:
+        """The signals whose scored features drifted beyond chance, in :data:`SIGNALS` order."""
+        return tuple(item.signal for item in self.signals if item.moved)
+
+    def top_drivers(self, per_signal: int = 3) -> tuple[FeatureDrift, ...]:
+        """The largest contributions of each moved signal, for a plot that shows every one."""
+        chosen = []
+        for signal in self.moved:
+            chosen += [item for item in self.drivers
+                       if signal_of(item.feature) == signal][:per_signal]
+        return tuple(chosen)
 
     @property
     def drifted(self) -> tuple[FeatureDrift, ...]:
@@ -133,6 +210,8 @@ class DriftReport:
         """Plain data for JSON metadata; NaN (an empty distribution's median) becomes None."""
         payload = asdict(self)
         payload["drifted"] = [item.feature for item in self.drifted]
+        payload["signals"] = [{**asdict(item), "moved": item.moved} for item in self.signals]
+        payload["moved"] = list(self.moved)
         for item in payload["features"]:
             item.update({key: None for key, value in item.items()
                          if isinstance(value, float) and math.isnan(value)})
@@ -145,6 +224,8 @@ class DriftReport:
             f" rows, batch {self.batch_rows} rows, alpha {self.alpha:g} "
             f"(per feature {self.corrected_alpha:.2g})."
         )
+        head += "\n\n" + "; ".join(item.describe() for item in self.signals) + "."
+        head += "".join(f"\n\n{note}" for note in self.notes)
         if not self.features:
             return head
         lines = [
@@ -174,12 +255,14 @@ class DriftReport:
 
 
 def drift_report(
-    reference: DatasetProfileView, batch: DatasetProfileView, alpha: float = DEFAULT_ALPHA
+    reference: DatasetProfileView, batch: DatasetProfileView, alpha: float = DEFAULT_ALPHA,
+    notes: tuple[str, ...] = (),
 ) -> DriftReport:
     """Compare ``batch`` with ``reference``; see the module docstring for the score.
 
     Empty profiles and profiles without a common feature give a report whose ``status`` says
     so (deviation 0, no features) rather than an exception: the caller decides what that means.
+    ``notes`` (e.g. why a signal was not profiled) are carried into the report as they are.
     """
     for name, view in (("reference", reference), ("batch", batch)):
         if not isinstance(view, DatasetProfileView):
@@ -191,7 +274,7 @@ def drift_report(
     reference_summary, batch_summary = profile_summary(reference), profile_summary(batch)
     common = sorted(set(reference_summary) & set(batch_summary))
     base = dict(alpha=alpha, corrected_alpha=alpha, reference_rows=reference_rows,
-                batch_rows=batch_rows, deviation=0.0,
+                batch_rows=batch_rows, deviation=0.0, notes=tuple(notes),
                 missing_in_batch=tuple(sorted(set(reference_summary) - set(batch_summary))),
                 missing_in_reference=tuple(sorted(set(batch_summary) - set(reference_summary))))
     if reference_rows == 0:

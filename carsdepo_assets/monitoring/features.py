@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from carsdepo_assets.taxonomy import NONE_ANSWER
+from carsdepo_assets.taxonomy import CLASS_NAMES, NONE_ANSWER
 
 STATS_SIDE = 256
 IMAGE_FEATURES: tuple[str, ...] = (
@@ -42,7 +42,10 @@ IMAGE_FEATURES: tuple[str, ...] = (
     "width",
     "height",
 )
-PREDICTION_FEATURES: tuple[str, ...] = ("detections", "mean_score", "is_none")
+PREDICTION_FEATURES: tuple[str, ...] = (
+    "detections", "mean_score", "is_none", "max_score",
+    *(f"boxes_{name}" for name in CLASS_NAMES),
+)
 
 # JPEGs are decoded at the largest DCT scale (1/2, 1/4, 1/8) that keeps both sides at least this
 # long; other images are box-reduced by the same factor so both paths give the same features.
@@ -73,24 +76,35 @@ def iter_image_features(paths: Iterable[Path]) -> Iterator[dict[str, float]]:
         yield image_features_from_path(Path(path))
 
 
-def prediction_features(detections: str | Iterable[object]) -> dict[str, float]:
-    """Model-output features of one image's answer.
+def prediction_features(detections: str | Iterable[object],
+                        max_score: float | None = None) -> dict[str, float]:
+    """Model-output features of one image's answer, keyed by :data:`PREDICTION_FEATURES`.
 
     ``detections`` is the public answer (``"None"`` or a list of ``{"label", "score", "box"}``
     dicts) or a list of :class:`~carsdepo_assets.detection.types.Detection`. ``mean_score`` is
     NaN when there is no detection: whylogs counts NaNs apart, so the score distribution stays
-    the distribution over images that had detections.
+    the distribution over images that had detections. ``max_score`` is the best candidate's
+    score even below the operating threshold, as ``batch_predictions`` records it (how close a
+    "None" came to being damage); without it, the best kept score (0 for "None").
+    ``boxes_<class>`` count the detections of each class.
     """
     if isinstance(detections, str):
         if detections != NONE_ANSWER:
             raise ValueError(f"a prediction is {NONE_ANSWER!r} or a list of detections, "
                              f"not {detections!r}")
         detections = []
+    detections = list(detections)
     scores = [_score_of(item, index) for index, item in enumerate(detections)]
+    labels = [_label_of(item, index) for index, item in enumerate(detections)]
+    if max_score is not None and not 0.0 <= max_score <= 1.0:
+        raise ValueError(f"max_score must be in [0, 1], got {max_score!r}")
+    best = max(scores, default=0.0) if max_score is None else float(max_score)
     return {
         "detections": float(len(scores)),
         "mean_score": float(np.mean(scores)) if scores else math.nan,
         "is_none": 0.0 if scores else 1.0,
+        "max_score": best,
+        **{f"boxes_{name}": float(labels.count(name)) for name in CLASS_NAMES},
     }
 
 
@@ -143,6 +157,13 @@ def _score_of(item: object, index: int) -> float:
     if not isinstance(score, (int, float)) or not 0.0 <= float(score) <= 1.0:
         raise ValueError(f"detection {index} has no score in [0, 1]: {item!r}")
     return float(score)
+
+
+def _label_of(item: object, index: int) -> str:
+    label = item.get("label") if isinstance(item, Mapping) else getattr(item, "label", None)
+    if label not in CLASS_NAMES:
+        raise ValueError(f"detection {index} has no known label (one of {CLASS_NAMES}): {item!r}")
+    return label
 
 
 def _circular_hue(hue: np.ndarray, saturation: np.ndarray) -> float:

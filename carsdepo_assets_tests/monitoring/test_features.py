@@ -106,12 +106,21 @@ def test_detections_as_dicts_or_objects_give_count_and_mean_score() -> None:
     as_dicts = [{"label": "scratch", "score": 0.9, "box": [0, 0, 5, 5]},
                 {"label": "dent", "score": 0.5, "box": [1, 1, 9, 9]}]
     as_objects = [Detection("scratch", 0.9, (0, 0, 5, 5)), Detection("dent", 0.5, (1, 1, 9, 9))]
-    expected = {"detections": 2.0, "mean_score": pytest.approx(0.7), "is_none": 0.0}
+    expected = {"detections": 2.0, "mean_score": pytest.approx(0.7), "is_none": 0.0,
+                "max_score": 0.9, "boxes_scratch": 1.0, "boxes_dent": 1.0}
     assert prediction_features(as_dicts) == expected
     assert prediction_features(as_objects) == expected
 
 
-@pytest.mark.parametrize("bad", ["scratch", [{"label": "dent"}], [{"score": 1.5}]])
+def test_max_score_below_the_threshold_is_kept_for_a_none_answer() -> None:
+    """batch_predictions records the best candidate even when the answer is "None"."""
+    features = prediction_features(NONE_ANSWER, max_score=0.42)
+    assert (features["max_score"], features["is_none"]) == (0.42, 1.0)
+    assert features["boxes_scratch"] == features["boxes_dent"] == 0.0
+
+
+@pytest.mark.parametrize("bad", ["scratch", [{"label": "dent"}], [{"score": 1.5}],
+                                 [{"label": "rust", "score": 0.5}]])
 def test_a_malformed_prediction_is_a_clear_error(bad) -> None:
-    with pytest.raises(ValueError, match="None|score"):
+    with pytest.raises(ValueError, match="None|score|label"):
         prediction_features(bad)
