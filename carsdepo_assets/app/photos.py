@@ -1,0 +1,162 @@
+"""Photos checked on the page: each decoded as ingestion decodes it, answered by a registered
+detector, drawn, and recorded in the inference log.
+
+The detector runs once per submission and keeps every detection down to its score floor
+(``box_score_thresh``), so moving the threshold on the page re-filters stored scores instead
+of running the model again. What is recorded is the answer at the model's operating threshold,
+the one every other path answers at unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from carsdepo_assets.app.limits import PhotoLimits
+from carsdepo_assets.detection.backends import TrainedDetector
+from carsdepo_assets.detection.types import Detection, damage_answer
+from carsdepo_assets.images.files import FileTooBig, NotARegularFile, read_regular_file
+from carsdepo_assets.images.ingest import load_manifest
+from carsdepo_assets.images.manifest import DUPLICATE, STORED
+from carsdepo_assets.images.store import ImageStore, sha256_hex
+from carsdepo_assets.images.validate import (
+    ImagePolicy,
+    RejectedImage,
+    decode_image,
+    file_too_big_reason,
+)
+from carsdepo_assets.prediction.inference_log import CLI, InferenceLog, InferenceRecord
+from carsdepo_assets.prediction.models import ModelRef
+from carsdepo_assets.prediction.runtime import prepare_inference_process
+from carsdepo_assets.state import StateLayout
+from carsdepo_assets.visual import draw_boxes
+
+# The inference log's source for answers given on the page.
+RECORDED_SOURCE = CLI
+
+
+class TooManyPhotos(ValueError):
+    """A submission with more photos than ``PhotoLimits.max_photos``."""
+
+
+@dataclass(frozen=True)
+class CheckedPhoto:
+    """One photo of a submission: its detections down to the score floor, or why it could
+    not be checked (``reason``, the words ingestion uses)."""
+
+    name: str
+    sha256: str | None
+    image: Image.Image | None = None
+    detections: tuple[Detection, ...] = ()
+    reason: str | None = None
+
+    def answer(self, threshold: float) -> str | list[dict]:
+        """``"None"`` or the damage found at ``threshold``."""
+        return damage_answer(list(self.detections), threshold)
+
+    def drawn(self, threshold: float) -> Image.Image:
+        """The photo with the boxes kept at ``threshold`` drawn, each class in its colour."""
+        if self.image is None:
+            raise ValueError(f"{self.name}: no image to draw ({self.reason})")
+        kept = [found for found in self.detections if found.score >= threshold]
+        return draw_boxes(self.image, [found.box for found in kept],
+                          [found.label for found in kept], [found.score for found in kept])
+
+
+@dataclass(frozen=True)
+class PhotoCheck:
+    """A submission's answers, the model that gave them and the threshold they were recorded
+    at; ``score_floor`` is the lowest threshold the stored scores can show."""
+
+    model: ModelRef
+    threshold: float
+    score_floor: float
+    photos: tuple[CheckedPhoto, ...]
+
+
+class PhotoChecker:
+    """A detector loaded once per process, answering one submission at a time: concurrent
+    sessions queue instead of splitting the cores between several sets of torch threads."""
+
+    def __init__(self, detector: TrainedDetector, model: ModelRef, log: InferenceLog | None):
+        self.detector = detector
+        self.model = model
+        self.log = log
+        self._one_at_a_time = threading.Lock()
+
+    @property
+    def threshold(self) -> float:
+        return self.detector.config.score_threshold
+
+    def check(self, uploads: Sequence[tuple[str, bytes]], limits: PhotoLimits) -> PhotoCheck:
+        """Answer each ``(name, bytes)``; a photo that cannot be used gets its reason, the
+        others their answer. Raises TooManyPhotos over ``limits.max_photos``."""
+        if len(uploads) > limits.max_photos:
+            raise TooManyPhotos(f"{len(uploads)} photos: at most {limits.max_photos} at a time")
+        prepare_inference_process()
+        checked = [_decoded(name, data, limits.policy) for name, data in uploads]
+        images = [photo.image for photo in checked if photo.image is not None]
+        started = time.perf_counter()
+        with self._one_at_a_time:
+            found = iter(self.detector.predict(images) if images else [])
+        latency = 1000.0 * (time.perf_counter() - started) / max(1, len(images))
+        photos = tuple(
+            photo if photo.image is None
+            else CheckedPhoto(photo.name, photo.sha256, photo.image, tuple(next(found)))
+            for photo in checked
+        )
+        if self.log is not None:
+            self.log.append(self._record(photo, latency) for photo in photos)
+        return PhotoCheck(self.model, self.threshold, self.detector.config.box_score_thresh,
+                          photos)
+
+    def _record(self, photo: CheckedPhoto, latency_ms: float) -> InferenceRecord:
+        return InferenceRecord(
+            source=RECORDED_SOURCE, model_name=self.model.name, model_version=self.model.version,
+            image_sha256=photo.sha256,
+            latency_ms=round(latency_ms, 2),
+            result=None if photo.reason else photo.answer(self.threshold), error=photo.reason,
+            image=photo.name, threshold=self.threshold,
+        )
+
+
+def stored_batches(layout: StateLayout) -> list[str]:
+    """The batches with a manifest, by name."""
+    return sorted(path.stem for path in layout.manifests.glob("*.json"))
+
+
+def stored_batch_photos(
+    layout: StateLayout, batch: str, limits: PhotoLimits
+) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """The first ``limits.max_photos`` stored photos of ``batch`` as ``(name, bytes)``, named
+    by the file they came from, and one line per stored photo that could not be read."""
+    store = ImageStore(layout.images)
+    rows = [row for row in load_manifest(layout, batch).rows
+            if row.sha256 and row.status in (STORED, DUPLICATE)]
+    photos: list[tuple[str, bytes]] = []
+    unreadable: list[str] = []
+    for row in rows[:limits.max_photos]:
+        path = store.path_for(row.sha256)
+        try:
+            photos.append((row.path, read_regular_file(path, limits.policy.max_file_bytes)))
+        except NotARegularFile as refused:
+            unreadable.append(f"{row.path} ({path}): {refused.reason}")
+        except FileTooBig:
+            unreadable.append(f"{row.path} ({path}): {file_too_big_reason(None, limits.policy)}")
+        except OSError as error:
+            unreadable.append(f"{row.path} ({path}): unreadable: {error.strerror or error}")
+    return photos, unreadable
+
+
+def _decoded(name: str, data: bytes, policy: ImagePolicy) -> CheckedPhoto:
+    sha = sha256_hex(data) if data else None
+    if len(data) > policy.max_file_bytes:
+        return CheckedPhoto(name, sha, reason=file_too_big_reason(len(data), policy))
+    try:
+        return CheckedPhoto(name, sha, decode_image(data, policy).image)
+    except RejectedImage as rejected:
+        return CheckedPhoto(name, sha, reason=rejected.reason)
