@@ -12,6 +12,7 @@ linked sub-folder is refused too.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -89,7 +90,7 @@ def _open_component(name: str, flags: int, folder_fd: int | None, shown: Path) -
             raise NotARegularFile(
                 f"symbolic link: not followed (it points to {link})"
             ) from error
-        if error.errno == getattr(os, "ENXIO", None):  # a socket cannot be opened
+        if error.errno == errno.ENXIO:  # a socket cannot be opened
             raise NotARegularFile(
                 f"not a regular file: {_kind_at(name, folder_fd)}, not read"
             ) from error

@@ -7,11 +7,13 @@ the batch. Every file gets exactly one manifest row:
 - ``stored``: a valid photo this batch was the first to store (still ``stored`` on re-runs);
 - ``duplicate``: the same stored bytes as an earlier file of the batch ("same image as a.jpg")
   or as an image another batch stored first ("already stored by batch b1");
-- ``quarantined``: copied to ``quarantine/<batch>/files/<path>``, with the reason in
-  ``quarantine/<batch>/reasons/<path>.reason.txt`` (two trees, so no input name can overwrite a
-  reason). Links (to files or folders), named pipes, devices and sockets are quarantined with a
-  reason of their own and never opened or copied (see ``images.files``); so is a file over the
-  size limit, which is read no further than the limit;
+- ``quarantined``: copied to ``quarantine/<batch>/files/<key>``, with its path and reason in
+  ``quarantine/<batch>/reasons/<key>.txt``, where ``key`` is the sha256 of the file's relative
+  path (``quarantine_key``): bounded and collision-free whatever the input names (a 255-byte
+  name, ``a`` beside ``a.reason.txt/b``). Links (to files or folders), named pipes, devices and
+  sockets are quarantined with a reason of their own and never opened or copied (see
+  ``images.files``); so is a file over the size limit, which is read no further than the limit;
+  and so is a file whose decoding fails in any way: no single file fails the batch;
 - ``ignored``: hidden or operating-system files (``.DS_Store``, ``Thumbs.db``, ``._*``, anything
   whose name or folder starts with a dot, macOS ``__MACOSX`` folders) and empty sub-folders.
 
@@ -23,19 +25,26 @@ and is renamed into place, so a crash leaves no half-written file; re-running th
 completes it with the same manifest, storing nothing twice. One ingestion of a batch runs at a
 time (``StateLayout.batch_lock``, across processes), and a batch is one folder: another folder
 under an existing batch's name is refused before anything is stored.
+
+Re-ingesting a batch keeps its history (``BatchManifest.gone``: images stored earlier whose
+file left the folder stay referenced) and repairs a stored image of the batch that was damaged
+on disk (``ImageStore.put``). A damaged manifest is moved aside (``<name>.corrupt-<time>``) and
+rebuilt, its images recovered from the store's owner records; the manifest's ``notes`` say so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from carsdepo_assets.fileio import atomic_write_bytes, atomic_write_text
+from carsdepo_assets.fileio import DamagedFile, atomic_write_bytes, atomic_write_text, move_aside
 from carsdepo_assets.images.files import FileTooBig, NotARegularFile, read_regular_file
 from carsdepo_assets.images.manifest import (
     DUPLICATE,
+    GONE,
     IGNORED,
     QUARANTINED,
     STORED,
@@ -53,10 +62,11 @@ from carsdepo_assets.state import StateLayout, validate_batch_name
 
 Progress = Callable[[int, int], None]
 DEFAULT_POLICY = ImagePolicy()  # frozen, so one shared default is safe
-REASON_SUFFIX = ".reason.txt"
+REASON_SUFFIX = ".txt"
 QUARANTINED_FILES = "files"
 QUARANTINE_REASONS = "reasons"
 EMPTY_FOLDER = "empty folder"
+UNKNOWN_PATH = "(path unknown: the earlier manifest was damaged)"
 _SYSTEM_FILES = {".ds_store": "macOS folder metadata", "thumbs.db": "Windows thumbnail cache",
                  "desktop.ini": "Windows folder settings"}
 _SYSTEM_FOLDERS = {"__macosx": "macOS archive metadata folder"}
@@ -120,38 +130,85 @@ def ingest_batch(
     source_dir = Path(source_dir).resolve()
     paths = list_source_files(source_dir)
     with layout.batch_lock(batch):  # a second ingestion of the batch waits for this one
-        _check_same_source(layout, batch, source_dir)
-        ingestor = _BatchIngestor(source_dir, batch, layout, policy)
         manifest = BatchManifest(batch=batch, source=str(source_dir))
+        earlier = _earlier_manifest(layout, manifest)
+        ingestor = _BatchIngestor(source_dir, batch, layout, policy, manifest.notes)
         for done, relative in enumerate(paths, start=1):
             manifest.rows.append(ingestor.ingest(relative))
             if progress is not None:
                 progress(done, len(paths))
+        _keep_history(manifest, earlier)
         manifest.save(layout.manifest_path(batch))
     return manifest
 
 
-def _check_same_source(layout: StateLayout, batch: str, source_dir: Path) -> None:
-    """A batch is one folder: ingesting another folder under its name would replace its
-    manifest and orphan the images stored from the first one."""
-    path = layout.manifest_path(batch)
-    if path.is_file() and (earlier := BatchManifest.load(path).source) != str(source_dir):
+def _earlier_manifest(layout: StateLayout, manifest: BatchManifest) -> BatchManifest | None:
+    """The batch's manifest before this ingestion (None for a new batch).
+
+    A batch is one folder: another folder under its name is refused, as it would replace the
+    manifest of the first one. A damaged manifest is moved aside and stands in as the images
+    the store records this batch as owner of, so none of them is left unreferenced."""
+    path = layout.manifest_path(manifest.batch)
+    if not path.is_file():
+        return None
+    try:
+        earlier = BatchManifest.load(path)
+    except DamagedFile as damaged:
+        aside = move_aside(path)
+        manifest.notes.append(
+            f"the earlier manifest was damaged ({damaged.problem}); moved aside to {aside}")
+        store = ImageStore(layout.images)
+        return BatchManifest(manifest.batch, manifest.source, gone=[
+            ManifestRow(UNKNOWN_PATH, GONE, sha256=sha, reason="stored by this batch earlier")
+            for sha in store.owned_by(manifest.batch)
+        ])
+    if earlier.source != manifest.source:
         raise BatchSourceError(
-            f"batch {batch!r} already holds the photos of {earlier}; ingest {source_dir} as "
-            "another batch (re-running a batch from its own folder is fine)"
+            f"batch {manifest.batch!r} already holds the photos of {earlier.source}; ingest "
+            f"{manifest.source} as another batch (re-running a batch from its own folder is fine)"
         )
+    return earlier
+
+
+def _keep_history(manifest: BatchManifest, earlier: BatchManifest | None) -> None:
+    """Add a ``gone`` row for each image ``earlier`` referenced that ``manifest`` no longer
+    does, so that no image of the batch is left referenced by no manifest."""
+    if earlier is None:
+        return
+    current = {row.path: row for row in manifest.rows}
+    referenced = set(manifest.image_hashes())
+    newly_gone = 0
+    for row in earlier.gone + [row for row in earlier.rows if row.status in (STORED, DUPLICATE)]:
+        if not row.sha256 or row.sha256 in referenced:
+            continue
+        referenced.add(row.sha256)
+        if row.status == GONE:
+            manifest.gone.append(row)
+            continue
+        newly_gone += 1
+        now = current.get(row.path)
+        reason = ("no longer in the batch folder" if now is None
+                  else f"the file now holds other content ({now.status})")
+        manifest.gone.append(ManifestRow(row.path, GONE, sha256=row.sha256, width=row.width,
+                                         height=row.height, reason=reason))
+    if newly_gone:
+        manifest.notes.append(
+            f"{newly_gone} image(s) stored earlier are no longer in the batch folder: kept in "
+            f"the manifest as '{GONE}' rows")
 
 
 class _BatchIngestor:
     """The per-file decisions of one batch run; remembers only the hashes seen so far."""
 
-    def __init__(self, source_dir: Path, batch: str, layout: StateLayout, policy: ImagePolicy):
+    def __init__(self, source_dir: Path, batch: str, layout: StateLayout, policy: ImagePolicy,
+                 notes: list[str]):
         self.source_dir = source_dir
         self.batch = batch
         self.policy = policy
         self.store = ImageStore(layout.images)
         self.quarantine_dir = layout.quarantine_folder(batch)
         self.first_path_by_sha: dict[str, str] = {}
+        self.notes = notes
 
     def ingest(self, relative: str) -> ManifestRow:
         reason = ignore_reason(relative)
@@ -171,13 +228,18 @@ class _BatchIngestor:
             reason = _unread_reason(error, self.policy)
             self._quarantine(relative, reason, None)
             return ManifestRow(relative, QUARANTINED, reason=reason)
+        except Exception as error:  # a decoder's surprise is this file's problem, not the batch's
+            reason = f"truncated or corrupt image data: {type(error).__name__}: {error}"
+            self._quarantine(relative, reason, data)
+            return ManifestRow(relative, QUARANTINED, reason=reason)
         return self._store(relative, accepted.data, accepted.ext, accepted.size)
 
     def _store(self, relative: str, data: bytes, ext: str, size: tuple[int, int]) -> ManifestRow:
         sha = sha256_hex(data)
         # Claim before writing: a crash in between leaves an owner whose re-run stores the file.
         owner = self.store.claim(sha, self.batch)
-        self.store.put(data, ext)
+        self.store.put(data, ext, on_repair=lambda _, problem: self.notes.append(
+            f"stored image of {relative} was damaged ({problem}); stored again from the file"))
         width, height = size
         first_path = self.first_path_by_sha.setdefault(sha, relative)
         if first_path != relative:
@@ -190,11 +252,19 @@ class _BatchIngestor:
                            reason=reason)
 
     def _quarantine(self, relative: str, reason: str, data: bytes | None) -> None:
-        """Keep the bytes read (``data``; None when nothing was read) with the reason."""
+        """Keep the bytes read (``data``; None when nothing was read) with the path and reason."""
+        key = quarantine_key(relative)
         if data is not None:
-            atomic_write_bytes(self.quarantine_dir / QUARANTINED_FILES / relative, data)
-        reason_file = self.quarantine_dir / QUARANTINE_REASONS / (relative + REASON_SUFFIX)
-        atomic_write_text(reason_file, reason + "\n")
+            atomic_write_bytes(self.quarantine_dir / QUARANTINED_FILES / key, data)
+        reason_file = self.quarantine_dir / QUARANTINE_REASONS / (key + REASON_SUFFIX)
+        shown = relative.encode("utf-8", "backslashreplace").decode("utf-8")
+        atomic_write_text(reason_file, f"{shown}\n{reason}\n")
+
+
+def quarantine_key(relative: str) -> str:
+    """The name a quarantined file and its reason are kept under: the sha256 of its path
+    (bounded, and no two paths share it, as two names derived from the paths could)."""
+    return hashlib.sha256(os.fsencode(relative)).hexdigest()
 
 
 def _unread_reason(error: Exception, policy: ImagePolicy) -> str:

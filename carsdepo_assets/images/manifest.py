@@ -2,22 +2,28 @@
 
 Written to ``manifests/<batch>.json`` under CARSDEPO_HOME by ingestion and read by every
 downstream stage that needs "the images of this batch".
+
+``rows`` are the files of the batch folder as the last ingestion found them. A batch keeps its
+history: an image an earlier ingestion stored whose file has since left the folder (deleted, or
+replaced by other content) stays referenced by a ``gone`` row, so the store never holds an
+image no manifest names. ``notes`` say what the last ingestion found worth telling (files gone,
+a damaged stored image repaired, a damaged manifest moved aside).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from carsdepo_assets.fileio import atomic_write_json
+from carsdepo_assets.fileio import DamagedFile, atomic_write_json, read_json
 
 STORED = "stored"
 DUPLICATE = "duplicate"
 QUARANTINED = "quarantined"
 IGNORED = "ignored"
 STATUSES = (STORED, DUPLICATE, QUARANTINED, IGNORED)
+GONE = "gone from folder"  # the status of a history row (``BatchManifest.gone``)
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class BatchManifest:
     batch: str
     source: str
     rows: list[ManifestRow] = field(default_factory=list)
+    gone: list[ManifestRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -55,12 +63,18 @@ class BatchManifest:
                 seen.setdefault(row.sha256, None)
         return list(seen)
 
+    def referenced_hashes(self) -> set[str]:
+        """Every image the batch ever stored or matched: its images and its ``gone`` rows'."""
+        return set(self.image_hashes()) | {row.sha256 for row in self.gone if row.sha256}
+
     def to_dict(self) -> dict:
         return {
             "batch": self.batch,
             "source": self.source,
             "counts": self.counts,
             "files": [asdict(row) for row in self.rows],
+            "gone": [asdict(row) for row in self.gone],
+            "notes": self.notes,
         }
 
     @classmethod
@@ -69,6 +83,8 @@ class BatchManifest:
             batch=payload["batch"],
             source=payload["source"],
             rows=[ManifestRow(**row) for row in payload["files"]],
+            gone=[ManifestRow(**row) for row in payload.get("gone", [])],
+            notes=list(payload.get("notes", [])),
         )
 
     def save(self, path: Path) -> None:
@@ -76,4 +92,11 @@ class BatchManifest:
 
     @classmethod
     def load(cls, path: Path) -> BatchManifest:
-        return cls.from_dict(json.loads(path.read_text()))
+        """The manifest in ``path``; ``DamagedFile`` naming it when it cannot be parsed."""
+        action = (f"ingest batch {path.stem} again from its folder (the damaged file is moved "
+                  "aside), or restore the file from a backup")
+        payload = read_json(path, action)
+        try:
+            return cls.from_dict(payload)
+        except (KeyError, TypeError, AttributeError) as error:
+            raise DamagedFile(path, f"not a batch manifest: {error!r}", action) from error

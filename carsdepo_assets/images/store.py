@@ -7,7 +7,8 @@ rewritten: storing the same bytes twice is a no-op.
 
 Each image also has an owner record, ``images/owners/<sha256[:2]>/<sha256>``, holding the name
 of the batch that first stored it. It is claimed atomically (first writer wins), so re-running
-a batch keeps its images ``stored`` while any other batch sees them as duplicates.
+a batch keeps its images ``stored`` while any other batch sees them as duplicates. An empty
+record (damaged: a record is never written empty) is claimed anew.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from PIL import Image
@@ -24,6 +26,9 @@ from carsdepo_assets.images.validate import FORMATS, to_rgb
 
 EXTENSIONS: tuple[str, ...] = tuple(ext for _, ext in FORMATS.values())
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+OWNERS = "owners"
+# Told (sha256, what was wrong) when ``put`` replaces a damaged stored copy.
+OnRepair = Callable[[str, str], None]
 
 
 def sha256_hex(data: bytes) -> str:
@@ -44,13 +49,21 @@ class ImageStore:
     def contains(self, sha: str) -> bool:
         return any(candidate.is_file() for candidate in self._candidates(sha))
 
-    def put(self, data: bytes, ext: str) -> str:
-        """Store ``data`` (an encoded image with extension ``ext``) and return its sha256."""
+    def put(self, data: bytes, ext: str, on_repair: OnRepair | None = None) -> str:
+        """Store ``data`` (an encoded image with extension ``ext``) and return its sha256.
+
+        A stored copy whose bytes no longer hash to its name is replaced by ``data`` (and
+        ``on_repair`` told); an intact one is left untouched."""
         if ext not in EXTENSIONS:
             raise ValueError(f"cannot store an image with extension {ext!r}; use {EXTENSIONS}")
         sha = sha256_hex(data)
-        if not self.contains(sha):
+        existing = next((path for path in self._candidates(sha) if path.is_file()), None)
+        if existing is None:
             atomic_write_bytes(self.root / sha[:2] / f"{sha}.{ext}", data)
+        elif (problem := content_problem(existing, sha)) is not None:
+            atomic_write_bytes(existing, data)
+            if on_repair is not None:
+                on_repair(sha, problem)
         return sha
 
     def open(self, sha: str) -> Image.Image:
@@ -62,7 +75,8 @@ class ImageStore:
     def owner(self, sha: str) -> str | None:
         """The batch that first stored ``sha``, or None when no batch has claimed it."""
         record = self._owner_path(sha)
-        return record.read_text(encoding="utf-8") if record.is_file() else None
+        owner = record.read_text(encoding="utf-8").strip() if record.is_file() else ""
+        return owner or None
 
     def claim(self, sha: str, batch: str) -> str:
         """Record ``batch`` as the owner of ``sha`` unless another batch did first; return owner.
@@ -70,21 +84,58 @@ class ImageStore:
         The record is written under a temporary name and hard-linked into place, which fails
         when the record exists: two batches racing for one image cannot both win.
         """
+        if (owner := self.owner(sha)) is not None:
+            return owner
         record = self._owner_path(sha)
-        if record.is_file():
-            return record.read_text(encoding="utf-8")
         fd, tmp_name = temporary_file(record)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(batch.encode("utf-8"))
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.link(tmp_name, record)
+            if record.is_file():  # empty, so damaged: nobody's claim to respect
+                os.replace(tmp_name, record)
+            else:
+                os.link(tmp_name, record)
         except FileExistsError:
             pass
         finally:
             Path(tmp_name).unlink(missing_ok=True)
-        return record.read_text(encoding="utf-8")
+        return self.owner(sha) or batch
+
+    def owned_by(self, batch: str) -> Iterator[str]:
+        """The images whose owner record names ``batch`` (reads every record: a repair path)."""
+        owners = self.root / OWNERS
+        for record in sorted(owners.glob("*/*")) if owners.is_dir() else []:
+            if _SHA256.fullmatch(record.name) and record.is_file() and self.owner(
+                    record.name) == batch:
+                yield record.name
+
+    def stored_files(self) -> Iterator[tuple[str, Path]]:
+        """(sha256, path) of every image file in the store, in no particular order. A file
+        with another name (not ``<sha256>.<ext>``) is skipped: see ``stray_files``."""
+        for path, sha in self._image_entries():
+            if sha is not None:
+                yield sha, path
+
+    def stray_files(self) -> Iterator[Path]:
+        """Files in the image folders that are not named like a stored image (``.tmp`` files
+        of a live writer included)."""
+        for path, sha in self._image_entries():
+            if sha is None:
+                yield path
+
+    def _image_entries(self) -> Iterator[tuple[Path, str | None]]:
+        if not self.root.is_dir():
+            return
+        for folder in sorted(self.root.iterdir()):
+            if folder.name == OWNERS or not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                sha, _, ext = path.name.partition(".")
+                valid = (_SHA256.fullmatch(sha) and ext in EXTENSIONS and sha[:2] == folder.name
+                         and path.is_file())
+                yield path, sha if valid else None
 
     def _candidates(self, sha: str) -> list[Path]:
         _check_sha(sha)
@@ -92,7 +143,17 @@ class ImageStore:
 
     def _owner_path(self, sha: str) -> Path:
         _check_sha(sha)
-        return self.root / "owners" / sha[:2] / sha
+        return self.root / OWNERS / sha[:2] / sha
+
+
+def content_problem(path: Path, sha: str) -> str | None:
+    """What is wrong with the stored file ``path`` of image ``sha`` (its bytes no longer hash
+    to ``sha``), or None when it is intact. Decoding is checked separately."""
+    data = path.read_bytes()
+    if sha256_hex(data) == sha:
+        return None
+    return (f"its {len(data):,} bytes no longer match its sha256 (truncated or overwritten)"
+            if data else "it is empty")
 
 
 def _check_sha(sha: str) -> None:

@@ -1,10 +1,23 @@
-"""How a batch manifest is shown to people: the CLI's JSON and text, the UI's table and preview."""
+"""How a batch manifest is shown to people: the CLI's JSON and text, the UI's table and preview.
+
+File names come from outside and may be anything a file system allows: bytes that are not
+UTF-8 (kept by Python as surrogates), newlines, terminal escapes. The text shown escapes every
+character that is not printable (``printable``), so printing it cannot fail on a UTF-8 console
+or break a line; the JSON is ASCII-escaped by ``json.dumps``.
+"""
 
 from __future__ import annotations
 
 from PIL import Image, ImageOps
 
-from carsdepo_assets.images.manifest import IGNORED, QUARANTINED, STATUSES, STORED, BatchManifest
+from carsdepo_assets.images.manifest import (
+    GONE,
+    IGNORED,
+    QUARANTINED,
+    STATUSES,
+    STORED,
+    BatchManifest,
+)
 from carsdepo_assets.images.store import ImageStore
 
 NOT_STORED = (QUARANTINED, IGNORED)
@@ -19,22 +32,37 @@ def manifest_summary_json(manifest: BatchManifest) -> dict:
             for row in manifest.rows
         ],
         "counts": manifest.counts,
+        "gone": [{"path": row.path, "reason": row.reason, "sha256": row.sha256}
+                 for row in manifest.gone],
+        "notes": manifest.notes,
     }
 
 
 def format_summary(manifest: BatchManifest, max_listed: int = 20) -> str:
     """A few lines for a terminal: the counts, then each file that was not stored and why."""
     counts = manifest.counts
+    totals = [f"{counts[status]} {status}" for status in STATUSES]
+    if manifest.gone:
+        totals.append(f"{len(manifest.gone)} {GONE} (stored earlier, kept)")
     lines = [
-        f"batch {manifest.batch}: {len(manifest.rows)} files from {manifest.source}",
-        "  " + ", ".join(f"{counts[status]} {status}" for status in STATUSES),
+        f"batch {manifest.batch}: {len(manifest.rows)} files from {printable(manifest.source)}",
+        "  " + ", ".join(totals),
     ]
     rejected = [row for row in manifest.rows if row.status in NOT_STORED]
     for row in rejected[:max_listed]:
-        lines.append(f"  {row.status:<11} {row.path}: {row.reason}")
+        lines.append(f"  {row.status:<11} {printable(row.path)}: {printable(row.reason or '')}")
     if len(rejected) > max_listed:
         lines.append(f"  ... and {len(rejected) - max_listed} more (see the manifest)")
+    lines += [f"  note: {printable(note)}" for note in manifest.notes]
     return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """``text`` with each unprintable character (a byte that was not UTF-8, a newline, an
+    escape) written as its Python escape, e.g. ``\\udce9``, ``\\n``."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def rejected_markdown(manifest: BatchManifest, max_rows: int = 50) -> str:
@@ -70,4 +98,4 @@ def contact_sheet(
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return printable(text).replace("|", "\\|")

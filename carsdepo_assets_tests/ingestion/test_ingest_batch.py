@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from carsdepo_assets.images.ingest import (
     audit_manifest,
     ingest_batch,
     iter_stored_images,
+    quarantine_key,
 )
 from carsdepo_assets.images.landing import landing_batch_folder
 from carsdepo_assets.images.manifest import BatchManifest
@@ -90,9 +92,10 @@ def test_bad_files_are_copied_to_quarantine_with_their_reason(carsdepo_home: Sta
     for name, (content, prefix) in bad_files().items():
         row = rows[f"bad/{name}"]
         assert row.status == "quarantined" and row.reason.startswith(prefix), row
-        assert (quarantine / "files" / "bad" / name).read_bytes() == content
-        reason_file = quarantine / "reasons" / "bad" / f"{name}{REASON_SUFFIX}"
-        assert reason_file.read_text().strip() == row.reason
+        key = quarantine_key(f"bad/{name}")
+        assert (quarantine / "files" / key).read_bytes() == content
+        reason_file = quarantine / "reasons" / f"{key}{REASON_SUFFIX}"
+        assert reason_file.read_text().splitlines() == [f"bad/{name}", row.reason]
     assert (rows["bad/icon.png"].width, rows["bad/icon.png"].height) == (10, 10)
 
 
@@ -233,17 +236,69 @@ def test_summaries_for_the_cli(carsdepo_home: StateLayout) -> None:
     assert "bad/animation.gif: unsupported format GIF" in text
 
 
-def test_an_input_named_like_a_reason_file_cannot_overwrite_a_reason(
+def quarantined(layout: StateLayout, batch: str, relative: str) -> tuple[bytes | None, list[str]]:
+    """The bytes kept for a quarantined file (None when none were) and its reason file's lines."""
+    folder, key = layout.quarantine_folder(batch), quarantine_key(relative)
+    kept = folder / "files" / key
+    reason = (folder / "reasons" / f"{key}{REASON_SUFFIX}").read_text().splitlines()
+    return (kept.read_bytes() if kept.is_file() else None), reason
+
+
+def test_inputs_named_like_reason_files_or_each_others_folders_all_get_their_row(
+    carsdepo_home: StateLayout,
+) -> None:
+    """``a`` beside ``a.reason.txt/b`` (and ``a.jpg`` beside ``a.jpg.txt``) once collided in
+    the quarantine and failed the whole batch; the images stored before were left orphaned."""
+    source = carsdepo_home.landing / "b1"
+    write(source / "0-first.jpg", jpeg(1))
+    contents = {"a": b"not a photo", "a.reason.txt/b": b"other", "a.jpg": b"not a photo",
+                f"a.jpg{REASON_SUFFIX}": b"forged reason", f"a{REASON_SUFFIX}": b"x"}
+    for name, content in contents.items():
+        write(source / name, content)
+    manifest = ingest_batch(source, "b1", carsdepo_home)
+    rows = rows_by_path(manifest)
+    assert rows["0-first.jpg"].status == "stored"
+    for name, content in contents.items():
+        assert rows[name].status == "quarantined", name
+        assert quarantined(carsdepo_home, "b1", name) == (content, [name, rows[name].reason])
+    assert audit_manifest(manifest).complete
+
+
+def test_a_name_of_255_bytes_is_quarantined_or_stored_like_any_other(
+    carsdepo_home: StateLayout,
+) -> None:
+    """The longest legal name once overflowed the temporary name (ENAMETOOLONG) and failed the
+    batch."""
+    source = carsdepo_home.landing / "b1"
+    long_photo, long_text = "p" * 251 + ".jpg", "t" * 251 + ".txt"
+    write(source / long_photo, jpeg(1))
+    write(source / long_text, b"not a photo")
+    rows = rows_by_path(ingest_batch(source, "b1", carsdepo_home))
+    assert rows[long_photo].status == "stored"
+    assert rows[long_text].status == "quarantined"
+    assert quarantined(carsdepo_home, "b1", long_text)[0] == b"not a photo"
+    assert not list(carsdepo_home.root.rglob("*.tmp"))
+
+
+def test_a_socket_is_named_a_socket_and_a_non_utf8_name_prints(
     carsdepo_home: StateLayout,
 ) -> None:
     source = carsdepo_home.landing / "b1"
-    write(source / "a.jpg", b"not a photo")
-    write(source / f"a.jpg{REASON_SUFFIX}", b"forged reason")
-    rows = rows_by_path(ingest_batch(source, "b1", carsdepo_home))
-    quarantine = carsdepo_home.quarantine_folder("b1")
-    reason = (quarantine / "reasons" / f"a.jpg{REASON_SUFFIX}").read_text().strip()
-    assert reason == rows["a.jpg"].reason and reason.startswith("not an image")
-    assert (quarantine / "files" / f"a.jpg{REASON_SUFFIX}").read_bytes() == b"forged reason"
+    write(source / "good.jpg", jpeg(1))
+    odd = os.fsdecode(b"caf\xe9\nline.jpg")  # Latin-1, not UTF-8, with a newline
+    write(source / odd, b"not a photo")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(source / "camera.sock"))
+        manifest = ingest_batch(source, "b1", carsdepo_home)
+    rows = rows_by_path(manifest)
+    assert rows["camera.sock"].reason == "not a regular file: socket, not read"
+    assert rows[odd].status == "quarantined"
+    text = format_summary(manifest)
+    text.encode("utf-8")  # what a UTF-8 console does with it: no UnicodeEncodeError
+    assert "caf\\udce9\\nline.jpg: not an image" in text
+    assert len(text.splitlines()) == 2 + 2  # the odd name's newline does not break its line
+    json.dumps(manifest_summary_json(manifest)).encode("utf-8")
+    assert BatchManifest.load(carsdepo_home.manifest_path("b1")) == manifest
 
 
 def _hostile_batch(source: Path, outside: Path) -> None:
@@ -284,7 +339,8 @@ def test_pipes_devices_and_links_get_a_row_and_are_never_read(
     assert not (quarantine / "files").exists()
     assert all(b"the secret" not in p.read_bytes() for p in carsdepo_home.root.rglob("*")
                if p.is_file() and not p.is_symlink())
-    assert (quarantine / "reasons" / f"pipe.jpg{REASON_SUFFIX}").is_file()
+    assert quarantined(carsdepo_home, "b1", "pipe.jpg") == (None, ["pipe.jpg",
+                                                                  rows["pipe.jpg"].reason])
     assert audit_manifest(manifest).complete
 
 
