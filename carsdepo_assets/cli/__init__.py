@@ -1,7 +1,21 @@
 """The orchestration layer: the ``carsdepo`` command line (``parser``), one module per command
-family (``data``, ``models``, ``check``, ``demo``, ``train_real``), the one ``runner`` every
-command runs Dagster jobs through, and the ``console`` they print with."""
+family (``data``, ``models``, ``check``, ``demo``, ``train``, ``train_real``), the one
+``runner`` every command runs Dagster jobs through, and the ``console`` they print with."""
 
-from carsdepo_assets.cli.parser import main
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from carsdepo_assets.cli.console import quiet_third_party_warnings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``carsdepo`` command: the warning filter goes in before any command imports the
+    packages that warn at import time (dagster-mlflow, Dagster's preview APIs)."""
+    quiet_third_party_warnings()
+    from carsdepo_assets.cli.parser import main as run_command
+
+    return run_command(argv)
+
 
 __all__ = ["main"]

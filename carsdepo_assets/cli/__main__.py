@@ -2,6 +2,6 @@
 
 import sys
 
-from carsdepo_assets.cli.parser import main
+from carsdepo_assets.cli import main
 
 sys.exit(main())

@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
 _console: TextIO | None = None  # where say() writes while stderr goes to a log file
+OTHER_PACKAGES = r"(?!carsdepo_assets(\.|$))"  # any module name but carsdepo's own
+
+
+def quiet_third_party_warnings() -> None:
+    """Hide warnings raised in other packages' code (Dagster's Beta and Preview warnings,
+    MLflow's, torch's): they speak to carsdepo's developers, not to the person at the terminal.
+    Warnings raised in carsdepo's own modules keep Python's default treatment, and ``-W`` or
+    ``PYTHONWARNINGS`` (a developer asking for warnings) leaves every filter as it was."""
+    if sys.warnoptions:
+        return
+    warnings.filterwarnings("ignore", module=OTHER_PACKAGES)
 
 
 def say(message: str) -> None:

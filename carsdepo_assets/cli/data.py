@@ -1,5 +1,6 @@
-"""Data commands: the state folder, synthetic photos, ingestion and labelling (``init``,
-``synth``, ``ingest``, ``labelstudio``, ``annotate-simulated``, ``import-coco``)."""
+"""Data commands: the state folder, synthetic photos, ingestion, labelling and a batch's drift
+(``init``, ``synth``, ``ingest``, ``labelstudio``, ``tasks``, ``annotate-simulated``,
+``import-coco``, ``monitor``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from carsdepo_assets.cli.console import progress_printer
-from carsdepo_assets.state import InvalidName, StateLayout, default_batch_name
+from carsdepo_assets.state import (
+    InvalidName,
+    StateLayout,
+    default_batch_name,
+    validate_batch_name,
+)
 
 if TYPE_CHECKING:
     from carsdepo_assets.cli.parser import AddCommand
@@ -51,11 +57,19 @@ def cmd_synth(args: argparse.Namespace, layout: StateLayout) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace, layout: StateLayout) -> int:
+    source = Path(args.dir).expanduser().resolve()
+    batch = default_batch_name(source) if args.batch is None else args.batch
+    try:  # the inputs first: a mistyped folder or name answers at once, before Dagster loads
+        validate_batch_name(batch)
+        if not source.is_dir():
+            raise NotADirectoryError(f"batch folder {source} does not exist or is not a folder")
+    except (InvalidName, NotADirectoryError) as error:
+        print(f"carsdepo ingest: batch {batch!r} from {source} failed: {error}", file=sys.stderr)
+        return 1
+
     from carsdepo_assets.cli.runner import ingest_batch_through_dagster
     from carsdepo_assets.images.summary import format_summary, manifest_summary_json
 
-    source = Path(args.dir).expanduser().resolve()
-    batch = default_batch_name(source) if args.batch is None else args.batch
     try:
         manifest = ingest_batch_through_dagster(source, batch, layout.ensure())
     except Exception as error:  # the batch itself could not be processed
@@ -90,6 +104,54 @@ def cmd_labelstudio(args: argparse.Namespace, layout: StateLayout) -> int:
         print("Label Studio is not running (start it with `carsdepo labelstudio start`)")
         return 3
     print(f"Label Studio is running at {info.url} (pid {info.pid})")
+    return 0
+
+
+def run_batch_job(command: str, job_name: str, batch: str, layout: StateLayout):
+    """Run a per-batch job on an ingested batch; None after saying on stderr why it could not
+    run (the batch is not ingested, the run failed)."""
+    try:
+        validate_batch_name(batch)
+    except InvalidName as error:
+        print(f"carsdepo {command}: {error}", file=sys.stderr)
+        return None
+    if not layout.manifest_path(batch).is_file():
+        print(f"carsdepo {command}: batch {batch!r} is not ingested in {layout.root}: "
+              "`carsdepo ingest DIR --batch NAME` first", file=sys.stderr)
+        return None
+    from carsdepo_assets.cli.runner import RunFailed, run_job
+
+    try:
+        return run_job(job_name, layout.ensure(), partition_key=batch)
+    except RunFailed as error:
+        print(f"carsdepo {command}: {error}", file=sys.stderr)
+        return None
+
+
+def cmd_tasks(args: argparse.Namespace, layout: StateLayout) -> int:
+    from carsdepo_assets.cli.runner import materialization_metadata
+
+    result = run_batch_job("tasks", "labeling_job", args.batch, layout)
+    if result is None:
+        return 1
+    tasks = materialization_metadata(result, "label_studio_tasks")
+    print(f"batch {args.batch}: {tasks.get('tasks_created')} tasks created, "
+          f"{tasks.get('tasks_existing')} already there, in {tasks.get('project_url')}")
+    if tasks.get("pre_annotations_added"):
+        print(f"{tasks['pre_annotations_added']} pre-annotations of {tasks['pre_annotations']} "
+              "(least confident served first: review them rather than draw)")
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace, layout: StateLayout) -> int:
+    if run_batch_job("monitor", "monitoring_job", args.batch, layout) is None:
+        return 1
+    decision = json.loads(layout.decision_path(args.batch).read_text())  # this run's, as written
+    deviation = decision.get("deviation")
+    measured = "no deviation measured" if deviation is None else f"deviation {deviation:.1f}%"
+    print(f"batch {args.batch}: {measured} -> {decision['action']}")
+    for reason in decision.get("reasons", ()):
+        print(f"  {reason}")
     return 0
 
 
@@ -173,6 +235,13 @@ def register(command: AddCommand) -> None:
     )
     labelstudio.add_argument("action", choices=["start", "stop", "status"])
 
+    tasks = command(
+        "tasks", cmd_tasks,
+        "Send an ingested batch's photos to Label Studio as tasks to label (labeling_job), "
+        "with the champion's pre-annotations when there is one. Exit 1 when it could not.",
+    )
+    tasks.add_argument("batch", help="the ingested batch")
+
     simulated = command(
         "annotate-simulated", cmd_annotate_simulated,
         "Annotate a synthetic batch's tasks in Label Studio from its ground truth, with "
@@ -202,3 +271,11 @@ def register(command: AddCommand) -> None:
         "--keep-splits", metavar="SPLIT", choices=["train", "val", "test"],
         help="pin every imported image to this published split instead of hash splitting",
     )
+
+    monitor = command(
+        "monitor", cmd_monitor,
+        "Profile an ingested batch, measure its drift against the champion's training data and "
+        "print what it calls for: no_action, retrain or experiment (monitoring_job; "
+        "drift_sensor acts on the decision). Exit 1 when it could not run.",
+    )
+    monitor.add_argument("batch", help="the ingested batch")

@@ -13,9 +13,9 @@ the same path as any labelled batch, so the run also proves that path on real da
    also holds byte-identical copies (1,600 files, 967 distinct images): the image store keeps
    each image once.
 3. ``dataset_job`` builds the curated dataset: train / val / test = the published splits.
-4. ``training_job`` trains with the ``real_cpu`` preset (``gpu`` where CUDA is there) and
-   evaluates on the published test split (76 photos). The quality gate decides as it always
-   does; a real-data model below the gate stays a challenger.
+4. ``carsdepo train``'s training (``cli.train``) runs with the ``real_cpu`` preset (``gpu``
+   where CUDA is there) and evaluates on the published test split (76 photos). The quality
+   gate decides as it always does; a real-data model below the gate stays a challenger.
 5. ``reports/real_data.json`` under CARSDEPO_HOME keeps the test metrics, the config and the
    timings; ``benchmarks.bench_real`` records them as benchmark lines.
 
@@ -26,14 +26,21 @@ synthetic photos never end up in one dataset.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from carsdepo_assets.cli import train
 from carsdepo_assets.cli.console import figure, progress_printer, say
+from carsdepo_assets.cli.train import (
+    TrainingError,
+    add_training_options,
+    parse_overrides,
+    resolve_preset,
+    train_on_curated_dataset,
+)
 from carsdepo_assets.fileio import atomic_write_json
 from carsdepo_assets.state import PROJECT_ROOT, StateLayout
 
@@ -45,7 +52,6 @@ DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "lensor_car_damage"
 SPLITS = ("train", "val", "test")
 BATCH_PREFIX = "lensor-"
 REPORT_FILE = "real_data.json"
-PRESET_CHOICES = ("auto", "real_cpu", "real_cpu_short", "gpu")
 
 
 def report_file(variant: str | None = None) -> str:
@@ -67,17 +73,6 @@ class SplitImport:
     images_in_file: int
     imported: dict[str, Any] = field(default_factory=dict)  # CocoImportReport.summary()
     dropped_for_leakage: list[str] = field(default_factory=list)
-
-
-def resolve_preset(preset: str) -> str:
-    """``auto`` -> ``gpu`` where torch sees CUDA, else ``real_cpu``."""
-    if preset not in PRESET_CHOICES:
-        raise RealDataError(f"preset {preset!r}: expected one of {', '.join(PRESET_CHOICES)}")
-    if preset != "auto":
-        return preset
-    import torch
-
-    return "gpu" if torch.cuda.is_available() else "real_cpu"
 
 
 def split_paths(data_dir: Path, split: str) -> tuple[Path, Path]:
@@ -132,30 +127,6 @@ def import_published_splits(
     return imports
 
 
-def training_run_config(preset: str, backend: str, iterations: int | None,
-                        overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    detector: dict[str, Any] = {"preset": preset, "backend": backend}
-    if iterations is not None:
-        detector["iterations"] = iterations
-    if overrides:
-        detector["overrides"] = json.dumps(overrides)
-    return {"ops": {"detector": {"config": detector}}}
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs (VALUE as JSON where it parses, else a string) -> config fields."""
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, separator, value = item.partition("=")
-        if not separator or not key:
-            raise RealDataError(f"--set {item!r}: expected KEY=VALUE, e.g. work_side=0")
-        try:
-            overrides[key] = json.loads(value)
-        except ValueError:
-            overrides[key] = value
-    return overrides
-
-
 def train_on_real_data(
     layout: StateLayout,
     data_dir: Path = DEFAULT_DATA_DIR,
@@ -166,12 +137,7 @@ def train_on_real_data(
     variant: str | None = None,
 ) -> dict[str, Any]:
     """The whole run (module docstring); returns and stores the report."""
-    from carsdepo_assets.cli.runner import (
-        materialization_metadata,
-        prepare_dagster_home,
-        run_job,
-        stored_asset_value,
-    )
+    from carsdepo_assets.cli.runner import prepare_dagster_home, run_job, stored_asset_value
     from carsdepo_assets.labeling import server
     from carsdepo_assets.resources.label_studio import LabelStudioResource
 
@@ -195,36 +161,29 @@ def train_on_real_data(
 
     say(f"==> Training ({preset} preset, backend {backend}) and evaluating on the test split")
     training_started = time.perf_counter()
-    result = run_job("training_job", layout, raise_on_failure=False,
-                     run_config=training_run_config(preset, backend, iterations, overrides))
+    outcome = train_on_curated_dataset(layout, preset, backend, iterations, overrides)
     training_s = time.perf_counter() - training_started
-    detector = materialization_metadata(result, "detector")
-    if not detector:
-        raise RealDataError(f"training_job run {result.run_id} failed before a model was made")
-    evaluation = stored_asset_value(layout, "evaluation_report") if materialization_metadata(
-        result, "evaluation_report") else None
-    if evaluation is None:
-        raise RealDataError(f"training_job run {result.run_id} failed before evaluation")
-    challenger = evaluation["models"]["challenger"]
+    detector = outcome.detector
     report = {
         "data_dir": str(data_dir),
         "dataset": str(dataset_path),
-        "dataset_version": evaluation["dataset_version"],
-        "imports": [vars(outcome) for outcome in imports],
+        "dataset_version": outcome.dataset_version,
+        "imports": [vars(split_import) for split_import in imports],
         "preset": preset,
         "overrides": overrides or {},
         "variant": variant,
         "config": detector.get("config"),
         "backend": detector.get("backend"),
-        "model_version": challenger["version"],
-        "training_run_id": result.run_id,
+        "model_version": outcome.version,
+        "training_run_id": outcome.run_id,
         "train_wall_s": detector.get("train_wall_s"),
         "train_images_per_s": detector.get("train_images_per_s"),
         "import_wall_s": round(imported_s, 1),
         "training_job_wall_s": round(training_s, 1),
-        "test_images": challenger["details"].get("images"),
-        "test_metrics": challenger["metrics"],
-        "promoted": bool(materialization_metadata(result, "deployed_model")),
+        "test_images": outcome.test_images,
+        "test_metrics": outcome.metrics,
+        "promoted": outcome.promoted,
+        "gate": outcome.gate_reasons,
     }
     path = layout.report_path(report_file(variant))
     atomic_write_json(path, report)
@@ -277,8 +236,9 @@ def format_report(report: dict[str, Any]) -> str:
              table_markdown({report.get("variant") or report["preset"]: metrics}), ""]
     if report["preset"] == "real_cpu" and not report.get("overrides"):
         lines += ["targets of issue 12:", *target_lines(metrics), ""]
-    lines.append("    promoted to champion" if report["promoted"]
-                 else "    stays a challenger (the quality gate did not pass)")
+    gate = f" ({report['gate']})" if report.get("gate") else ""
+    lines.append(f"    promoted to champion{gate}" if report["promoted"]
+                 else f"    stays a challenger: the quality gate did not pass{gate}")
     return "\n".join(lines)
 
 
@@ -292,13 +252,16 @@ def cmd_train_real(args: argparse.Namespace, layout: StateLayout) -> int:
         train_on_real_data(layout, Path(args.data), preset=args.preset, backend=args.backend,
                            iterations=args.iterations, overrides=parse_overrides(args.set),
                            variant=args.variant)
-    except (RealDataError, CocoImportError, ConfigError, ServerError, RunFailed) as error:
+    except (RealDataError, TrainingError, CocoImportError, ConfigError, ServerError,
+            RunFailed) as error:
         print(f"carsdepo train-real: {error}", file=sys.stderr)
         return 1
     return 0
 
 
 def register(command: AddCommand) -> None:
+    """``train`` (the user's own data) and, after it, its lensor example ``train-real``."""
+    train.register(command)
     train_real = command(
         "train-real", cmd_train_real,
         "Train on the real lensor car-damage photos (published train split, val for model "
@@ -310,20 +273,11 @@ def register(command: AddCommand) -> None:
         help="the data set: images/<split>/ and annotations/instances_<split>.json "
         "(default: %(default)s)",
     )
-    train_real.add_argument(
-        "--preset", default="auto", choices=PRESET_CHOICES,
-        help="detector preset (default auto: gpu where CUDA is there, else real_cpu)",
-    )
-    train_real.add_argument(
-        "--backend", default="auto", choices=["auto", "torchvision", "detectron2"],
-        help="detector backend (default auto: detectron2 when installed, else torchvision)",
-    )
+    add_training_options(
+        train_real, "auto", "detector preset (default auto: gpu where CUDA is there, else "
+        "real_cpu)")
     train_real.add_argument(
         "--iterations", type=int, help="training iterations (default: the preset's)"
-    )
-    train_real.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="another detector config field, e.g. --set work_side=0 (repeatable)",
     )
     train_real.add_argument(
         "--variant", help="a name for this run in the report's table (default: the preset)"

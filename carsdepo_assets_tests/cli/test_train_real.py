@@ -84,19 +84,6 @@ def test_train_real_on_a_missing_folder_exits_1_naming_it(tmp_path: Path, carsde
     assert f"{tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
 
 
-def test_set_overrides_reach_the_detector_config_of_the_training_run():
-    from carsdepo_assets.assets.training import DetectorTrainingConfig
-    from carsdepo_assets.cli.train_real import parse_overrides, training_run_config
-
-    overrides = parse_overrides(["work_side=0", "rpn_fg_iou_thresh=0.7"])
-    run_config = training_run_config("real_cpu_short", "torchvision", None, overrides)
-
-    config = DetectorTrainingConfig(**run_config["ops"]["detector"]["config"]).detector_config()
-    assert (config.work_side, config.rpn_fg_iou_thresh, config.learn_anchors) == (0, 0.7, True)
-    with pytest.raises(RealDataError, match="KEY=VALUE"):
-        parse_overrides(["work_side"])
-
-
 def test_the_report_of_a_real_cpu_run_says_which_targets_it_met_and_by_how_much_it_missed():
     from carsdepo_assets.cli.train_real import format_report
 
