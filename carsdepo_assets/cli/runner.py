@@ -41,7 +41,11 @@ from dagster._utils.error import SerializableErrorInfo
 from filelock import Timeout
 
 from carsdepo_assets.cli.console import say
-from carsdepo_assets.fileio import process_alive, remove_orphaned_temporaries
+from carsdepo_assets.fileio import (
+    process_started,
+    remove_orphaned_temporaries,
+    same_process_running,
+)
 from carsdepo_assets.images.manifest import BatchManifest
 from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
 from carsdepo_assets.state import PROJECT_ROOT, StateLayout, validate_batch_name
@@ -55,8 +59,10 @@ CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 # What started a run: "cli" (a carsdepo command), "demo", "sensor" (with dagster/sensor_name).
 STARTED_BY_TAG = "carsdepo/started_by"
-# Which process runs a run: a run whose process is gone was killed (see local_instance).
+# Which process runs a run: a run whose process is gone was killed (see local_instance). The
+# process is its pid and its start time: a pid alone may since belong to another program.
 PID_TAG = "carsdepo/pid"
+PID_STARTED_TAG = "carsdepo/pid_started"
 HOST_TAG = "carsdepo/host"
 IN_FLIGHT = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 _QUALIFIED = re.compile(r"^(?:\w+\.)+(\w+): ")  # "pkg.module.SomeError: " -> "SomeError: "
@@ -102,11 +108,13 @@ def definitions_for(layout: StateLayout) -> Definitions:
 
 def fail_abandoned_runs(instance: DagsterInstance) -> list[str]:
     """Mark failed the in-flight runs of this host whose ``carsdepo`` process is gone (killed
-    mid-run: nothing else would ever end them); returns their ids."""
+    mid-run: nothing else would ever end them), its pid free or reused by another process
+    (told apart by the process start time recorded with the pid); returns their ids."""
     host, failed = socket.gethostname(), []
     for run in instance.get_runs(RunsFilter(statuses=IN_FLIGHT, tags={HOST_TAG: host})):
         pid = int(run.tags.get(PID_TAG, "0"))
-        if pid and pid != os.getpid() and not process_alive(pid):
+        started = run.tags.get(PID_STARTED_TAG)
+        if pid and not same_process_running(pid, float(started) if started else None):
             instance.report_run_failed(
                 run, f"process {pid} running {run.job_name} ended without finishing the run "
                 "(killed); marked failed when the instance was next opened")
@@ -202,7 +210,8 @@ def run_job(
         instance = local_instance(layout)
     job = defs.resolve_job_def(job_name)
     run_tags = {**job.run_tags, **(tags or {}), STARTED_BY_TAG: started_by,
-                PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+                PID_TAG: str(os.getpid()), PID_STARTED_TAG: repr(process_started()),
+                HOST_TAG: socket.gethostname()}
     if partition_key is not None:
         run_tags[PARTITION_NAME_TAG] = partition_key
     with batch_run(layout, partition_key) if partition_key is not None else nullcontext():

@@ -20,6 +20,12 @@ loopback interface; anywhere else a missing ``LABEL_STUDIO_API_KEY`` is an error
 
 Label Studio applies the username, password and token only when it creates the user, on the
 first start with a given data directory.
+
+The server record (``label-studio/server.json``) is trusted only for the server it describes:
+the process with that pid *and* start time, running label-studio, on this state folder's data
+folder and listening on the record's port. A copy of the state folder (its record names the
+original's data folder) or a pid since reused by another program is never this folder's
+server: ``status`` and ``stop`` leave such a process alone.
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from carsdepo_assets.fileio import atomic_write_json
+import psutil
+
+from carsdepo_assets.fileio import atomic_write_json, process_started, same_process_running
 from carsdepo_assets.state import PROJECT_ROOT, StateLayout
 
 BIN_ENV_VAR = "CARSDEPO_LABEL_STUDIO_BIN"
@@ -109,7 +117,7 @@ def api_token(url: str, layout: StateLayout, environ: dict[str, str] | None = No
         return env[API_KEY_ENV]
     info = _read_pid_file(layout)
     if (info is not None and is_loopback(urlsplit(url).hostname)
-            and info.url.rstrip("/") == url.rstrip("/") and _is_label_studio(info.pid)):
+            and info.url.rstrip("/") == url.rstrip("/") and _is_own_server(info, layout)):
         return DEFAULT_TOKEN
     raise MissingSecret(
         f"{API_KEY_ENV} is not set: set it to an API token of the Label Studio at {url}. "
@@ -128,6 +136,7 @@ class ServerInfo:
     data_dir: str
     log_path: str
     document_root: str
+    started: float | None = None  # the process's start time (records before it: None)
     already_running: bool = False
 
 
@@ -193,7 +202,8 @@ def start(
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=folder, start_new_session=True,  # its own process group, stopped as a whole
         )
-    info = ServerInfo(settings.url, process.pid, str(data_dir), str(log_path), str(root))
+    info = ServerInfo(settings.url, process.pid, str(data_dir), str(log_path), str(root),
+                      process_started(process.pid))
     atomic_write_json(layout.label_studio_server_file, asdict(info))
     deadline = time.monotonic() + timeout
     while not _healthy(settings.url):
@@ -216,7 +226,7 @@ def start(
 def status(layout: StateLayout) -> ServerInfo | None:
     """The server started from this state directory, if its process is alive and healthy."""
     info = _read_pid_file(layout)
-    if info is None or not _is_label_studio(info.pid):
+    if info is None or not _is_own_server(info, layout):
         return None
     return info if _healthy(info.url) else None
 
@@ -225,11 +235,12 @@ def stop(layout: StateLayout, timeout: float = 30) -> bool:
     """Stop the server by its own pid (SIGTERM, then SIGKILL after ``timeout``).
 
     Returns False when no server of this state directory was running. A stale pid file (its
-    process gone, or the pid reused by another program) is removed without signalling anyone.
+    process gone, the pid reused by another program, or a record copied from another state
+    folder) is removed without signalling anyone.
     """
     pid_file = layout.label_studio_server_file
     info = _read_pid_file(layout)
-    if info is None or not _is_label_studio(info.pid):
+    if info is None or not _is_own_process(info, layout):
         pid_file.unlink(missing_ok=True)
         return False
     _signal_group(info.pid, signal.SIGTERM)
@@ -292,6 +303,34 @@ def _read_pid_file(layout: StateLayout) -> ServerInfo | None:
         return ServerInfo(**{**payload, "already_running": False})
     except (OSError, ValueError, TypeError):
         return None
+
+
+def _is_own_server(info: ServerInfo, layout: StateLayout) -> bool:
+    """Whether the record ``info`` describes this state folder's server, up and listening on
+    the record's port (where the system tells)."""
+    return (_is_own_process(info, layout)
+            and _listens_on(info.pid, urlsplit(info.url).port) is not False)
+
+
+def _is_own_process(info: ServerInfo, layout: StateLayout) -> bool:
+    """Whether the record ``info`` is of a live label-studio process started on ``layout``'s
+    data folder: the same process (pid and start time), not a copied record's or a reused pid."""
+    if Path(info.data_dir).resolve() != (layout.label_studio / DATA_FOLDER).resolve():
+        return False  # a record copied from another state folder
+    return same_process_running(info.pid, info.started) and _is_label_studio(info.pid)
+
+
+def _listens_on(pid: int, port: int | None) -> bool | None:
+    """Whether ``pid`` or one of its children listens on ``port``; None when unknown."""
+    try:
+        process = psutil.Process(pid)
+        for member in [process, *process.children(recursive=True)]:
+            for connection in member.net_connections(kind="inet"):
+                if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port:
+                    return True
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        return None
+    return False
 
 
 def _is_label_studio(pid: int) -> bool:
