@@ -4,6 +4,9 @@ folder takes nothing over."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import json
 import shutil
 import socket
@@ -16,6 +19,8 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 from dagster._core.test_utils import create_run_for_test
 
+from carsdepo_assets.cli import main
+from carsdepo_assets.cli.fsck import check_state, cmd_fsck
 from carsdepo_assets.cli.runner import (
     HOST_TAG,
     PID_STARTED_TAG,
@@ -24,9 +29,15 @@ from carsdepo_assets.cli.runner import (
     prepare_dagster_home,
 )
 from carsdepo_assets.fileio import process_started, same_process_running
+from carsdepo_assets.images.ingest import ingest_batch, load_manifest
+from carsdepo_assets.images.manifest import GONE, BatchManifest
+from carsdepo_assets.images.store import ImageStore, sha256_hex
 from carsdepo_assets.labeling import server
+from carsdepo_assets.labeling.history import write_snapshot
+from carsdepo_assets.labeling.snapshot import AnnotationSnapshot
 from carsdepo_assets.state import StateLayout
 from carsdepo_assets_tests.fixtures.label_studio import LabelStudioServer
+from carsdepo_assets_tests.images.samples import encode, jpeg, photo, write
 
 
 def _sleeper() -> subprocess.Popen:
@@ -119,3 +130,155 @@ def test_a_server_record_whose_pid_was_reused_is_not_trusted(
     finally:
         process.kill()
         process.wait(timeout=30)
+
+
+# -- carsdepo fsck ----------------------------------------------------------------------------
+
+
+def _ingested(layout: StateLayout, batch: str, seeds: range) -> BatchManifest:
+    source = layout.landing / batch
+    for seed in seeds:
+        write(source / f"car-{seed}.jpg", jpeg(seed))
+    write(source / "grey.png", encode(photo(seeds.start + 50, mode="L"), "PNG"))  # normalised
+    return ingest_batch(source, batch, layout)
+
+
+def _fsck(layout: StateLayout, repair: bool = False) -> tuple[int, str]:
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        code = cmd_fsck(argparse.Namespace(repair=repair), layout)
+    return code, output.getvalue()
+
+
+def test_fsck_of_a_sound_state_folder_finds_nothing(carsdepo_home: StateLayout) -> None:
+    _ingested(carsdepo_home, "b1", range(1, 4))
+    write_snapshot(AnnotationSnapshot(), carsdepo_home.annotations)
+    assert check_state(carsdepo_home) == []
+    code, out = _fsck(carsdepo_home)
+    assert (code, out.strip()) == (0, f"carsdepo fsck: {carsdepo_home.root}: 0 problem(s)")
+
+
+def test_fsck_names_damaged_and_missing_images_and_repair_stores_them_again(
+    carsdepo_home: StateLayout,
+) -> None:
+    """A truncated JPEG kept as is, a deleted normalised PNG (re-made from its grey source),
+    and a truncated image whose source file is gone (cannot be repaired: said so)."""
+    manifest = _ingested(carsdepo_home, "b1", range(1, 5))
+    rows = {row.path: row for row in manifest.rows}
+    store = ImageStore(carsdepo_home.images)
+    truncated = store.path_for(rows["car-1.jpg"].sha256)
+    truncated.write_bytes(truncated.read_bytes()[:400])
+    deleted = store.path_for(rows["grey.png"].sha256)
+    deleted.unlink()
+    lost = store.path_for(rows["car-2.jpg"].sha256)
+    lost.write_bytes(b"")
+    (carsdepo_home.landing / "b1" / "car-2.jpg").write_bytes(jpeg(77))  # the source changed
+
+    code, out = _fsck(carsdepo_home)
+    assert code == 1
+    assert (f"problem: {truncated}: its 400 bytes no longer match its sha256 (truncated or "
+            "overwritten)\n  fix: run `carsdepo fsck --repair`") in out
+    assert f"problem: {lost}: it is empty" in out
+    assert (f"problem: {carsdepo_home.manifest_path('b1')}: image {rows['grey.png'].sha256} "
+            "(of grey.png) is missing from the image store") in out
+    assert out.rstrip().endswith("3 problem(s)")
+
+    code, out = _fsck(carsdepo_home, repair=True)
+    assert code == 1 and out.rstrip().endswith("1 problem(s), 2 repaired")
+    assert f"repaired: {truncated}" in out and "done: stored again from its batch folder" in out
+    assert f"problem: {lost}: it is empty\n  fix: no source file holds this image any more" in out
+    assert sha256_hex(truncated.read_bytes()) == rows["car-1.jpg"].sha256
+    assert sha256_hex(deleted.read_bytes()) == rows["grey.png"].sha256
+    assert [finding.path for finding in check_state(carsdepo_home)] == [lost]
+
+
+def test_fsck_finds_unreferenced_images_and_repair_lists_them_in_their_batch(
+    carsdepo_home: StateLayout,
+) -> None:
+    """An image left out of its batch's manifest (what a failed batch once left), and the
+    images of a batch whose ingestion never wrote a manifest."""
+    manifest = _ingested(carsdepo_home, "b1", range(1, 4))
+    left_out = manifest.rows[0]
+    manifest.rows.remove(left_out)
+    manifest.save(carsdepo_home.manifest_path("b1"))
+    unfinished = _ingested(carsdepo_home, "b2", range(10, 11))
+    carsdepo_home.manifest_path("b2").unlink()
+    store = ImageStore(carsdepo_home.images)
+
+    findings = check_state(carsdepo_home)
+    by_path = {finding.path: finding for finding in findings}
+    assert len(findings) == 3
+    orphan = by_path[store.path_for(left_out.sha256)]
+    assert orphan.problem == "stored image referenced by no manifest (owner: b1)"
+    assert "list it in batch b1's manifest as 'gone from folder'" in orphan.repair
+    for sha in unfinished.image_hashes():
+        assert "batch b2 has no manifest" in by_path[store.path_for(sha)].repair
+
+    repaired = check_state(carsdepo_home, repair=True)
+    assert [finding.repaired for finding in repaired].count(True) == 1
+    assert sha256_hex(store.path_for(left_out.sha256).read_bytes()) == left_out.sha256
+    again = load_manifest(carsdepo_home, "b1")
+    assert [(row.sha256, row.status) for row in again.gone] == [(left_out.sha256, GONE)]
+    assert len(check_state(carsdepo_home)) == 2  # b2's, until it is ingested again
+
+
+def test_fsck_names_each_damaged_state_file_and_what_to_do(carsdepo_home: StateLayout) -> None:
+    """Truncated manifest, annotation snapshot, dataset file, Dagster runs.db, model.pt; an
+    MLflow database overwritten; LATEST naming a missing snapshot."""
+    import torch
+
+    _ingested(carsdepo_home, "b1", range(1, 3))
+    manifest_path = carsdepo_home.manifest_path("b1")
+    _truncate(manifest_path, 200)
+    snapshot = write_snapshot(AnnotationSnapshot(clipped_boxes=1), carsdepo_home.annotations)
+    _truncate(snapshot, 20)
+    dataset = carsdepo_home.dataset_folder("abc123")
+    dataset.mkdir(parents=True)
+    (dataset / "dataset.json").write_text('{"version": "abc1')
+    instance = DagsterInstance.from_config(prepare_dagster_home(carsdepo_home))
+    create_run_for_test(instance, "ingest_job")
+    instance.dispose()
+    runs_db = next(carsdepo_home.dagster_home.rglob("runs.db"))
+    _truncate(runs_db, 4096 + 100, keep_header=True)
+    carsdepo_home.mlflow_db.write_bytes(b"not a database at all" * 100)
+    weights = carsdepo_home.mlflow_artifacts / "exp" / "models" / "m-1" / "model.pt"
+    weights.parent.mkdir(parents=True)
+    torch.save({"w": torch.zeros(1000)}, weights)
+    _truncate(weights, 2000)
+
+    code, out = _fsck(carsdepo_home)
+    assert code == 1
+    for path, words in [
+        (manifest_path, "not valid JSON"),
+        (snapshot, "not valid JSON"),
+        (dataset / "dataset.json", "not valid JSON"),
+        (runs_db, "SQLite"),
+        (carsdepo_home.mlflow_db, "SQLite cannot read it: file is not a database"),
+        (weights, "not a whole model archive"),
+    ]:
+        assert f"problem: {path}: " in out, path
+        line = next(line for line in out.splitlines() if line.startswith(f"problem: {path}: "))
+        assert words in line, line
+    assert "fix: ingest batch b1 again from its folder" in out
+    assert "fix: materialize the `annotations` asset again" in out
+    (carsdepo_home.annotations / "LATEST").write_text("feedbeef0000\n")
+    assert "names snapshot feedbeef0000.json, which is missing" in _fsck(carsdepo_home)[1]
+
+
+def _truncate(path: Path, size: int, keep_header: bool = False) -> None:
+    """Cut ``path`` to ``size`` bytes; ``keep_header``: keep the file's length but overwrite
+    what follows its first ``size`` bytes (a database page torn mid-write)."""
+    data = path.read_bytes()
+    assert len(data) > size, f"{path} is only {len(data)} bytes"
+    path.write_bytes(data[:size] + (b"\xff" * (len(data) - size) if keep_header else b""))
+
+
+def test_carsdepo_fsck_runs_from_the_command_line(carsdepo_home: StateLayout, capsys) -> None:
+    manifest = _ingested(carsdepo_home, "b1", range(1, 3))
+    stored = ImageStore(carsdepo_home.images).path_for(manifest.rows[0].sha256)
+    stored.write_bytes(b"junk")
+    assert main(["fsck"]) == 1
+    assert f"problem: {stored}: its 4 bytes no longer match" in capsys.readouterr().out
+    assert main(["fsck", "--repair"]) == 0
+    assert "0 problem(s), 1 repaired" in capsys.readouterr().out
+    assert main(["fsck"]) == 0

@@ -1,0 +1,178 @@
+"""``carsdepo fsck [--repair]``: check the state folder, in the spirit of ``git fsck``.
+
+It reads, and with ``--repair`` mends, what the platform keeps under ``CARSDEPO_HOME``:
+
+- the image store and the batch manifests (``images.fsck``): every stored image's bytes
+  against its sha256 and that it decodes, every manifest row's image present, no stored image
+  referenced by no manifest, every manifest parses;
+- the annotation snapshots (and ``LATEST``) and the curated datasets (``dataset.json``, its
+  splits, ``latest.json``) parse;
+- the SQLite databases of the Dagster instance (``dagster/``: runs, event logs, schedules) and
+  of MLflow (``mlflow/mlflow.db``) open and pass SQLite's ``quick_check``;
+- the models logged to MLflow (``model.pt`` under ``mlflow/artifacts``) are whole: the archive
+  ``torch.save`` writes opens and its index is intact (the weights are not loaded).
+
+Each problem is printed with its file and its repair. Exit code 0 when nothing is wrong (or
+everything found was repaired), 1 when a problem remains. Nothing here deletes anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from carsdepo_assets.fileio import DamagedFile, read_json
+from carsdepo_assets.images.fsck import Finding, check_images_and_manifests
+from carsdepo_assets.state import StateLayout
+
+if TYPE_CHECKING:
+    from carsdepo_assets.cli.parser import AddCommand
+
+WEIGHTS_SUFFIX = ".pt"
+
+
+def cmd_fsck(args: argparse.Namespace, layout: StateLayout) -> int:
+    if not Path(layout.root).is_dir():
+        print(f"carsdepo fsck: no state folder at {layout.root} (nothing to check)")
+        return 0
+    findings = check_state(layout, repair=args.repair)
+    for finding in findings:
+        print("\n".join(finding.lines()))
+    remaining = [finding for finding in findings if not finding.repaired]
+    repaired = len(findings) - len(remaining)
+    print(f"carsdepo fsck: {layout.root}: {len(remaining)} problem(s)"
+          + (f", {repaired} repaired" if repaired else ""))
+    return 1 if remaining else 0
+
+
+def check_state(layout: StateLayout, repair: bool = False) -> list[Finding]:
+    """Every problem of the state folder (see the module docstring), repaired where it can be
+    when ``repair``."""
+    return [
+        *check_images_and_manifests(layout, repair),
+        *check_annotation_snapshots(layout.annotations),
+        *check_datasets(layout),
+        *check_databases(layout),
+        *check_model_artifacts(layout.mlflow_artifacts),
+    ]
+
+
+def check_annotation_snapshots(folder: Path) -> Iterator[Finding]:
+    from carsdepo_assets.labeling.history import LATEST_FILE
+    from carsdepo_assets.labeling.snapshot import AnnotationSnapshot
+
+    action = ("materialize the `annotations` asset again to write a fresh snapshot from Label "
+              "Studio, or restore the file from a backup")
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            AnnotationSnapshot.from_dict(read_json(path, action))
+        except DamagedFile as damaged:
+            yield Finding(path, damaged.problem, action)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            yield Finding(path, f"not an annotation snapshot: {error!r}", action)
+    pointer = folder / LATEST_FILE
+    if pointer.is_file():
+        named = folder / f"{pointer.read_text().strip()}.json"
+        if not named.is_file():
+            yield Finding(pointer, f"names snapshot {named.name}, which is missing", action)
+
+
+def check_datasets(layout: StateLayout) -> Iterator[Finding]:
+    from carsdepo_assets.datasets.coco import MANIFEST_NAME, load_dataset
+
+    action = ("materialize `curated_dataset` again (a dataset is rebuilt from the annotation "
+              "snapshot), or restore the folder from a backup")
+    folders = sorted(path for path in layout.datasets.iterdir()
+                     if path.is_dir()) if layout.datasets.is_dir() else []
+    for folder in folders:
+        unparsed = [Finding(damage.path, damage.problem, action)
+                    for damage in map(_json_damage, sorted(folder.glob("*.json"))) if damage]
+        yield from unparsed
+        if not unparsed:
+            try:
+                load_dataset(folder)
+            except (FileNotFoundError, KeyError, TypeError) as error:
+                yield Finding(folder, f"not a usable dataset: {error}", action)
+    pointer = layout.dataset_pointer
+    if pointer.is_file():
+        try:
+            version = read_json(pointer, action)["version"]
+            if not (layout.datasets / str(version) / MANIFEST_NAME).is_file():
+                yield Finding(pointer, f"names dataset {version}, which is missing", action)
+        except DamagedFile as damaged:
+            yield Finding(pointer, damaged.problem, action)
+        except (KeyError, TypeError) as error:
+            yield Finding(pointer, f"no dataset version in it: {error!r}", action)
+
+
+def _json_damage(path: Path) -> DamagedFile | None:
+    try:
+        read_json(path, "")
+    except DamagedFile as damaged:
+        return damaged
+    return None
+
+
+def check_databases(layout: StateLayout) -> Iterator[Finding]:
+    dagster_action = ("the Dagster instance's history is damaged: move the damaged file aside "
+                      "(Dagster makes a new one: the runs it held are lost from the UI) or "
+                      "restore it from a backup")
+    dagster = layout.dagster_home
+    for path in sorted(dagster.rglob("*.db")) if dagster.is_dir() else []:
+        if (problem := sqlite_problem(path)) is not None:
+            yield Finding(path, problem, dagster_action)
+    if layout.mlflow_db.is_file() and (problem := sqlite_problem(layout.mlflow_db)) is not None:
+        yield Finding(layout.mlflow_db, problem, "the MLflow store is damaged (experiments, "
+                      "registered models): restore mlflow/ from a backup")
+
+
+def sqlite_problem(path: Path) -> str | None:
+    """What SQLite says is wrong with the database ``path`` (opened read-only), or None."""
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        return f"SQLite cannot open it: {error}"
+    try:
+        results = [row[0] for row in connection.execute("PRAGMA quick_check")]
+    except sqlite3.DatabaseError as error:
+        return f"SQLite cannot read it: {error}"
+    finally:
+        connection.close()
+    return None if results == ["ok"] else "SQLite quick_check: " + "; ".join(results[:5])
+
+
+def check_model_artifacts(folder: Path) -> Iterator[Finding]:
+    action = ("retrain or re-register the model, or restore the file from a backup; a "
+              "deployed model whose file is damaged cannot be served")
+    for path in sorted(folder.rglob(f"*{WEIGHTS_SUFFIX}")) if folder.is_dir() else []:
+        if (problem := weights_problem(path)) is not None:
+            yield Finding(path, problem, action)
+
+
+def weights_problem(path: Path) -> str | None:
+    """What is wrong with the ``torch.save`` archive ``path`` (truncated, overwritten), or
+    None when its zip index opens and every member's header is where the index says."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                with archive.open(member) as handle:
+                    handle.read(1)
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        return f"not a whole model archive ({type(error).__name__}: {error})"
+    return None
+
+
+def register(command: AddCommand) -> None:
+    parser = command(
+        "fsck", cmd_fsck,
+        "Check the state folder: stored images against their sha256, manifests, annotation "
+        "snapshots, datasets, the Dagster and MLflow databases and model files; print each "
+        "problem with its file and repair; exit 1 when a problem remains.",
+    )
+    parser.add_argument("--repair", action="store_true",
+                        help="store damaged or missing images again from their batch folders "
+                             "and list unreferenced images in their batch's manifest")
