@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 
 from carsdepo_assets.detection.backends import TrainedDetector
 from carsdepo_assets.prediction.batch import DEFAULT_CHUNK
-from carsdepo_assets.prediction.inference_log import (
-    CLI,
-    InferenceLog,
-    InferenceRecord,
-    file_sha256,
-)
+from carsdepo_assets.prediction.inference_log import CLI, InferenceLog, InferenceRecord
 from carsdepo_assets.prediction.models import ModelRef
-from carsdepo_assets.prediction.pyfunc import PATH_COLUMN, answer_rows
+from carsdepo_assets.prediction.pyfunc import PATH_COLUMN, answer_frame
 
 
 def predict_files(
@@ -35,7 +29,8 @@ def predict_files(
     chunk_size: int = DEFAULT_CHUNK,
 ) -> list[dict]:
     """One answer per path, in order: ``{"image": path, "damage": "None" | [...]}`` or
-    ``{"image": path, "error": reason}``; each chunk's answers go to ``log`` as source ``cli``.
+    ``{"image": path, "error": reason}``; each chunk's answers go to ``log`` as source ``cli``,
+    with the sha256 of the bytes answered (none for a file that could not be read).
 
     Raises ValueError for a threshold outside [0, 1]."""
     cut = detector.config.score_threshold if threshold is None else float(threshold)
@@ -45,16 +40,17 @@ def predict_files(
     for start in range(0, len(paths), chunk_size):
         chunk = [str(path) for path in paths[start:start + chunk_size]]
         started = time.perf_counter()
-        found = answer_rows(detector, pd.DataFrame({PATH_COLUMN: chunk}), cut)
+        found = answer_frame(detector, pd.DataFrame({PATH_COLUMN: chunk}), cut)
         latency = 1000.0 * (time.perf_counter() - started) / len(chunk)
-        answers += [{"image": path, **answer} for path, answer in zip(chunk, found, strict=True)]
+        answers += [{"image": path, **answer.record}
+                    for path, answer in zip(chunk, found, strict=True)]
         if log is not None:
             log.append(
                 InferenceRecord(
                     source=CLI, model_name=model.name, model_version=model.version,
-                    image_sha256=file_sha256(Path(path)), latency_ms=round(latency, 2),
-                    result=answer.get("damage"), error=answer.get("error"), image=path,
-                    threshold=cut,
+                    image_sha256=answer.sha256, latency_ms=round(latency, 2),
+                    result=answer.record.get("damage"), error=answer.record.get("error"),
+                    image=path, threshold=cut,
                 )
                 for path, answer in zip(chunk, found, strict=True)
             )

@@ -4,8 +4,10 @@ Every prediction made for someone is recorded: by ``batch_predictions`` (source 
 ``carsdepo predict`` (``cli``) and the REST server that ``carsdepo serve`` starts (``rest``), so
 that monitoring and the KPI report can use them. A record says when (UTC), from which source,
 by which model (registered name and version) at which score threshold, for which image
-(sha256 of the bytes received; None when they could not be read), how long the model took, and
-what it answered: the damage answer (``"None"`` or detections) or the error.
+(sha256 of the bytes the model read; None when none were read, so nothing about a file that
+could not be read is recorded), how long the model took, and what it answered: the damage
+answer (``"None"`` or detections) or the error. Day files are created readable by their owner
+only.
 
 Files are per UTC day (``<YYYY-MM-DD>.jsonl``), so a reader can take a window of days and old
 days can be archived whole. Writers in several processes (a Dagster run, the CLI, the server)
@@ -18,24 +20,17 @@ number. A REST request's HTTP overhead is not in it (benchmarks/bench_inference.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import fcntl
-import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from carsdepo_assets.images.files import FileTooBig, NotARegularFile, read_regular_file
-from carsdepo_assets.images.validate import ImagePolicy
-
-DEFAULT_POLICY = ImagePolicy()
-
+LOG_FILE_MODE = 0o600  # what was answered for whom, and image digests: the owner's only
 BATCH = "batch"
 CLI = "cli"
 REST = "rest"
@@ -88,10 +83,10 @@ class InferenceLog:
         lines = [json.dumps(asdict(record), separators=(",", ":")) + "\n" for record in records]
         if not lines:
             return 0
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         data = "".join(lines).encode("utf-8")
         path = self.folder / f"{datetime.now(UTC).date().isoformat()}.jsonl"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             view = memoryview(data)
@@ -127,15 +122,6 @@ class InferenceLog:
                             on_bad_line(path, number, f"{type(error).__name__}: {error}")
 
 
-def file_sha256(path: Path, limit: int = DEFAULT_POLICY.max_file_bytes) -> str | None:
-    """The sha256 of a regular file's bytes; None for a file that is not read (a link, pipe or
-    device, see ``images.files``), is unreadable or is over ``limit`` bytes."""
-    try:
-        return hashlib.sha256(read_regular_file(Path(path), limit)).hexdigest()
-    except (OSError, NotARegularFile, FileTooBig):
-        return None
-
-
 def serving_environment(log_folder: Path, model_name: str, model_version: str) -> dict[str, str]:
     """What the served model's process needs in its environment to record its requests."""
     return {
@@ -152,46 +138,33 @@ class RequestLogger:
     log: InferenceLog
     model_name: str | None
     model_version: str | None
-    image_column: str
-    path_column: str
 
     @classmethod
-    def from_env(
-        cls, image_column: str, path_column: str, environ: Mapping[str, str] | None = None
-    ) -> RequestLogger | None:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RequestLogger | None:
         """The logger ``serving_environment`` configured, or None (not served by carsdepo)."""
         env = os.environ if environ is None else environ
         folder = env.get(LOG_DIR_ENV)
         if not folder:
             return None
         return cls(InferenceLog(Path(folder)), env.get(MODEL_NAME_ENV) or None,
-                   env.get(MODEL_VERSION_ENV) or None, image_column, path_column)
+                   env.get(MODEL_VERSION_ENV) or None)
 
-    def record(self, frame, answers: list[dict], elapsed_s: float, threshold: float) -> None:
-        """Append one record per row of ``frame`` (a DataFrame) and its answer at
-        ``threshold``. A log that cannot be written is reported in the server's log; the
-        request is still answered."""
+    def record(self, digests: Sequence[str | None], answers: list[dict], elapsed_s: float,
+               threshold: float) -> None:
+        """Append one record per answered row: the sha256 of the bytes the model answered
+        (``digests``, None where none were read) and its answer at ``threshold``. A log that
+        cannot be written is reported in the server's log; the request is still answered."""
         latency = 1000.0 * elapsed_s / max(1, len(answers))
         records = [
             InferenceRecord(
                 source=REST, model_name=self.model_name, model_version=self.model_version,
-                image_sha256=self._sha256(row), latency_ms=round(latency, 2),
+                image_sha256=digest, latency_ms=round(latency, 2),
                 result=answer.get("damage"), error=answer.get("error"), threshold=threshold,
             )
-            for row, answer in zip(frame.to_dict("records"), answers, strict=True)
+            for digest, answer in zip(digests, answers, strict=True)
         ]
         try:
             self.log.append(records)
         except OSError as error:
             logger.warning("inference log %s: %d answers not recorded: %s", self.log.folder,
                            len(records), error)
-
-    def _sha256(self, row: Mapping[str, Any]) -> str | None:
-        encoded, path = row.get(self.image_column), row.get(self.path_column)
-        if isinstance(encoded, str):
-            try:
-                data = base64.b64decode("".join(encoded.split()), validate=True)
-            except (binascii.Error, ValueError):
-                return None
-            return hashlib.sha256(data).hexdigest()
-        return file_sha256(Path(path)) if isinstance(path, str) else None

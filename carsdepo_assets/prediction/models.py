@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from carsdepo_assets.detection.champion import CHALLENGER, CHAMPION, alias_version
 
 ALIASES = (CHAMPION, CHALLENGER)
+HOW_TO_TRAIN = "`carsdepo train` on your own labelled photos, or `make demo`"
 
 
 class ModelNotFound(LookupError):
@@ -37,13 +39,14 @@ class ModelRef:
 def resolve_model(name: str, choice: str = CHAMPION) -> ModelRef:
     """The version ``choice`` names: an alias (``champion``, ``challenger``) or a version number.
 
-    Raises ModelNotFound with what to do about it, ValueError for a choice that is neither."""
+    Raises ModelNotFound with what to do about it (a name the registry does not know is named as
+    such), ValueError for a choice that is neither."""
+    _check_registered(name)
     if choice in ALIASES:
         version = alias_version(name, choice)
         if version is None:
             raise ModelNotFound(
-                f"model {name!r} has no {choice} yet: train one first (`make demo`, or "
-                "materialize the training job in Dagster)"
+                f"model {name!r} has no {choice} yet: train one first ({HOW_TO_TRAIN})"
                 + (", and let the quality gate promote it" if choice == CHAMPION else "")
             )
         return ModelRef(name, version)
@@ -56,3 +59,19 @@ def resolve_model(name: str, choice: str = CHAMPION) -> ModelRef:
     except MlflowException as error:
         raise ModelNotFound(f"model {name!r} has no version {choice}: {error.message}") from error
     return ModelRef(name, choice)
+
+
+def _check_registered(name: str) -> None:
+    """ModelNotFound for a name the registry has never heard of, with the names it has."""
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
+        known = sorted(model.name for model in client.search_registered_models())
+        raise ModelNotFound(
+            f"no registered model {name!r}: "
+            + (f"the registry has {', '.join(map(repr, known))} (--model-name)" if known else
+               f"the registry is empty: train one first ({HOW_TO_TRAIN})")
+        ) from error

@@ -5,113 +5,48 @@ with the reason (and the server keeps serving), and every answered row is in the
 
 from __future__ import annotations
 
-import base64
 import hashlib
+import io
 import json
 import os
-import shutil
-import socket
-import struct
-import subprocess
-import sys
-import time
-import zlib
+import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
+from PIL import Image
 
 from carsdepo_assets.cli import main
 from carsdepo_assets.prediction.inference_log import REST, InferenceLog
-from carsdepo_assets.state import ENV_VAR, PROJECT_ROOT, StateLayout
+from carsdepo_assets.state import StateLayout
 from carsdepo_assets.taxonomy import NONE_ANSWER
-from carsdepo_assets_tests.fixtures.processes import stop_process_group
 from carsdepo_assets_tests.prediction.conftest import well_formed
+from carsdepo_assets_tests.prediction.rest_server import (
+    CLIENT_TIMEOUT_S,
+    Server,
+    b64,
+    png_declaring,
+    records,
+    running_server,
+)
 
 pytestmark = pytest.mark.slow  # starts the real server (it imports torch and loads the model)
-START_TIMEOUT_S = 300
-
-
-@dataclass(frozen=True)
-class Server:
-    url: str
-    home: StateLayout
-
-    def invoke(self, payload: dict | str) -> requests.Response:
-        body = {"data": payload} if isinstance(payload, str) else {"json": payload}
-        return requests.post(f"{self.url}/invocations", timeout=120,
-                             headers={"Content-Type": "application/json"}, **body)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def server(registry_template: StateLayout, tmp_path_factory) -> Iterator[Server]:
-    """``carsdepo serve`` over a copy of the template registry, stopped with its process group."""
-    home = StateLayout(tmp_path_factory.mktemp("serve-home")).ensure()
-    shutil.copy2(registry_template.mlflow / "mlflow.db", home.mlflow / "mlflow.db")
-    port = free_port()
-    env = {**os.environ, ENV_VAR: str(home.root), "MLFLOW_TRACKING_URI": ""}
-    log_path = home.root / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "carsdepo_assets.cli", "serve", "--port", str(port)],
-            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the server and its workers
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_until_ready(url, process, log_path)
-        yield Server(url, home)
-    finally:
-        stop_process_group(process)
+def allowed(tmp_path_factory) -> Path:
+    """The one folder this module's server reads the ``path`` column's files under."""
+    return tmp_path_factory.mktemp("allowed")
 
 
-def _wait_until_ready(url: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"carsdepo serve exited with {process.returncode}:\n"
-                        f"{log_path.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"carsdepo serve did not answer in {START_TIMEOUT_S}s:\n"
-                f"{log_path.read_text()[-3000:]}")
-
-
-def records(*encoded: str, threshold: float | None = None) -> dict:
-    """An /invocations body; threshold 1 makes every answer "None" whatever the tiny model's
-    scores, threshold 0 keeps every candidate box."""
-    body: dict = {"dataframe_records": [{"image": value} for value in encoded]}
-    if threshold is not None:
-        body["params"] = {"threshold": threshold}
-    return body
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header declares ``width`` x ``height`` (a decompression bomb's shape)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+@pytest.fixture(scope="module")
+def server(registry_template: StateLayout, allowed: Path, tmp_path_factory) -> Iterator[Server]:
+    """``carsdepo serve`` with its default limits but a 4 MiB body, reading files under
+    ``allowed`` only."""
+    with running_server(registry_template, tmp_path_factory.mktemp("serve-home"),
+                        ["--allow-paths-under", str(allowed), "--max-body-mb", "4"]) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -187,24 +122,23 @@ def test_the_inference_log_records_the_threshold_of_each_answer(
     assert logged[hashlib.sha256(marker).hexdigest()].threshold == 0.25
 
 
-def test_a_fifo_or_a_device_in_the_path_column_is_refused_unread(
-    server: Server, photo: bytes, tmp_path: Path
+def test_a_fifo_or_a_link_to_a_device_under_the_allowed_folder_is_refused_unread(
+    server: Server, photo: bytes, allowed: Path
 ) -> None:
     """Real special files: a read would block on the FIFO (no writer) or never end on
     /dev/zero; the request's own timeout bounds the test."""
-    fifo = tmp_path / "pipe.jpg"
+    fifo = allowed / "pipe.jpg"
     os.mkfifo(fifo)
-    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
-    good = tmp_path / "good.jpg"
+    (allowed / "zero.jpg").symlink_to("/dev/zero")
+    good = allowed / "good.jpg"
     good.write_bytes(photo)
-    rows = [{"path": str(p)} for p in (fifo, "/dev/zero", tmp_path / "zero.jpg", good)]
+    rows = [{"path": str(p)} for p in (fifo, allowed / "zero.jpg", good)]
 
     answered = server.invoke({"dataframe_records": rows, "params": {"threshold": 1.0}})
 
     assert answered.status_code == 200, answered.text
-    fifo_row, device_row, link_row, good_row = answered.json()["predictions"]
+    fifo_row, link_row, good_row = answered.json()["predictions"]
     assert fifo_row["error"].endswith("not a regular file: named pipe (FIFO), not read")
-    assert device_row["error"].endswith("not a regular file: character device, not read")
     assert link_row["error"].endswith("symbolic link: not followed (it points to /dev/zero)")
     assert good_row == {"damage": NONE_ANSWER}
 
@@ -227,3 +161,150 @@ def test_requests_of_1_and_of_8_images_get_the_answers_carsdepo_predict_gives(
     assert [answer["damage"] for answer in eight.json()["predictions"]] == by_command
     assert [r.json()["predictions"][0]["damage"] for r in one_by_one] == by_command
     assert all(well_formed(damage) for damage in by_command)
+
+
+# -- the request budget and hostile requests ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def big_png() -> bytes:
+    """A one-colour 7000x7000 PNG: about 150 KB of body, 147 MB once decoded."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (7000, 7000), (90, 90, 90)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def logged_digests(server: Server) -> set[str | None]:
+    return {r.image_sha256 for r in InferenceLog(server.home.inference_log).read()}
+
+
+def test_eight_rows_of_a_7000px_png_are_refused_before_any_is_decoded(
+    server: Server, big_png: bytes
+) -> None:
+    refused = server.invoke(records(*[b64(big_png)] * 8, threshold=1.0))
+
+    assert refused.status_code == 400
+    message = refused.json()["message"]
+    assert "over the limit of 100,000,000 decoded pixels" in message
+    assert "carsdepo serve --max-request-megapixels changes it" in message
+    assert hashlib.sha256(big_png).hexdigest() not in logged_digests(server)
+
+
+def test_one_7000px_png_is_answered_in_its_own_pixels_from_a_bounded_working_size(
+    server: Server, big_png: bytes
+) -> None:
+    """Read at 2048 px (the working-side bound), answered in 7000 px coordinates
+    (``test_pyfunc`` checks the scaling exactly)."""
+    answered = server.invoke(records(b64(big_png), threshold=0.0))
+
+    assert answered.status_code == 200, answered.text
+    [answer] = answered.json()["predictions"]
+    assert well_formed(answer["damage"], 7000, 7000)
+
+
+def test_more_rows_than_the_limit_get_a_400_naming_the_option(
+    server: Server, photo: bytes
+) -> None:
+    refused = server.invoke(records(*[b64(photo)] * 65))
+
+    assert refused.status_code == 400
+    assert ("65 rows in the request, over the limit of 64 rows (carsdepo serve --max-rows "
+            "changes it)") in refused.json()["message"]
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_body_over_the_limit_gets_a_413_naming_the_option(
+    server: Server, declared: bool
+) -> None:
+    body = b'{"dataframe_records": [{"image": "' + b"A" * (5 * 1024 * 1024) + b'"}]}'
+    chunks = (body[start:start + 65536] for start in range(0, len(body), 65536))
+
+    refused = requests.post(f"{server.url}/invocations", data=body if declared else chunks,
+                            headers={"Content-Type": "application/json"},
+                            timeout=CLIENT_TIMEOUT_S)
+
+    assert refused.status_code == 413
+    assert "over the limit of 4,194,304 bytes (carsdepo serve --max-body-mb changes it)" in (
+        refused.json()["message"])
+
+
+@pytest.mark.parametrize("path", [
+    "/etc/shadow", "/etc/no-such-file", "{allowed}/../../etc/shadow", "etc/shadow",
+], ids=["outside", "outside-missing", "dot-dot", "relative"])
+def test_a_path_outside_the_allowed_folders_gets_a_403_that_says_nothing_of_the_file(
+    server: Server, allowed: Path, path: str
+) -> None:
+    before = list(InferenceLog(server.home.inference_log).read())
+
+    refused = server.invoke({"dataframe_records": [{"path": path.format(allowed=allowed)}]})
+
+    assert refused.status_code == 403
+    message = refused.json()["message"]
+    assert ("row 0: 'path' is not a file under a folder this server allows (carsdepo serve "
+            "--allow-paths-under)") in message
+    assert "No such file" not in message and "regular file" not in message
+    assert list(InferenceLog(server.home.inference_log).read()) == before
+
+
+def test_a_linked_folder_under_the_allowed_one_does_not_lead_outside(
+    server: Server, allowed: Path
+) -> None:
+    (allowed / "etc").symlink_to("/etc")
+
+    answered = server.invoke({"dataframe_records": [{"path": str(allowed / "etc" / "shadow")}]})
+
+    assert answered.status_code == 400  # the only row is refused: no usable image
+    assert "symbolic link: not followed (it points to /etc)" in answered.json()["message"]
+    assert hashlib.sha256(Path("/etc/shadow").read_bytes()).hexdigest() not in (
+        logged_digests(server))
+
+
+def test_the_inference_log_is_readable_by_its_owner_only(server: Server, photo: bytes) -> None:
+    assert server.invoke(records(b64(photo), threshold=1.0)).status_code == 200
+    [day] = InferenceLog(server.home.inference_log).files()[-1:]
+    assert stat.S_IMODE(day.stat().st_mode) == 0o600
+
+
+DEEP = 100_000
+
+
+@pytest.mark.parametrize(("body", "content_type"), [
+    ('{"dataframe_records": [{"image": "x"}]}', None),
+    ('{"dataframe_records": ' + "[" * DEEP + "]" * DEEP + "}", "application/json"),
+    ("[" * DEEP + "]" * DEEP, "application/json"),
+    ("[]", "application/json"),
+    ("5", "application/json"),
+    ('"text"', "application/json"),
+    ('{"dataframe_records": 5}', "application/json"),
+    ('{"dataframe_records": [1, 2]}', "application/json"),
+    ('{"dataframe_records": [[{"image": "x"}]]}', "application/json"),
+    ('{"dataframe_records": [{"image": {"nested": 1}}]}', "application/json"),
+    ('{"dataframe_split": {"columns": ["image"], "data": "x"}}', "application/json"),
+    ('{"dataframe_split": 5}', "application/json"),
+    ('{"instances": [[1, 2]]}', "application/json"),
+    ('{"inputs": {"image": 5}}', "application/json"),
+    ('{"inputs": 5}', "application/json"),
+    ('{"dataframe_records": [{"image": "x"}], "params": 5}', "application/json"),
+    ('{"dataframe_records": [{"image": "x"}], "params": {"threshold": "high"}}',
+     "application/json"),
+    ('{"dataframe_records": [{"image": "x"}], "params": {"threshold": null}}',
+     "application/json"),
+    ('{"dataframe_records": [{"image": 1e309}]}', "application/json"),
+    ('{"dataframe_records": [{"image": "x"}]}', "text/plain"),
+    ('{"dataframe_records": [{"image": "x"}]}', "application/json; charset=latin-1"),
+    ('{"dataframe_records": [{"image": "x"}]}', "application/json; boundary=x"),
+    ("image\n\"unterminated", "text/csv"),
+    ("a,b\n1,2,3,4\n", "text/csv"),
+    ("not parquet", "application/vnd.apache.parquet"),
+    (b"\xff\xfe\x00garbage", "application/json"),
+])
+def test_every_malformed_request_gets_a_4xx_and_the_server_keeps_serving(
+    server: Server, photo: bytes, body: str | bytes, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+
+    refused = requests.post(f"{server.url}/invocations", data=body, headers=headers,
+                            timeout=CLIENT_TIMEOUT_S)
+    after = server.invoke(records(b64(photo), threshold=1.0))
+
+    assert 400 <= refused.status_code < 500, refused.text[:500]
+    assert after.status_code == 200
