@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from carsdepo_assets.cli.console import quiet_third_party_warnings
+from carsdepo_assets.cli.console import quiet_third_parties
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``carsdepo`` command: the warning filter goes in before any command imports the
-    packages that warn at import time (dagster-mlflow, Dagster's preview APIs)."""
-    quiet_third_party_warnings()
+    """The ``carsdepo`` command: third parties are quieted before any command imports the
+    packages that warn at import time (dagster-mlflow, Dagster's preview APIs, MLflow)."""
+    quiet_third_parties()
     from carsdepo_assets.cli.parser import main as run_command
 
     return run_command(argv)

@@ -13,16 +13,32 @@ from typing import TextIO
 
 _console: TextIO | None = None  # where say() writes while stderr goes to a log file
 OTHER_PACKAGES = r"(?!carsdepo_assets(\.|$))"  # any module name but carsdepo's own
+# MLflow's own console output: its logger (warnings about pickled models, ...) and the
+# artifact progress bars; a value the user set stays.
+QUIET_ENVIRONMENT = {"MLFLOW_LOGGING_LEVEL": "ERROR",
+                     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
-def quiet_third_party_warnings() -> None:
-    """Hide warnings raised in other packages' code (Dagster's Beta and Preview warnings,
-    MLflow's, torch's): they speak to carsdepo's developers, not to the person at the terminal.
-    Warnings raised in carsdepo's own modules keep Python's default treatment, and ``-W`` or
-    ``PYTHONWARNINGS`` (a developer asking for warnings) leaves every filter as it was."""
-    if sys.warnoptions:
+def quiet_third_parties() -> None:
+    """Hide the warnings of other packages (Dagster's Beta and Preview warnings, MLflow's,
+    torch's), raised in their code or about carsdepo's use of them, and MLflow's logged
+    warnings: they speak to carsdepo's developers, not to the person at the terminal.
+    carsdepo's own warnings keep Python's default treatment, and ``-W`` or ``PYTHONWARNINGS``
+    (a developer asking for warnings) leaves the warning filters as they were."""
+    for name, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    if sys.warnoptions or getattr(warnings.showwarning, "quiets_third_parties", False):
         return
     warnings.filterwarnings("ignore", module=OTHER_PACKAGES)
+    show = warnings.showwarning
+
+    def show_unless_third_party(message, category, filename, lineno, file=None, line=None):
+        if category.__module__ == "builtins" or category.__module__.startswith(
+                "carsdepo_assets"):
+            show(message, category, filename, lineno, file, line)
+
+    show_unless_third_party.quiets_third_parties = True
+    warnings.showwarning = show_unless_third_party
 
 
 def say(message: str) -> None:

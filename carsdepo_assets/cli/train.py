@@ -200,10 +200,12 @@ def format_outcome(outcome: TrainingOutcome) -> str:
     return "\n".join(lines)
 
 
+GATE_OPTIONS = ("min_ap50", "min_none_accuracy", "tolerance")  # model_registry's fields
+
+
 def gate_overrides(args: argparse.Namespace) -> dict[str, float]:
-    return {name: value for name, value in (("min_ap50", args.min_ap50),
-                                            ("min_none_accuracy", args.min_none_accuracy))
-            if value is not None}
+    """The quality gate's settings given on the command line."""
+    return {name: getattr(args, name) for name in GATE_OPTIONS if getattr(args, name) is not None}
 
 
 def cmd_train(args: argparse.Namespace, layout: StateLayout) -> int:
@@ -260,3 +262,6 @@ def register(command: AddCommand) -> None:
     train.add_argument("--min-none-accuracy", type=float,
                        help="quality gate: minimum of the 'None' accuracy's lower bound "
                        "(default 0.7)")
+    train.add_argument("--tolerance", type=float,
+                       help="quality gate: how far below the champion's AP50 and 'None' "
+                       "accuracy the new model may fall (default 0.02)")
