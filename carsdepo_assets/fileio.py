@@ -71,7 +71,7 @@ def temporary_file(target: Path) -> tuple[int, str]:
         fd, name = tempfile.mkstemp(dir=target.parent, suffix=TEMP_SUFFIX,
                                     prefix=f".{_bounded(target.name)}.pid{os.getpid()}.")
     except OSError as error:
-        _raise_disk_full(error, target.parent)
+        raise_if_disk_full(error, target.parent)
         raise
     os.fchmod(fd, FILE_MODE)
     return fd, name
@@ -85,7 +85,7 @@ def _bounded(name: str) -> str:
     return "long-name-" + hashlib.sha256(encoded).hexdigest()[:24]
 
 
-def _raise_disk_full(error: OSError, folder: Path) -> None:
+def raise_if_disk_full(error: OSError, folder: Path) -> None:
     """Raise ``DiskFull`` naming ``folder`` and its free space when ``error`` is "no space
     left"; return (for the caller to re-raise ``error``) otherwise."""
     if error.errno in _NO_SPACE:
@@ -115,7 +115,7 @@ def atomic_writer(path: Path, binary: bool = True) -> Iterator[IO]:
         os.replace(tmp_name, path)
     except OSError as error:
         Path(tmp_name).unlink(missing_ok=True)
-        _raise_disk_full(error, path.parent)
+        raise_if_disk_full(error, path.parent)
         raise
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -164,8 +164,10 @@ def _unreferenced(layout: StateLayout, store: ImageStore, sha: str, path: Path,
     if not repair:
         return [Finding(path, problem, f"run `carsdepo fsck --repair` to list it in batch "
                         f"{owner}'s manifest as '{GONE}' (nothing is deleted)")]
-    with layout.batch_lock(owner):
+    with layout.batch_lock(owner):  # an ingestion of the batch in flight finishes first
         manifest = BatchManifest.load(manifest_path)
+        if sha in manifest.referenced_hashes():
+            return []  # that ingestion listed it
         manifest.gone.append(ManifestRow(UNKNOWN_PATH, GONE, sha256=sha,
                                          reason="found referenced by no manifest by fsck"))
         manifest.save(manifest_path)

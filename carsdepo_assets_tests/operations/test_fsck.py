@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import io
 import json
 import shutil
@@ -28,7 +29,12 @@ from carsdepo_assets.cli.runner import (
     fail_abandoned_runs,
     prepare_dagster_home,
 )
-from carsdepo_assets.fileio import process_started, same_process_running
+from carsdepo_assets.fileio import (
+    DiskFull,
+    process_started,
+    raise_if_disk_full,
+    same_process_running,
+)
 from carsdepo_assets.images.ingest import ingest_batch, load_manifest
 from carsdepo_assets.images.manifest import GONE, BatchManifest
 from carsdepo_assets.images.store import ImageStore, sha256_hex
@@ -222,6 +228,7 @@ def test_fsck_finds_unreferenced_images_and_repair_lists_them_in_their_batch(
     assert len(check_state(carsdepo_home)) == 2  # b2's, until it is ingested again
 
 
+@pytest.mark.slow
 def test_fsck_names_each_damaged_state_file_and_what_to_do(carsdepo_home: StateLayout) -> None:
     """Truncated manifest, annotation snapshot, dataset file, Dagster runs.db, model.pt; an
     MLflow database overwritten; LATEST naming a missing snapshot."""
@@ -282,3 +289,14 @@ def test_carsdepo_fsck_runs_from_the_command_line(carsdepo_home: StateLayout, ca
     assert main(["fsck", "--repair"]) == 0
     assert "0 problem(s), 1 repaired" in capsys.readouterr().out
     assert main(["fsck"]) == 0
+
+
+def test_a_full_disk_names_the_folder_and_its_free_space(tmp_path: Path) -> None:
+    """A real "no space left" error: /dev/full refuses every write with ENOSPC."""
+    with pytest.raises(OSError) as raised, open("/dev/full", "wb", buffering=0) as full:
+        full.write(b"x")
+    assert raised.value.errno == errno.ENOSPC
+    with pytest.raises(DiskFull, match=f"no space left to write in {tmp_path} "
+                                       r"\([0-9,.]+ MB free\): free some space"):
+        raise_if_disk_full(raised.value, tmp_path)
+    raise_if_disk_full(PermissionError(errno.EACCES, "denied"), tmp_path)  # not a full disk
