@@ -51,6 +51,7 @@ UPLOAD, STORED_BATCH = "Upload photos", "A stored batch"
 ACTION_WORDS = {"no_action": "no action", "retrain": "retrain", "experiment": "experiment",
                 "no_reference": "no reference yet"}
 KPI_REFRESH_S = 60
+PHOTOS_PER_ROW = 3
 
 
 @st.cache_resource(show_spinner=False)
@@ -84,13 +85,10 @@ def answer_text(answer: str | list[dict]) -> str:
 
 
 def show_photo(photo: CheckedPhoto, check: PhotoCheck, threshold: float) -> None:
-    if photo.reason is not None:
-        st.error(f"**{photo.name}** could not be checked: {photo.reason}")
-        return
     answer = answer_text(photo.answer(threshold))
-    st.image(photo.drawn(threshold), caption=f"{photo.name}: {answer}", width="stretch")
-    st.markdown(f"**{photo.name}** — answer: **{answer}**  \n"
-                f"model {check.model.name} v{check.model.version}, threshold {threshold:.2f}")
+    st.markdown(f"**{photo.name}** — answer: **{answer}**")
+    st.image(photo.drawn(threshold), width="stretch",
+             caption=f"{check.model.name} v{check.model.version}, threshold {threshold:.2f}")
 
 
 def submission(settings: AppSettings) -> tuple[str, list[tuple[str, bytes]], list[str]] | None:
@@ -151,7 +149,14 @@ def check_page(settings: AppSettings) -> None:
         help="Moving it re-filters the scores the model gave; the model does not run again. "
              f"Recorded answers use the operating threshold {check.threshold:.2f}.")
     for photo in check.photos:
-        show_photo(photo, check, threshold)
+        if photo.reason is not None:
+            st.error(f"**{photo.name}** could not be checked: {photo.reason}")
+    answered = [photo for photo in check.photos if photo.reason is None]
+    for start in range(0, len(answered), PHOTOS_PER_ROW):
+        row = st.columns(PHOTOS_PER_ROW)
+        for column, photo in zip(row, answered[start:start + PHOTOS_PER_ROW], strict=False):
+            with column:
+                show_photo(photo, check, threshold)
 
 
 def monitoring_page(settings: AppSettings) -> None:
@@ -231,10 +236,14 @@ def models_page(settings: AppSettings) -> None:
         if version is None:
             column.metric(alias.capitalize(), "none")
             continue
-        reference = champion.figures.get("AP50") if champion and alias == CHALLENGER else None
         value = version.figures.get("AP50")
+        if alias == CHALLENGER and champion is not None and version.version == champion.version:
+            column.metric(f"Challenger: version {version.version}", "the champion",
+                          help="the latest challenger passed the quality gate and was promoted")
+            continue
+        reference = champion.figures.get("AP50") if champion and alias == CHALLENGER else None
         column.metric(f"{alias.capitalize()}: version {version.version}",
-                      "–" if value is None else f"AP50 {value:.3f}",
+                      "–" if value is None else f"test AP50 {value:.3f}",
                       None if value is None or reference is None else f"{value - reference:+.3f}")
     st.subheader("Test figures of every version")
     st.dataframe(figures_table(versions))

@@ -140,15 +140,15 @@ def stored_batch_photos(
     photos: list[tuple[str, bytes]] = []
     unreadable: list[str] = []
     for row in rows[:limits.max_photos]:
-        path = store.path_for(row.sha256)
         try:
+            path = store.path_for(row.sha256)
             photos.append((row.path, read_regular_file(path, limits.policy.max_file_bytes)))
         except NotARegularFile as refused:
             unreadable.append(f"{row.path} ({path}): {refused.reason}")
         except FileTooBig:
             unreadable.append(f"{row.path} ({path}): {file_too_big_reason(None, limits.policy)}")
-        except OSError as error:
-            unreadable.append(f"{row.path} ({path}): unreadable: {error.strerror or error}")
+        except OSError as error:  # FileNotFoundError from the store names the image and store
+            unreadable.append(f"{row.path} ({row.sha256}): {error.strerror or error}")
     return photos, unreadable
 
 
