@@ -84,7 +84,10 @@ def build_model(config: DetectorConfig, *, load_backbone_weights: bool = True) -
         weights_path=config.weights_path if load_backbone_weights else None,
         freeze_at=config.freeze_at,
     )
-    backbone = FpnBackbone(body, config.fpn_channels)
+    # channels-last weights make oneDNN's CPU convolutions (depthwise ones above all) cheaper:
+    # measured on 2 cores, a training step took 28 % less CPU time and inference 15 % less,
+    # with the same outputs (benchmarks/bench_detector.py records the training rate)
+    backbone = FpnBackbone(body, config.fpn_channels).to(memory_format=torch.channels_last)
     anchors = AnchorGenerator(
         sizes=config.anchor_sizes,
         aspect_ratios=(config.aspect_ratios,) * len(LEVELS),
