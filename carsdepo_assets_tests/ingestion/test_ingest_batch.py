@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from carsdepo_assets.cli import main
 from carsdepo_assets.images.ingest import (
     REASON_SUFFIX,
     BatchSourceError,
@@ -386,3 +389,27 @@ def test_unsafe_batch_names_are_refused_before_anything_is_written(
     with pytest.raises(InvalidName, match="invalid batch name"):
         ingest_batch(carsdepo_home.landing / "src", name, carsdepo_home)
     assert tree(carsdepo_home.root) == before
+
+
+@pytest.mark.slow
+def test_carsdepo_ingest_of_odd_names_and_a_socket_exits_0_and_prints_on_a_utf8_console(
+    carsdepo_home: StateLayout, tmp_path: Path,
+) -> None:
+    """The command on a strict UTF-8 stdout, as a terminal has: a non-UTF-8 name once made it
+    fail with UnicodeEncodeError after the batch was processed."""
+    source = tmp_path / "odd"
+    write(source / "good.jpg", jpeg(1))
+    write(source / os.fsdecode(b"caf\xe9.jpg"), b"not a photo")
+    write(source / ("n" * 251 + ".jpg"), b"not a photo either")
+    write(source / "a", b"x")
+    write(source / "a.reason.txt" / "b", b"y")
+    console = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    with socket.socket(socket.AF_UNIX) as listening, contextlib.redirect_stdout(console):
+        listening.bind(str(source / "camera.sock"))
+        code = main(["ingest", str(source), "--batch", "b1"])
+    console.flush()
+    out = console.buffer.getvalue().decode("utf-8")
+    assert code == 0
+    assert "1 stored, 0 duplicate, 5 quarantined, 0 ignored" in out
+    assert "caf\\udce9.jpg: not an image" in out
+    assert "camera.sock: not a regular file: socket, not read" in out
