@@ -8,8 +8,10 @@ back and must be well-formed. Quality is measured in benchmarks/.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import time
 from pathlib import Path
 
 import mlflow
@@ -23,7 +25,14 @@ from carsdepo_assets.detection.champion import CHALLENGER, alias_version, config
 from carsdepo_assets.detection.config import DetectorConfig
 from carsdepo_assets.detection.data import CocoSplit
 from carsdepo_assets.images.validate import ImagePolicy
-from carsdepo_assets.prediction.pyfunc import answer_rows, b64_image, log_detector_model
+from carsdepo_assets.prediction.deadline import DeadlinePassed
+from carsdepo_assets.prediction.limits import OverLimit, ServingLimits
+from carsdepo_assets.prediction.pyfunc import (
+    answer_frame,
+    answer_rows,
+    b64_image,
+    log_detector_model,
+)
 from carsdepo_assets.state import StateLayout
 from carsdepo_assets.synth import generate_dataset
 from carsdepo_assets.taxonomy import CLASS_NAMES
@@ -151,3 +160,79 @@ def test_request_with_no_usable_image_is_refused_as_invalid(served):
 
     # what `mlflow models serve` answers: 400 Bad Request, and it keeps serving
     assert no_image.value.get_http_status_code() == no_column.value.get_http_status_code() == 400
+
+
+def _frame(*images: Image.Image) -> pd.DataFrame:
+    encoded = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        encoded.append(b64_image(buffer.getvalue()))
+    return pd.DataFrame({"image": encoded})
+
+
+def test_a_photo_over_the_working_side_is_read_smaller_and_answered_in_its_own_pixels(
+    detector_dir, panels
+):
+    """Twice the bound: the model reads it at the bound (the photo as the server resamples
+    it), the boxes come back doubled."""
+    detector = load_detector(detector_dir)
+    large = Image.open(panels["damaged"]).convert("RGB").resize((2 * WIDTH, 2 * HEIGHT))
+    small = large.resize((WIDTH, HEIGHT), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    bound = ServingLimits(max_working_side=WIDTH)
+
+    at_bound = answer_frame(detector, _frame(small), 0.0, limits=bound)
+    over_bound = answer_frame(detector, _frame(large), 0.0, limits=bound)
+
+    [expected], [found] = (a.record["damage"] for a in at_bound), (
+        a.record["damage"] for a in over_bound)
+    assert found and len(found) == len(expected)
+    for near, far in zip(expected, found, strict=True):
+        assert far["label"] == near["label"] and far["score"] == pytest.approx(near["score"])
+        assert far["box"] == pytest.approx([2 * v for v in near["box"]], abs=0.2)
+
+
+def test_a_served_request_is_refused_whole_over_its_row_or_pixel_budget(detector_dir, panels):
+    detector = load_detector(detector_dir)
+    photo = Image.open(panels["clean"]).convert("RGB")
+    frame = _frame(photo, photo, photo)
+
+    with pytest.raises(OverLimit, match="3 rows in the request, over the limit of 2 rows"):
+        answer_frame(detector, frame, 0.5, limits=ServingLimits(max_rows=2))
+    with pytest.raises(OverLimit, match=f"declare more than {2 * WIDTH * HEIGHT:,} pixels, over "
+                       f"the limit of {WIDTH * HEIGHT + 1:,} decoded pixels"):
+        answer_frame(detector, frame, 0.5,
+                     limits=ServingLimits(max_request_pixels=WIDTH * HEIGHT + 1))
+    assert len(answer_frame(detector, frame, 0.5, limits=ServingLimits(
+        max_rows=3, max_request_pixels=3 * WIDTH * HEIGHT))) == 3
+
+
+def test_a_served_request_reads_no_path_unless_its_folder_is_allowed(
+    detector_dir, panels, tmp_path
+):
+    detector = load_detector(detector_dir)
+    photo = tmp_path / "allowed" / "photo.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(panels["clean"].read_bytes())
+    frame = pd.DataFrame({"path": [str(photo)]})
+
+    with pytest.raises(OverLimit, match="the 'path' column is off on this server") as off:
+        answer_frame(detector, frame, 1.0, limits=ServingLimits())
+    with pytest.raises(OverLimit, match="not a file under a folder this server allows"):
+        answer_frame(detector, frame, 1.0,
+                     limits=ServingLimits(allowed_path_roots=(str(tmp_path / "other"),)))
+    [answered] = answer_frame(detector, frame, 1.0, limits=ServingLimits(
+        allowed_path_roots=(str(photo.parent),)))
+
+    assert off.value.status == 403
+    assert answered.record == {"damage": "None"}
+    assert answered.sha256 == hashlib.sha256(photo.read_bytes()).hexdigest()
+
+
+def test_work_past_its_deadline_stops_before_the_next_image(detector_dir, panels):
+    detector = load_detector(detector_dir)
+    frame = _frame(Image.open(panels["clean"]).convert("RGB"))
+
+    with pytest.raises(DeadlinePassed, match="request timed out after 5 s"):
+        answer_frame(detector, frame, 0.5, limits=ServingLimits(timeout_s=5.0),
+                     deadline=time.monotonic() - 1.0)
