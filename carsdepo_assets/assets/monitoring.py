@@ -2,13 +2,21 @@
 
 Profiles are whylogs binaries under ``profiles/``; drift reports and decisions are also written
 as JSON under ``reports/`` so the KPI report and people can read them without Dagster.
+
+Three signals are profiled (``monitoring/drift.py``): light (image statistics), content (the
+champion's backbone embedding of each photo, projected on the PCA fitted on the reference and
+saved beside it as ``profiles/reference-content.npz``) and outputs (the champion's answers, for
+a batch that ``batch_predictions`` answered). While there is no champion, the reference and
+the batches have light features only, and the drift report says so.
 """
 
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
 
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -18,16 +26,23 @@ from dagster import (
     Output,
     asset,
 )
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from carsdepo_assets.datasets import latest_dataset, load_dataset
 from carsdepo_assets.detection.champion import current_champion
+from carsdepo_assets.detection.embeddings import ImageEmbedder
 from carsdepo_assets.fileio import atomic_write_json
 from carsdepo_assets.images.ingest import iter_stored_images
 from carsdepo_assets.monitoring import drift as drift_statistics
 from carsdepo_assets.monitoring.decision import decide
 from carsdepo_assets.monitoring.drift import DriftReport, drift_plot
-from carsdepo_assets.monitoring.features import iter_image_features, prediction_features
+from carsdepo_assets.monitoring.embedding import (
+    Projection,
+    fit_reference_content,
+    is_content_feature,
+)
+from carsdepo_assets.monitoring.features import image_features_from_path, prediction_features
 from carsdepo_assets.monitoring.profiles import (
     profile_rows,
     read_profile,
@@ -36,6 +51,8 @@ from carsdepo_assets.monitoring.profiles import (
     write_profile,
 )
 from carsdepo_assets.partitions import batch_partitions
+from carsdepo_assets.prediction.models import ModelRef
+from carsdepo_assets.prediction.pyfunc import load_registered_detector
 from carsdepo_assets.resources.mlflow import ModelRegistry
 from carsdepo_assets.resources.monitoring import DriftPolicy
 from carsdepo_assets.resources.state import CarsdepoHome
@@ -45,22 +62,81 @@ from carsdepo_assets.visual import markdown_image
 GROUP = "monitoring"
 
 
-def batch_feature_rows(layout: StateLayout, batch: str):
-    """Image features of each stored image of the batch, one image in memory at a time, with
-    the model-output features when ``batch_predictions`` has answered for the batch."""
+CONTENT_PROJECTION_FILE = "reference-content.npz"
+EMBED_CHUNK = 8  # images embedded at once: one chunk in memory
+NO_CHAMPION_NOTE = ("Content not profiled: there was no champion when the reference was made, "
+                    "so only light (and output) features are compared.")
+
+
+def content_projection_path(layout: StateLayout) -> Path:
+    """Where the reference's content projection lives, beside the reference profile."""
+    return layout.reference_profile_path().with_name(CONTENT_PROJECTION_FILE)
+
+
+def champion_embedder(model_name: str, version: str) -> ImageEmbedder:
+    """The backbone of a registered detector version, loaded as ``batch_predictions`` does."""
+    model = ModelRef(model_name, version)
+    return ImageEmbedder.of_detector(load_registered_detector(model.uri), str(model))
+
+
+def light_and_embeddings(
+    paths: Sequence[Path], embedder: ImageEmbedder | None
+) -> Iterator[tuple[dict[str, float], np.ndarray | None]]:
+    """Image features and (with an embedder) the embedding of each file, in one streaming pass
+    of :data:`EMBED_CHUNK` images at a time."""
+    for start in range(0, len(paths), EMBED_CHUNK):
+        chunk = [Path(path) for path in paths[start:start + EMBED_CHUNK]]
+        rows = [image_features_from_path(path) for path in chunk]
+        vectors = (embedder.embed([embedder.open(path) for path in chunk]) if embedder
+                   else [None] * len(chunk))
+        yield from zip(rows, vectors, strict=True)
+
+
+def batch_feature_rows(layout: StateLayout, batch: str,
+                       content: tuple[ImageEmbedder, Projection] | None = None):
+    """Image features of each stored image of the batch, one chunk in memory at a time, with
+    the content features when ``content`` (embedder, projection) is given and the model-output
+    features when ``batch_predictions`` has answered for the batch."""
     answers = _predictions_by_sha(layout.prediction_path(batch))
     stored = list(iter_stored_images(layout, batch))
-    for (sha, _), features in zip(stored, iter_image_features(p for _, p in stored), strict=True):
+    embedder, projection = content if content else (None, None)
+    pairs = light_and_embeddings([path for _, path in stored], embedder)
+    for (sha, _), (features, vector) in zip(stored, pairs, strict=True):
+        if projection is not None:
+            features = {**features, **projection.features(vector)}
         if answers:
-            features = {**features, **prediction_features(answers.get(sha, "None"))}
+            damage, max_score = answers.get(sha, ("None", None))
+            features = {**features, **prediction_features(damage, max_score)}
         yield features
+
+
+def batch_content(layout: StateLayout, model_registry: ModelRegistry,
+                  log) -> tuple[tuple[ImageEmbedder, Projection] | None, str]:
+    """The embedder and projection the reference's content features were made with, or None
+    and why not (no champion at the time, or its model can no longer be loaded)."""
+    path = content_projection_path(layout)
+    if not path.is_file():
+        return None, "not profiled: the reference has no content projection (no champion yet)"
+    projection = Projection.load(path)
+    name, version = projection.source.get("model_name"), projection.source.get("model_version")
+    if not (name and version):
+        return None, f"not profiled: {path} does not name the model it was made with"
+    model_registry.connect()
+    try:
+        embedder = champion_embedder(name, version)
+    except (MlflowException, OSError, ValueError) as error:  # the batch goes on without
+        log.warning(f"content features skipped: cannot load {name} v{version}: {error}")
+        return None, f"not profiled: {name} v{version} cannot be loaded ({error})"
+    return (embedder, projection), (f"{len(projection.feature_names)} components of "
+                                    f"{embedder.source}'s backbone embedding")
 
 
 def _predictions_by_sha(path: Path) -> dict:
     if not path.is_file():
         return {}
     rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {row["sha256"]: row["damage"] for row in rows if "sha256" in row and "damage" in row}
+    return {row["sha256"]: (row["damage"], row.get("max_score"))
+            for row in rows if "sha256" in row and "damage" in row}
 
 
 @asset(
@@ -93,16 +169,45 @@ def reference_profile(
     if not paths:
         raise Failure(f"dataset {dataset.version} has an empty train split: no reference")
     context.log.info(f"profiling {len(paths)} train images of dataset {dataset.version}")
-    view = profile_rows(iter_image_features(paths))
+    embedder = champion_embedder(model_registry.model_name, champion) if champion else None
+    pairs = list(light_and_embeddings(paths, embedder))
+    rows, content = reference_content(layout, pairs, embedder, model_registry.model_name,
+                                      champion)
+    view = profile_rows(rows)
     write_profile(view, layout.reference_profile_path())
     return MaterializeResult(metadata={
         "rows": row_count(view),
         "dataset_version": dataset.version,
         "source": source,
         "champion_version": champion or "none",
+        "content": content,
         "path": MetadataValue.path(str(layout.reference_profile_path())),
         "summary": MetadataValue.md(summary_table(view)),
     })
+
+
+def reference_content(layout: StateLayout, pairs: list, embedder: ImageEmbedder | None,
+                      model_name: str, champion: str | None) -> tuple[list[dict], str]:
+    """The reference rows, with content features when there is a champion to embed with; the
+    projection is saved (or a stale one removed). Returns the rows and what content holds."""
+    path = content_projection_path(layout)
+    rows = [row for row, _ in pairs]
+    if embedder is None:
+        path.unlink(missing_ok=True)
+        return rows, "not profiled: no champion yet (light features only)"
+    try:
+        projection, content_rows = fit_reference_content(
+            np.stack([vector for _, vector in pairs]),
+            source={"model_name": model_name, "model_version": champion,
+                    "embedder": embedder.source, "side": embedder.side})
+    except ValueError as error:  # too few train images for a projection
+        path.unlink(missing_ok=True)
+        return rows, f"not profiled: {error}"
+    projection.save(path)
+    rows = [{**row, **content} for row, content in zip(rows, content_rows, strict=True)]
+    return rows, (f"{len(projection.feature_names)} PCA components of {embedder.source}'s "
+                  f"backbone embedding ({100 * projection.explained_variance:.0f}% of its "
+                  "variance), fitted on half of the reference, profiled on the other half")
 
 
 @asset(
@@ -113,10 +218,13 @@ def reference_profile(
     description="whylogs profile of a batch's image features (and model outputs when the "
     "batch has predictions), streamed one image at a time.",
 )
-def batch_profile(context: AssetExecutionContext, carsdepo_home: CarsdepoHome) -> MaterializeResult:
+def batch_profile(
+    context: AssetExecutionContext, carsdepo_home: CarsdepoHome, model_registry: ModelRegistry
+) -> MaterializeResult:
     layout = carsdepo_home.layout
     batch = context.partition_key
-    view = profile_rows(batch_feature_rows(layout, batch))
+    content, content_note = batch_content(layout, model_registry, context.log)
+    view = profile_rows(batch_feature_rows(layout, batch, content))
     rows = row_count(view)
     if rows == 0:
         context.log.warning(f"batch {batch} has no stored images: its profile is empty")
@@ -125,6 +233,7 @@ def batch_profile(context: AssetExecutionContext, carsdepo_home: CarsdepoHome) -
     write_profile(view, path)
     return MaterializeResult(metadata={
         "rows": rows,
+        "content": content_note,
         "path": MetadataValue.path(str(path)),
         "summary": MetadataValue.md(summary_table(view) if rows else "empty batch"),
     })
@@ -151,19 +260,28 @@ def drift_report(
         atomic_write_json(layout.drift_report_path(batch), {"status": "no_reference"})
         return Output(None, metadata={"status": "no reference profile yet", "deviation": 0.0})
     reference, current = read_profile(reference_path), read_profile(batch_path)
-    report = drift_statistics.drift_report(reference, current, alpha=drift_policy.alpha)
+    report = drift_statistics.drift_report(reference, current, alpha=drift_policy.alpha,
+                                           notes=content_notes(reference))
     atomic_write_json(layout.drift_report_path(batch), report.to_dict())
     metadata = {
         "status": report.status,
         "deviation": round(report.deviation, 2),
         "drifted": ", ".join(item.feature for item in report.drifted) or "none",
+        "moved_signals": ", ".join(report.moved_signals) or "none",
         "report": MetadataValue.md(report.to_markdown()),
     }
-    drivers = [item.feature for item in report.drivers]
+    drivers = [item.feature for item in report.top_drivers()]
     if drivers:
         plot = drift_plot(reference, current, drivers)
         metadata["distributions"] = MetadataValue.md(markdown_image(plot, "reference vs batch"))
     return Output(report, metadata=metadata)
+
+
+def content_notes(reference) -> tuple[str, ...]:
+    """Why the content signal is absent from a comparison, when it is."""
+    if any(is_content_feature(name) for name in reference.get_columns()):
+        return ()
+    return (NO_CHAMPION_NOTE,)
 
 
 @asset(
@@ -185,6 +303,7 @@ def retraining_decision(
     return Output(record, metadata={
         "action": decision.action,
         "deviation": decision.deviation if decision.deviation is not None else -1.0,
+        "moved_signals": ", ".join(decision.moved_signals) or "none",
         "reasons": MetadataValue.md("\n".join(f"- {reason}" for reason in decision.reasons)),
         "retrain_at": drift_policy.retrain_at,
         "experiment_at": drift_policy.experiment_at,

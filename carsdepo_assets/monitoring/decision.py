@@ -42,13 +42,13 @@ class Thresholds:
 @dataclass(frozen=True)
 class Decision:
     """What to do about one batch, and why (``reasons`` name features and amounts;
-    ``moved`` the signals that drifted: light, content, outputs)."""
+    ``moved_signals`` the signals that drifted: light, content, outputs)."""
 
     action: str
     deviation: float | None
     reasons: tuple[str, ...]
     thresholds: Thresholds
-    moved: tuple[str, ...] = ()
+    moved_signals: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,4 +83,5 @@ def decide(
     missing = [f"not compared, missing in the {side}: {', '.join(names)}"
                for side, names in (("batch", report.missing_in_batch),
                                    ("reference", report.missing_in_reference)) if names]
-    return Decision(action, deviation, (rule, *details, *missing), thresholds, report.moved)
+    return Decision(action, deviation, (rule, *details, *missing), thresholds,
+                    report.moved_signals)

@@ -5,8 +5,9 @@ the two KLL sketches and gives the KS statistic ``D`` (the largest gap between t
 cumulative distributions: the share of images whose feature value would have to move for the
 distributions to match) and its p-value. Because several features are tested at once, a
 feature counts as drifted when its p-value is below ``alpha / m`` for ``m`` tested features
-of its signal (Bonferroni, see "Signals" below), which keeps the chance of any false alarm in a same-distribution batch near
-``alpha``. Features significant at ``alpha`` alone are reported as possible drift.
+of its signal (Bonferroni, see "Signals" below), which keeps the chance of any false alarm of
+a signal in a same-distribution batch near ``alpha``. Features significant at ``alpha`` alone
+are reported as possible drift.
 
 The batch deviation score, in percent
 -------------------------------------
@@ -192,14 +193,14 @@ class DriftReport:
         return tuple(result)
 
     @property
-    def moved(self) -> tuple[str, ...]:
+    def moved_signals(self) -> tuple[str, ...]:
         """The signals whose scored features drifted beyond chance, in :data:`SIGNALS` order."""
         return tuple(item.signal for item in self.signals if item.moved)
 
     def top_drivers(self, per_signal: int = 3) -> tuple[FeatureDrift, ...]:
         """The largest contributions of each moved signal, for a plot that shows every one."""
         chosen = []
-        for signal in self.moved:
+        for signal in self.moved_signals:
             chosen += [item for item in self.drivers
                        if signal_of(item.feature) == signal][:per_signal]
         return tuple(chosen)
@@ -220,7 +221,7 @@ class DriftReport:
         payload = asdict(self)
         payload["drifted"] = [item.feature for item in self.drifted]
         payload["signals"] = [{**asdict(item), "moved": item.moved} for item in self.signals]
-        payload["moved"] = list(self.moved)
+        payload["moved_signals"] = list(self.moved_signals)
         for item in payload["features"]:
             item.update({key: None for key, value in item.items()
                          if isinstance(value, float) and math.isnan(value)})

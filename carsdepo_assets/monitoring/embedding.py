@@ -7,6 +7,13 @@ on the reference, becomes one profiled feature (``content_00``, ``content_01``..
 own KS test. The projection is saved beside the reference profile, with the backbone it belongs
 to: a batch must be embedded by the same backbone and projected by the same PCA to be compared.
 
+The reference photos are split in two (:func:`fit_reference_content`): the PCA is fitted on
+one half and the reference's content features are the projections of the other half. The
+directions a PCA picks maximise the spread of the very photos it was fitted on, so their
+projections are wider than those of any new photo, and a batch from the same distribution
+would look drifted (with 200 reference photos of 472 dimensions the excess is large enough to
+trigger). Projections of photos the PCA never saw are what a new batch is compared with.
+
 Numpy only: the embeddings come from ``detection.embeddings`` through the assets.
 """
 
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,7 +104,8 @@ def fit_projection(embeddings: np.ndarray, components: int = DEFAULT_COMPONENTS,
     embeddings = _checked(embeddings, "reference embeddings")
     rows = embeddings.shape[0]
     if rows < 3:
-        raise ValueError(f"a content projection needs at least 3 reference images, got {rows}")
+        raise ValueError(f"a content projection needs at least 3 reference images to fit on, "
+                         f"got {rows}")
     if components < 1:
         raise ValueError(f"components must be at least 1, got {components}")
     mean = embeddings.mean(axis=0)
@@ -108,6 +117,20 @@ def fit_projection(embeddings: np.ndarray, components: int = DEFAULT_COMPONENTS,
     explained = float((singular[:keep] ** 2).sum() / total) if total > 0 else 0.0
     return Projection(mean, vectors[:keep], np.maximum(spread[:keep], _MIN_SPREAD), explained,
                       dict(source or {}))
+
+
+def fit_reference_content(
+    embeddings: np.ndarray, components: int = DEFAULT_COMPONENTS, source: dict | None = None
+) -> tuple[Projection, list[dict[str, float]]]:
+    """The projection fitted on every other reference image (0, 2, 4...), and per image its
+    content features: the projection for the held-out images (1, 3, 5...), NaN for the fitting
+    ones (whylogs counts NaN apart, so the reference distribution is the held-out half's)."""
+    embeddings = _checked(embeddings, "reference embeddings")
+    projection = fit_projection(embeddings[::2], components, source)
+    unseen = dict.fromkeys(projection.feature_names, math.nan)
+    rows = [projection.features(vector) if index % 2 else dict(unseen)
+            for index, vector in enumerate(embeddings)]
+    return projection, rows
 
 
 def _checked(values: np.ndarray, what: str) -> np.ndarray:
