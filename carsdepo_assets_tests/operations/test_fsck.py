@@ -114,6 +114,25 @@ def test_a_copied_state_folder_never_takes_over_the_original_label_studio(
         server.DEFAULT_TOKEN
 
 
+@pytest.mark.label_studio
+def test_a_server_record_naming_a_port_its_process_does_not_listen_on_is_not_trusted(
+    label_studio_server: LabelStudioServer,
+) -> None:
+    """The record's pid, start time and data folder are right, its port is not."""
+    record = label_studio_server.layout.label_studio_server_file
+    kept = record.read_text()
+    try:
+        payload = json.loads(kept)
+        payload["url"] = "http://127.0.0.1:18401"
+        record.write_text(json.dumps(payload))
+        with pytest.raises(server.MissingSecret):  # no token for a server not at that port
+            server.api_token(payload["url"], label_studio_server.layout, environ={})
+        assert server.status(label_studio_server.layout) is None
+    finally:
+        record.write_text(kept)
+    assert server.status(label_studio_server.layout) == label_studio_server.info
+
+
 def test_a_server_record_whose_pid_was_reused_is_not_trusted(
     carsdepo_home: StateLayout,
 ) -> None:
