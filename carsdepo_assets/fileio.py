@@ -145,13 +145,14 @@ def read_json(path: Path, action: str) -> Any:
         raise DamagedFile(path, f"not valid JSON: {error}", action) from error
 
 
-def move_aside(path: Path) -> Path:
-    """Rename a damaged file to ``<name>.corrupt-<UTC time>`` beside it (kept for inspection,
-    out of the way of whatever rewrites it); returns the new path."""
+def keep_damaged_copy(path: Path) -> Path:
+    """Copy a damaged file to ``<name>.corrupt-<UTC time>`` beside it, for inspection, before
+    whatever rebuilds it replaces it (the original stays until then: a crash in between loses
+    nothing); returns the copy's path."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    aside = Path(path).with_name(f"{_bounded(Path(path).name)}.corrupt-{stamp}")
-    os.replace(path, aside)
-    return aside
+    copy = Path(path).with_name(f"{_bounded(Path(path).name)}.corrupt-{stamp}")
+    atomic_write_bytes(copy, Path(path).read_bytes())
+    return copy
 
 
 def remove_orphaned_temporaries(folders: list[Path]) -> list[Path]:

@@ -28,8 +28,9 @@ under an existing batch's name is refused before anything is stored.
 
 Re-ingesting a batch keeps its history (``BatchManifest.gone``: images stored earlier whose
 file left the folder stay referenced) and repairs a stored image of the batch that was damaged
-on disk (``ImageStore.put``). A damaged manifest is moved aside (``<name>.corrupt-<time>``) and
-rebuilt, its images recovered from the store's owner records; the manifest's ``notes`` say so.
+on disk (``ImageStore.put``). A damaged manifest is rebuilt (a copy kept as
+``<name>.corrupt-<time>``), its images recovered from the store's owner records; the manifest's
+``notes`` say so.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from carsdepo_assets.fileio import DamagedFile, atomic_write_bytes, atomic_write_text, move_aside
+from carsdepo_assets.fileio import (
+    DamagedFile,
+    atomic_write_bytes,
+    atomic_write_text,
+    keep_damaged_copy,
+)
 from carsdepo_assets.images.files import FileTooBig, NotARegularFile, read_regular_file
 from carsdepo_assets.images.manifest import (
     DUPLICATE,
@@ -146,7 +152,7 @@ def _earlier_manifest(layout: StateLayout, manifest: BatchManifest) -> BatchMani
     """The batch's manifest before this ingestion (None for a new batch).
 
     A batch is one folder: another folder under its name is refused, as it would replace the
-    manifest of the first one. A damaged manifest is moved aside and stands in as the images
+    manifest of the first one. A damaged manifest (a copy kept aside) stands in as the images
     the store records this batch as owner of, so none of them is left unreferenced."""
     path = layout.manifest_path(manifest.batch)
     if not path.is_file():
@@ -154,9 +160,9 @@ def _earlier_manifest(layout: StateLayout, manifest: BatchManifest) -> BatchMani
     try:
         earlier = BatchManifest.load(path)
     except DamagedFile as damaged:
-        aside = move_aside(path)
+        copy = keep_damaged_copy(path)
         manifest.notes.append(
-            f"the earlier manifest was damaged ({damaged.problem}); moved aside to {aside}")
+            f"the earlier manifest was damaged ({damaged.problem}); rebuilt, a copy kept as {copy}")
         store = ImageStore(layout.images)
         return BatchManifest(manifest.batch, manifest.source, gone=[
             ManifestRow(UNKNOWN_PATH, GONE, sha256=sha, reason="stored by this batch earlier")

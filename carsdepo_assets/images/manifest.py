@@ -7,7 +7,7 @@ downstream stage that needs "the images of this batch".
 history: an image an earlier ingestion stored whose file has since left the folder (deleted, or
 replaced by other content) stays referenced by a ``gone`` row, so the store never holds an
 image no manifest names. ``notes`` say what the last ingestion found worth telling (files gone,
-a damaged stored image repaired, a damaged manifest moved aside).
+a damaged stored image repaired, a damaged manifest rebuilt).
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ class BatchManifest:
     @classmethod
     def load(cls, path: Path) -> BatchManifest:
         """The manifest in ``path``; ``DamagedFile`` naming it when it cannot be parsed."""
-        action = (f"ingest batch {path.stem} again from its folder (the damaged file is moved "
-                  "aside), or restore the file from a backup")
+        action = (f"ingest batch {path.stem} again from its folder (it rebuilds the manifest and "
+                  "keeps a copy of the damaged one), or restore the file from a backup")
         payload = read_json(path, action)
         try:
             return cls.from_dict(payload)

@@ -74,7 +74,7 @@ def test_reingesting_repairs_a_truncated_stored_image(carsdepo_home: StateLayout
     ]
 
 
-def test_a_truncated_manifest_names_its_file_and_reingesting_moves_it_aside(
+def test_a_truncated_manifest_names_its_file_and_reingesting_rebuilds_it(
     carsdepo_home: StateLayout,
 ) -> None:
     """The damaged manifest once blocked re-ingestion for good with a bare JSONDecodeError."""
@@ -94,7 +94,7 @@ def test_a_truncated_manifest_names_its_file_and_reingesting_moves_it_aside(
     (aside,) = carsdepo_home.manifests.glob("b1.json.corrupt-*")
     assert aside.read_text() == truncated
     assert manifest.notes[0].startswith("the earlier manifest was damaged (not valid JSON")
-    assert str(aside) in manifest.notes[0]
+    assert f"rebuilt, a copy kept as {aside}" in manifest.notes[0]
     assert [(row.path, row.sha256) for row in manifest.gone] == [
         (UNKNOWN_PATH, first.rows[1].sha256)]
     assert manifest.referenced_hashes() == _all_stored(carsdepo_home)
