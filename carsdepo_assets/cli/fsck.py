@@ -23,10 +23,10 @@ import sqlite3
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from carsdepo_assets.fileio import DamagedFile, read_json
-from carsdepo_assets.images.fsck import Finding, check_images_and_manifests
+from carsdepo_assets.images.fsck import Finding, check_images_and_manifests, unreadable
 from carsdepo_assets.state import StateLayout
 
 if TYPE_CHECKING:
@@ -68,10 +68,12 @@ def check_annotation_snapshots(folder: Path) -> Iterator[Finding]:
     action = ("materialize the `annotations` asset again to write a fresh snapshot from Label "
               "Studio, or restore the file from a backup")
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        payload, finding = _load_json(path, action)
+        if finding is not None:
+            yield finding
+            continue
         try:
-            AnnotationSnapshot.from_dict(read_json(path, action))
-        except DamagedFile as damaged:
-            yield Finding(path, damaged.problem, action)
+            AnnotationSnapshot.from_dict(payload)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             yield Finding(path, f"not an annotation snapshot: {error!r}", action)
     pointer = folder / LATEST_FILE
@@ -89,8 +91,9 @@ def check_datasets(layout: StateLayout) -> Iterator[Finding]:
     folders = sorted(path for path in layout.datasets.iterdir()
                      if path.is_dir()) if layout.datasets.is_dir() else []
     for folder in folders:
-        unparsed = [Finding(damage.path, damage.problem, action)
-                    for damage in map(_json_damage, sorted(folder.glob("*.json"))) if damage]
+        unparsed = [finding for _, finding in (_load_json(path, action)
+                                               for path in sorted(folder.glob("*.json")))
+                    if finding is not None]
         yield from unparsed
         if not unparsed:
             try:
@@ -99,22 +102,24 @@ def check_datasets(layout: StateLayout) -> Iterator[Finding]:
                 yield Finding(folder, f"not a usable dataset: {error}", action)
     pointer = layout.dataset_pointer
     if pointer.is_file():
-        try:
-            version = read_json(pointer, action)["version"]
-            if not (layout.datasets / str(version) / MANIFEST_NAME).is_file():
-                yield Finding(pointer, f"names dataset {version}, which is missing", action)
-        except DamagedFile as damaged:
-            yield Finding(pointer, damaged.problem, action)
-        except (KeyError, TypeError) as error:
-            yield Finding(pointer, f"no dataset version in it: {error!r}", action)
+        payload, finding = _load_json(pointer, action)
+        version = payload.get("version") if isinstance(payload, dict) else None
+        if finding is not None:
+            yield finding
+        elif not isinstance(version, str):
+            yield Finding(pointer, "names no dataset version", action)
+        elif not (layout.datasets / version / MANIFEST_NAME).is_file():
+            yield Finding(pointer, f"names dataset {version}, which is missing", action)
 
 
-def _json_damage(path: Path) -> DamagedFile | None:
+def _load_json(path: Path, action: str) -> tuple[Any, Finding | None]:
+    """The JSON in ``path``, or None and the finding that says why it cannot be read."""
     try:
-        read_json(path, "")
+        return read_json(path, action), None
     except DamagedFile as damaged:
-        return damaged
-    return None
+        return None, Finding(path, damaged.problem, action)
+    except OSError as error:
+        return None, unreadable(path, error)
 
 
 def check_databases(layout: StateLayout) -> Iterator[Finding]:

@@ -78,7 +78,15 @@ def _load_manifests(layout: StateLayout) -> tuple[dict[str, BatchManifest], list
             manifests[path.stem] = BatchManifest.load(path)
         except DamagedFile as damaged:
             findings.append(Finding(path, damaged.problem, damaged.action))
+        except OSError as error:
+            findings.append(unreadable(path, error))
     return manifests, findings
+
+
+def unreadable(path: Path, error: OSError) -> Finding:
+    """The finding for a state file that cannot be read at all (permissions, I/O error)."""
+    return Finding(path, f"cannot be read: {error.strerror or error}",
+                   "check the file's owner and permissions, or the disk (an I/O error)")
 
 
 class _SourceFinder:
@@ -126,7 +134,10 @@ def _restore(store: ImageStore, shown: Path, sha: str, problem: str, sources: _S
 
 def _stored_image_problems(store: ImageStore, sha: str, path: Path, sources: _SourceFinder,
                            repair: bool) -> list[Finding]:
-    problem = content_problem(path, sha)
+    try:
+        problem = content_problem(path, sha)
+    except OSError as error:
+        return [unreadable(path, error)]
     if problem is None:
         try:
             store.open(sha)

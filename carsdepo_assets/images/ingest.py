@@ -57,7 +57,7 @@ from carsdepo_assets.images.manifest import (
     BatchManifest,
     ManifestRow,
 )
-from carsdepo_assets.images.store import ImageStore, sha256_hex
+from carsdepo_assets.images.store import ImageStore, content_problem, sha256_hex
 from carsdepo_assets.images.validate import (
     ImagePolicy,
     RejectedImage,
@@ -335,12 +335,12 @@ def find_undecodable_images(layout: StateLayout, manifest: BatchManifest) -> dic
     for sha in manifest.image_hashes():
         try:
             path = store.path_for(sha)
-            if sha256_hex(path.read_bytes()) != sha:
-                problems[sha] = f"{path.name}: content no longer matches its sha256"
+            if (problem := content_problem(path, sha)) is not None:
+                problems[sha] = f"{path.name}: {problem}; `carsdepo fsck --repair` restores it"
                 continue
             store.open(sha)
         except FileNotFoundError:
-            problems[sha] = "missing from the image store"
+            problems[sha] = "missing from the image store; `carsdepo fsck --repair` restores it"
         except Exception as error:  # any decoder failure is the finding, not a crash
             problems[sha] = f"does not decode: {error}"
     return problems

@@ -112,4 +112,6 @@ def test_checks_fail_when_the_folder_or_the_store_changes_behind_the_manifest(
     decodes = checks["every_stored_image_decodes"]
     assert not decodes.passed and decodes.severity == AssetCheckSeverity.ERROR
     assert decodes.partition == "b1"
-    assert "no longer matches its sha256" in decodes.metadata["problems"].value[sha]
+    assert decodes.metadata["problems"].value[sha] == (
+        f"{stored.name}: its 300 bytes no longer match its sha256 (truncated or overwritten); "
+        "`carsdepo fsck --repair` restores it")
