@@ -1,22 +1,35 @@
 """The monitoring assets and drift_sensor, run for real: synthetic batches, whylogs profiles,
-in-process Dagster materializations, the sensor evaluated against the same instance."""
+in-process Dagster materializations, the sensor evaluated against the same instance; with a
+real registered champion (the prediction tests' tiny detector), its backbone embeds the photos
+and batch_predictions' answers are profiled."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
+from PIL import Image
 
 from carsdepo_assets.assets.monitoring import (
+    NO_CHAMPION_NOTE,
     batch_profile,
+    champion_embedder,
+    content_projection_path,
     drift_report,
+    light_and_embeddings,
+    reference_content,
     retraining_decision,
 )
 from carsdepo_assets.images.ingest import ingest_batch
-from carsdepo_assets.monitoring.features import iter_image_features
-from carsdepo_assets.monitoring.profiles import profile_rows, write_profile
+from carsdepo_assets.monitoring.features import PREDICTION_FEATURES, iter_image_features
+from carsdepo_assets.monitoring.profiles import profile_rows, read_profile, write_profile
 from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
+from carsdepo_assets.prediction.batch import predict_batch
+from carsdepo_assets.prediction.models import ModelRef
+from carsdepo_assets.prediction.pyfunc import load_registered_detector
+from carsdepo_assets.resources.mlflow import ModelRegistry
 from carsdepo_assets.resources.monitoring import DriftPolicy
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.sensors.drift import drift_sensor
@@ -45,6 +58,8 @@ def decide_batch(layout: StateLayout, instance: DagsterInstance, batch: str) -> 
         partition_key=batch,
         instance=instance,
         resources={"carsdepo_home": CarsdepoHome(path=str(layout.root)),
+                   "model_registry": ModelRegistry(carsdepo_home=CarsdepoHome(
+                       path=str(layout.root))),
                    "drift_policy": DriftPolicy()},
     )
     assert result.success
@@ -69,7 +84,11 @@ def test_a_batch_like_the_reference_needs_no_action_and_a_very_dim_one_experimen
     assert normal["action"] == "no_action"
     assert very_dim["action"] == "experiment"
     assert any("brightness" in reason for reason in very_dim["reasons"])
+    assert very_dim["moved_signals"] == ("light",)
     assert (carsdepo_home.reports / "decisions" / "dark-b.json").is_file()
+    report = json.loads(carsdepo_home.drift_report_path("dark-b").read_text())
+    assert report["notes"] == [NO_CHAMPION_NOTE]  # no champion: light features only
+    assert report["moved_signals"] == ["light"]
 
 
 def test_without_a_reference_profile_the_decision_is_no_reference(
@@ -94,3 +113,42 @@ def test_drift_sensor_launches_experimentation_for_the_drifted_batch_once(
         ("experimentation_job", "dark-c")
     ]
     assert not getattr(again, "run_requests", None)
+
+
+def turned_batch(layout: StateLayout, name: str, seed: int) -> str:
+    """Normal-light panels turned to portrait: every light statistic stays, the content moves."""
+    folder = generate_dataset(layout.root / "synthetic" / name, 30, seed, "normal", **SIZE)
+    turned = layout.root / "synthetic" / f"{name}-turned"
+    turned.mkdir()
+    for path in sorted(folder.images_dir.glob("*.jpg")):
+        with Image.open(path) as image:
+            image.transpose(Image.Transpose.ROTATE_90).save(turned / path.name, quality=95)
+    ingest_batch(turned, name, layout)
+    return name
+
+
+@pytest.mark.slow
+def test_with_a_champion_the_content_signal_catches_panels_turned_to_portrait(
+    carsdepo_home: StateLayout, instance: DagsterInstance, champion: ModelRef
+):
+    folder = generate_dataset(carsdepo_home.root / "synthetic" / "reference", 60, 1, "normal",
+                              **SIZE)
+    embedder = champion_embedder(champion.name, champion.version)
+    pairs = list(light_and_embeddings(sorted(folder.images_dir.glob("*.jpg")), embedder))
+    rows, content = reference_content(carsdepo_home, pairs, embedder, champion.name,
+                                      champion.version)
+    write_profile(profile_rows(rows), carsdepo_home.reference_profile_path())
+    batch = turned_batch(carsdepo_home, "portrait-b", 21)
+    predict_batch(carsdepo_home, batch, load_registered_detector(champion.uri), champion)
+
+    decision = decide_batch(carsdepo_home, instance, batch)
+
+    assert "backbone embedding" in content and content_projection_path(carsdepo_home).is_file()
+    profiled = read_profile(carsdepo_home.batch_profile_path(batch)).get_columns()
+    assert {"content_00", *PREDICTION_FEATURES} <= set(profiled)
+    report = json.loads(carsdepo_home.drift_report_path(batch).read_text())
+    signals = {item["signal"]: item for item in report["signals"]}
+    assert signals["light"]["moved"] is False and signals["content"]["moved"] is True
+    assert decision["action"] != "no_action" and "content" in decision["moved_signals"]
+    # the reference has no model outputs: they are profiled, reported as not compared
+    assert "is_none" in report["missing_in_reference"]
