@@ -50,6 +50,7 @@ and which of its features drifted, to say *which* signal moved.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import warnings
@@ -389,8 +390,10 @@ def _feature_drift(name: str, score: dict | None, corrected: float, reference: d
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def _critical_distance(alpha: float, n_reference: int, n_batch: int) -> float:
-    """The KS distance whose p-value is ``alpha``, as whylogs computes p-values."""
+    """The KS distance whose p-value is ``alpha``, as whylogs computes p-values (cached: the
+    inversion costs tens of milliseconds and a signal's features share their arguments)."""
     effective = round(n_reference * n_batch / (n_reference + n_batch))
     return float(stats.kstwo.isf(alpha, effective))
 
