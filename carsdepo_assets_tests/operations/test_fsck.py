@@ -21,7 +21,7 @@ from dagster import DagsterInstance, DagsterRunStatus
 from dagster._core.test_utils import create_run_for_test
 
 from carsdepo_assets.cli import main
-from carsdepo_assets.cli.fsck import check_state, cmd_fsck
+from carsdepo_assets.cli.fsck import cmd_fsck
 from carsdepo_assets.cli.runner import (
     HOST_TAG,
     PID_STARTED_TAG,
@@ -29,6 +29,7 @@ from carsdepo_assets.cli.runner import (
     fail_abandoned_runs,
     prepare_dagster_home,
 )
+from carsdepo_assets.cli.state_checks import check_state
 from carsdepo_assets.fileio import (
     DiskFull,
     process_started,
