@@ -19,13 +19,15 @@ PLOTTED_FEATURES = 3  # the signals drawn per batch, largest contribution first
 @dataclass(frozen=True)
 class BatchDecision:
     """One batch's decision (``no_action``, ``retrain``, ``experiment``, ``no_reference``),
-    why, and the features that moved most (drifted ones first, largest share first)."""
+    why, the signals that moved (light, content, outputs) and the features that moved most
+    (drifted ones first, largest share first)."""
 
     batch: str
     action: str
     deviation: float | None
     reasons: tuple[str, ...]
     decided_at: datetime
+    moved_signals: tuple[str, ...]
     moved: tuple[str, ...]
     drifted: tuple[str, ...]
 
@@ -66,6 +68,7 @@ def _decision(layout: StateLayout, path: Path, record: dict) -> BatchDecision:
         deviation=None if deviation is None else float(deviation),
         reasons=tuple(str(reason) for reason in record.get("reasons", ())),
         decided_at=datetime.fromtimestamp(path.stat().st_mtime, UTC),
+        moved_signals=tuple(str(signal) for signal in record.get("moved_signals", ())),
         moved=moved,
         drifted=drifted,
     )

@@ -88,7 +88,7 @@ def show_photo(photo: CheckedPhoto, check: PhotoCheck, threshold: float) -> None
     answer = answer_text(photo.answer(threshold))
     st.markdown(f"**{photo.name}** — answer: **{answer}**")
     st.image(photo.drawn(threshold), width="stretch",
-             caption=f"{check.model.name} v{check.model.version}, threshold {threshold:.2f}")
+             caption=f"{photo.name}: {check.model} at threshold {threshold:.2f}")
 
 
 def submission(settings: AppSettings) -> tuple[str, list[tuple[str, bytes]], list[str]] | None:
@@ -171,7 +171,8 @@ def monitoring_page(settings: AppSettings) -> None:
     for decision in decisions:
         deviation = ("" if decision.deviation is None
                      else f", deviation {decision.deviation:.1f}%")
-        moved = f"; moved: {', '.join(decision.drifted)}" if decision.drifted else ""
+        moved = (f"; {', '.join(decision.moved_signals)} moved ({', '.join(decision.drifted)})"
+                 if decision.moved_signals else "")
         with st.expander(f"{decision.batch}: {ACTION_WORDS.get(decision.action, decision.action)}"
                          f"{deviation}{moved}", expanded=decision is decisions[0]):
             st.markdown("\n".join(f"- {reason}" for reason in decision.reasons))

@@ -29,7 +29,8 @@ MONITORING_FOLDERS = ("profiles", "reports")
 @pytest.fixture(scope="package")
 def monitoring_template(tmp_path_factory) -> StateLayout:
     """A state whose reference profile comes from normal photos and where the monitoring
-    assets decided on a normal batch and a very dim one, through Dagster."""
+    assets decided on a normal batch and a very dim one, through Dagster (no champion: light
+    features only)."""
     from dagster import DagsterInstance, materialize
 
     from carsdepo_assets.assets.monitoring import batch_profile, drift_report, retraining_decision
@@ -37,10 +38,12 @@ def monitoring_template(tmp_path_factory) -> StateLayout:
     from carsdepo_assets.monitoring.features import iter_image_features
     from carsdepo_assets.monitoring.profiles import profile_rows, write_profile
     from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
+    from carsdepo_assets.resources.mlflow import ModelRegistry
     from carsdepo_assets.resources.monitoring import DriftPolicy
     from carsdepo_assets.resources.state import CarsdepoHome
 
     layout = StateLayout(tmp_path_factory.mktemp("monitored-home")).ensure()
+    home = CarsdepoHome(path=str(layout.root))
     reference = generate_dataset(layout.root / "synthetic" / "reference", 30, 1, **SIZE)
     write_profile(profile_rows(iter_image_features(sorted(reference.images_dir.glob("*.jpg")))),
                   layout.reference_profile_path())
@@ -54,7 +57,8 @@ def monitoring_template(tmp_path_factory) -> StateLayout:
             assert materialize(
                 [batch_profile, drift_report, retraining_decision], partition_key=batch_name,
                 instance=instance,
-                resources={"carsdepo_home": CarsdepoHome(path=str(layout.root)),
+                resources={"carsdepo_home": home,
+                           "model_registry": ModelRegistry(carsdepo_home=home),
                            "drift_policy": DriftPolicy()},
             ).success
     return layout

@@ -22,6 +22,7 @@ def test_each_batch_has_its_decision_and_the_signals_that_moved_newest_first(mon
     assert [(item.batch, item.action) for item in decisions] == [
         (DIM_BATCH, EXPERIMENT), (NORMAL_BATCH, NO_ACTION)]
     dim, normal = decisions
+    assert dim.moved_signals == ("light",) and normal.moved_signals == ()
     assert "brightness_mean" in dim.drifted
     assert dim.moved[0] in dim.drifted and len(dim.moved) == 3
     assert dim.deviation > normal.deviation
