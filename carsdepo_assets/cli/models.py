@@ -208,8 +208,9 @@ def register(command: AddCommand) -> None:
 
     serve = command(
         "serve", cmd_serve,
-        "Serve a registered model over REST with MLflow's server on 127.0.0.1 "
-        "(POST /invocations); every answer is recorded in the inference log.",
+        "Serve a registered model over REST on 127.0.0.1 with MLflow's scoring app (POST "
+        "/invocations), within a budget per request (body size, rows, decoded pixels, "
+        "timeout); every answer is recorded in the inference log.",
     )
     serve.add_argument("--port", type=int, default=5001, help="port (default 5001)")
     serve.add_argument(

@@ -88,6 +88,8 @@ class InferenceLog:
         path = self.folder / f"{datetime.now(UTC).date().isoformat()}.jsonl"
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_FILE_MODE)
         try:
+            if os.fstat(fd).st_mode & 0o077:  # a day file from before it was kept private
+                os.fchmod(fd, LOG_FILE_MODE)
             fcntl.flock(fd, fcntl.LOCK_EX)
             view = memoryview(data)
             while view:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import stat
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -74,3 +75,20 @@ def test_a_record_names_one_of_the_known_sources() -> None:
     with pytest.raises(ValueError, match="inference source 'email': expected one of"):
         InferenceRecord(source="email", model_name=None, model_version=None,
                         image_sha256=None, latency_ms=0.0, result=None)
+
+
+def test_day_files_are_private_to_their_owner_even_one_made_readable_before(
+    tmp_path: Path,
+) -> None:
+    """A record names what was answered and digests of images: the owner's only."""
+    log = InferenceLog(tmp_path / "log")
+    log.append([record(1)])
+    [day_file] = log.files()
+    created = stat.S_IMODE(day_file.stat().st_mode)
+    day_file.chmod(0o644)  # as an earlier version left it
+
+    log.append([record(2)])
+
+    assert created == 0o600
+    assert stat.S_IMODE(day_file.stat().st_mode) == 0o600
+    assert len(list(log.read())) == 2
