@@ -363,5 +363,5 @@ def test_site_builds_strictly_with_its_generated_pages(built_site: Path):
 @pytest.mark.slow
 def test_built_pages_carry_no_development_history(built_site: Path):
     for page in ("reference/cli", "reference/configuration", "reference/catalogue",
-                 "benchmarks"):
+                 "benchmarks", "developing", "deployment"):
         assert history_in(page_text(built_site, page)) == [], page

@@ -176,14 +176,17 @@ def catalogue_page(defs: Any) -> str:
              "by batch (a dynamic partition per arriving folder of photos).", ""]
     nodes = sorted((graph.get(key) for key in graph.get_all_asset_keys()),
                    key=lambda node: (node.group_name, node.key.to_user_string()))
-    lines += ["## Assets", ""]
-    for group in dict.fromkeys(node.group_name for node in nodes):
-        lines += [f"### Group `{group}`", "", "| asset | upstream | what it is |", "|---|---|---|"]
-        for node in (n for n in nodes if n.group_name == group):
-            name = node.key.to_user_string() + ("[batch]" if node.partitions_def else "")
-            upstream = ", ".join(sorted(f"`{k.to_user_string()}`" for k in node.parent_keys))
-            lines.append(f"| `{name}` | {upstream} | {cell(node.description or '')} |")
-        lines.append("")
+    lines += ["## Assets", "", "```mermaid", "flowchart LR"]
+    lines += [f"  {parent.to_user_string()} --> {node.key.to_user_string()}"
+              for node in nodes for parent in sorted(node.parent_keys,
+                                                     key=lambda k: k.to_user_string())]
+    lines += ["```", "", "| asset | group | upstream | what it is |", "|---|---|---|---|"]
+    for node in nodes:
+        name = node.key.to_user_string() + ("[batch]" if node.partitions_def else "")
+        upstream = ", ".join(sorted(f"`{k.to_user_string()}`" for k in node.parent_keys))
+        lines.append(f"| `{name}` | {node.group_name} | {upstream} | "
+                     f"{cell(node.description or '')} |")
+    lines.append("")
     checks = sorted(graph.asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name))
     lines += ["## Asset checks", "",
               "A *blocking* check that fails stops the run before anything downstream of its "
