@@ -261,8 +261,14 @@ def real_runs_table(rows: list[dict]) -> str:
     lines = ["| recorded | machine | variant | budget | " + " | ".join(
                  header for header, _ in REAL_COLUMNS) + " | training | crops/s |",
              "|---|---|---|---|" + "---:|" * (len(REAL_COLUMNS) + 2)]
+    seen: set[tuple] = set()
     for recorded, figures in sorted(runs.items()):
         first = next(iter(figures.values()))
+        fingerprint = (first.get("variant"), first["data"],
+                       tuple(sorted((name, row["value"]) for name, row in figures.items())))
+        if fingerprint in seen:  # the same run recorded again (bench_real --reuse)
+            continue
+        seen.add(fingerprint)
         wall = figures.get("real_train_wall")
         budget = first["data"].split(": ", 1)[-1] if "preset" in first else first["data"]
         training = f"{wall['value'] / 60:.1f} min" if wall else "—"

@@ -313,6 +313,17 @@ def test_benchmarks_page_comes_from_the_results(tmp_path: Path):
     assert "## The ablation" not in page  # no rows, no section
 
 
+def test_a_run_recorded_twice_is_one_row(tmp_path: Path):
+    row = {"name": "real_test_AP50", "value": 0.25, "unit": "AP", "preset": "real_cpu",
+           "machine": "m", "data": "lensor; torchvision real_cpu preset: 10 it x 4"}
+    write_results(tmp_path, "real", [{**row, "recorded_at": "2031-01-01T00:00:00+00:00"},
+                                     {**row, "recorded_at": "2031-01-01T00:30:00+00:00"},
+                                     {**row, "recorded_at": "2031-01-02T00:00:00+00:00",
+                                      "value": 0.3}])
+    rows = [line for line in report.page(tmp_path).splitlines() if line.startswith("| 2031")]
+    assert [("0.250" in line, "0.300" in line) for line in rows] == [(True, False), (False, True)]
+
+
 def test_benchmarks_page_without_results_says_so(tmp_path: Path):
     assert "No benchmark results yet" in report.page(tmp_path)
 
