@@ -13,6 +13,7 @@ the batches have light features only, and the drift report says so.
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
 
 import json
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    Config,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -28,10 +30,14 @@ from dagster import (
 )
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from PIL import Image
+from pydantic import Field
 
 from carsdepo_assets.datasets import latest_dataset, load_dataset
+from carsdepo_assets.detection.backends import TrainedDetector
 from carsdepo_assets.detection.champion import current_champion
 from carsdepo_assets.detection.embeddings import ImageEmbedder
+from carsdepo_assets.detection.types import damage_answer
 from carsdepo_assets.fileio import atomic_write_json
 from carsdepo_assets.images.ingest import iter_stored_images
 from carsdepo_assets.monitoring import drift as drift_statistics
@@ -42,7 +48,11 @@ from carsdepo_assets.monitoring.embedding import (
     fit_reference_content,
     is_content_feature,
 )
-from carsdepo_assets.monitoring.features import image_features_from_path, prediction_features
+from carsdepo_assets.monitoring.features import (
+    PREDICTION_FEATURES,
+    image_features_from_path,
+    prediction_features,
+)
 from carsdepo_assets.monitoring.profiles import (
     profile_rows,
     read_profile,
@@ -73,10 +83,30 @@ def content_projection_path(layout: StateLayout) -> Path:
     return layout.reference_profile_path().with_name(CONTENT_PROJECTION_FILE)
 
 
-def champion_embedder(model_name: str, version: str) -> ImageEmbedder:
-    """The backbone of a registered detector version, loaded as ``batch_predictions`` does."""
+def champion_embedder(model_name: str, version: str,
+                      detector: TrainedDetector | None = None) -> ImageEmbedder:
+    """The backbone of a registered detector version, loaded as ``batch_predictions`` does
+    (unless ``detector``, that version already loaded, is given)."""
     model = ModelRef(model_name, version)
-    return ImageEmbedder.of_detector(load_registered_detector(model.uri), str(model))
+    return ImageEmbedder.of_detector(detector or load_registered_detector(model.uri), str(model))
+
+
+def output_reference_rows(detector: TrainedDetector, paths: Sequence[Path],
+                          other_features: Sequence[str]) -> list[dict[str, float]]:
+    """The detector's output features on held-out photos, answered as ``batch_predictions``
+    answers (operating threshold, best candidate's score), with ``other_features`` NaN."""
+    absent = dict.fromkeys(other_features, math.nan)
+    rows = []
+    for start in range(0, len(paths), EMBED_CHUNK):
+        images = []
+        for path in paths[start:start + EMBED_CHUNK]:
+            with Image.open(path) as image:
+                images.append(image.convert("RGB"))
+        for found in detector.predict(images):
+            answer = damage_answer(found, detector.config.score_threshold)
+            best = max((item.score for item in found), default=0.0)
+            rows.append({**absent, **prediction_features(answer, best)})
+    return rows
 
 
 def light_and_embeddings(
@@ -139,17 +169,29 @@ def _predictions_by_sha(path: Path) -> dict:
             for row in rows if "sha256" in row and "damage" in row}
 
 
+class ReferenceProfileConfig(Config):
+    """How much of the dataset's val split the champion answers for the outputs' reference."""
+
+    output_images: int = Field(
+        default=40, ge=0,
+        description="Photos of the val split the champion answers, as the reference of its "
+        "outputs ('None' share, scores, boxes); 0: outputs are not compared.")
+
+
 @asset(
     group_name=GROUP,
     deps=[AssetKey("deployed_model"), AssetKey("curated_dataset")],
     kinds={"whylogs"},
     description=(
         "whylogs profile of the image features of the train split the champion was trained on "
-        "(the latest curated dataset while there is no champion): what 'normal' looks like."
+        "(the latest curated dataset while there is no champion): what 'normal' looks like. "
+        "With a champion: also its backbone embeddings (content) and its answers on val photos "
+        "(outputs)."
     ),
 )
 def reference_profile(
-    context: AssetExecutionContext, carsdepo_home: CarsdepoHome, model_registry: ModelRegistry
+    context: AssetExecutionContext, config: ReferenceProfileConfig, carsdepo_home: CarsdepoHome,
+    model_registry: ModelRegistry,
 ) -> MaterializeResult:
     layout = carsdepo_home.layout
     model_registry.connect()
@@ -169,10 +211,15 @@ def reference_profile(
     if not paths:
         raise Failure(f"dataset {dataset.version} has an empty train split: no reference")
     context.log.info(f"profiling {len(paths)} train images of dataset {dataset.version}")
-    embedder = champion_embedder(model_registry.model_name, champion) if champion else None
+    detector = (load_registered_detector(ModelRef(model_registry.model_name, champion).uri)
+                if champion else None)
+    embedder = champion_embedder(model_registry.model_name, champion, detector) if detector \
+        else None
     pairs = list(light_and_embeddings(paths, embedder))
     rows, content = reference_content(layout, pairs, embedder, model_registry.model_name,
                                       champion)
+    val = [dataset.image_root / image["file_name"] for image in dataset.coco("val")["images"]]
+    rows, outputs = with_output_reference(rows, detector, val[:config.output_images])
     view = profile_rows(rows)
     write_profile(view, layout.reference_profile_path())
     return MaterializeResult(metadata={
@@ -181,9 +228,24 @@ def reference_profile(
         "source": source,
         "champion_version": champion or "none",
         "content": content,
+        "outputs": outputs,
         "path": MetadataValue.path(str(layout.reference_profile_path())),
         "summary": MetadataValue.md(summary_table(view)),
     })
+
+
+def with_output_reference(rows: list[dict], detector: TrainedDetector | None,
+                          held_out: Sequence[Path]) -> tuple[list[dict], str]:
+    """The reference rows plus the champion's output features on ``held_out`` photos (ones its
+    training never fitted), and what the outputs' reference holds."""
+    if detector is None:
+        return rows, "not profiled: no champion yet"
+    if not held_out:
+        return rows, "not profiled: no val photos to answer (empty split, or output_images 0)"
+    outputs = output_reference_rows(detector, held_out, tuple(rows[0]))
+    absent = dict.fromkeys(PREDICTION_FEATURES, math.nan)
+    return ([{**row, **absent} for row in rows] + outputs,
+            f"the champion's answers on {len(outputs)} photos of the val split")
 
 
 def reference_content(layout: StateLayout, pairs: list, embedder: ImageEmbedder | None,

@@ -21,6 +21,7 @@ from carsdepo_assets.assets.monitoring import (
     light_and_embeddings,
     reference_content,
     retraining_decision,
+    with_output_reference,
 )
 from carsdepo_assets.images.ingest import ingest_batch
 from carsdepo_assets.monitoring.features import PREDICTION_FEATURES, iter_image_features
@@ -137,9 +138,13 @@ def test_with_a_champion_the_content_signal_catches_panels_turned_to_portrait(
     pairs = list(light_and_embeddings(sorted(folder.images_dir.glob("*.jpg")), embedder))
     rows, content = reference_content(carsdepo_home, pairs, embedder, champion.name,
                                       champion.version)
+    detector = load_registered_detector(champion.uri)
+    held_out = generate_dataset(carsdepo_home.root / "synthetic" / "val", 12, 2, "normal", **SIZE)
+    rows, outputs = with_output_reference(rows, detector,
+                                          sorted(held_out.images_dir.glob("*.jpg")))
     write_profile(profile_rows(rows), carsdepo_home.reference_profile_path())
     batch = turned_batch(carsdepo_home, "portrait-b", 21)
-    predict_batch(carsdepo_home, batch, load_registered_detector(champion.uri), champion)
+    predict_batch(carsdepo_home, batch, detector, champion)
 
     decision = decide_batch(carsdepo_home, instance, batch)
 
@@ -150,5 +155,6 @@ def test_with_a_champion_the_content_signal_catches_panels_turned_to_portrait(
     signals = {item["signal"]: item for item in report["signals"]}
     assert signals["light"]["moved"] is False and signals["content"]["moved"] is True
     assert decision["action"] != "no_action" and "content" in decision["moved_signals"]
-    # the reference has no model outputs: they are profiled, reported as not compared
-    assert "is_none" in report["missing_in_reference"]
+    # the champion's answers are compared with its answers on held-out reference photos
+    assert outputs == "the champion's answers on 12 photos of the val split"
+    assert signals["outputs"]["tested"] >= 3 and not report["missing_in_reference"]
