@@ -38,6 +38,8 @@ _TEMP_NAME = re.compile(r"\..+\.pid(?P<pid>\d+)\.[^.]+\.tmp")
 # the pid, random part and suffix need about 30 of the 255 bytes a file name may have.
 _TEMP_NAME_PART_BYTES = 100
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_SQLITE_FULL = "database or disk is full"
+_SQLITE_DAMAGED = ("database disk image is malformed", "file is not a database")
 
 
 class DiskFull(OSError):
@@ -100,6 +102,21 @@ def disk_full_message(folder: Path) -> str:
         free = "free space unknown"
     return (f"no space left to write in {folder} ({free}): free some space on that disk and "
             "run the command again (nothing was half-written)")
+
+
+def explain_state_error(error: BaseException, state_root: Path) -> str:
+    """``error``'s message, with what to do when it says the disk is full or a database is
+    damaged: SQLite's own words ("database or disk is full", "database disk image is
+    malformed") name neither the folder, nor the free space, nor the file."""
+    message = str(error)
+    if isinstance(error, DiskFull):
+        return message
+    if getattr(error, "errno", None) in _NO_SPACE or _SQLITE_FULL in message:
+        return f"{message}: {disk_full_message(state_root)}"
+    if any(words in message for words in _SQLITE_DAMAGED):
+        return (f"{message}: a database under {state_root} is damaged; `carsdepo fsck` names "
+                "it and what to do")
+    return message
 
 
 @contextmanager

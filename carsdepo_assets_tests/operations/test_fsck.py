@@ -11,6 +11,7 @@ import io
 import json
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from carsdepo_assets.cli.runner import (
 from carsdepo_assets.cli.state_checks import check_state
 from carsdepo_assets.fileio import (
     DiskFull,
+    explain_state_error,
     process_started,
     raise_if_disk_full,
     same_process_running,
@@ -320,3 +322,32 @@ def test_a_full_disk_names_the_folder_and_its_free_space(tmp_path: Path) -> None
                                        r"\([0-9,.]+ MB free\): free some space"):
         raise_if_disk_full(raised.value, tmp_path)
     raise_if_disk_full(PermissionError(errno.EACCES, "denied"), tmp_path)  # not a full disk
+
+
+def test_sqlites_full_disk_and_damaged_database_errors_say_where_and_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """Real SQLite errors: a database capped at its current size (``max_page_count``) is
+    "full" as on a full disk; a file cut short is "malformed"."""
+    full_db = tmp_path / "full.db"
+    with contextlib.closing(sqlite3.connect(full_db)) as connection:
+        connection.execute("CREATE TABLE t (x BLOB)")
+        connection.execute("PRAGMA max_page_count = 2")
+        with pytest.raises(sqlite3.OperationalError) as full:
+            connection.execute("INSERT INTO t VALUES (zeroblob(100000))")
+    assert explain_state_error(full.value, tmp_path).startswith(
+        f"database or disk is full: no space left to write in {tmp_path} (")
+
+    damaged_db = tmp_path / "runs.db"
+    with contextlib.closing(sqlite3.connect(damaged_db)) as connection:
+        connection.execute("CREATE TABLE t (x TEXT)")
+        connection.executemany("INSERT INTO t VALUES (?)", [("x" * 500,)] * 200)
+        connection.commit()
+    _truncate(damaged_db, 4096 * 3, keep_header=True)
+    with pytest.raises(sqlite3.DatabaseError) as damaged, \
+            contextlib.closing(sqlite3.connect(damaged_db)) as connection:
+        connection.execute("SELECT count(*) FROM t WHERE x LIKE '%y%'").fetchall()
+    assert explain_state_error(damaged.value, tmp_path) == (
+        f"{damaged.value}: a database under {tmp_path} is damaged; `carsdepo fsck` names it "
+        "and what to do")
+    assert explain_state_error(ValueError("other"), tmp_path) == "other"
