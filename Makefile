@@ -13,6 +13,7 @@ export DAGSTER_HOME := $(CARSDEPO_HOME)/dagster
 DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 SERVE_PORT ?= 5001
+DOCS_PORT ?= 8000
 
 .DEFAULT_GOAL := help
 SYSTEM_PACKAGES := chromium chromium-driver postgresql
@@ -25,7 +26,7 @@ TRAIN_REAL_ARGS ?=
 
 .PHONY: help install install-label-studio demo test dev lint bench clean-state serve \
         labelstudio-start labelstudio-stop labelstudio-status mlflow-ui system-deps check \
-        bench-report train-real lock
+        bench-report train-real lock docs screenshots
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -91,11 +92,21 @@ system-deps: ## Debian packages the browser and PostgreSQL tests use (installed 
 test: install system-deps ## Set everything up, validate the code location, run the tests and checks
 	env -u DAGSTER_HOME $(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d "$$(mktemp -d)"
 	$(BIN)/pytest
 	$(BIN)/carsdepo check
 
 check: install ## Run every asset check against a freshly built demo state (temporary state)
 	$(BIN)/carsdepo check
+
+docs: install ## Serve the documentation site on 127.0.0.1:$(DOCS_PORT), built strictly, rebuilt on save
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict -a 127.0.0.1:$(DOCS_PORT)
+
+# The browser tests save what each UI shows into test-artifacts/ on every run; this copies those
+# screenshots over the docs' copies, so the pictures in the docs are the ones a test last saw.
+screenshots: ## Refresh docs/images/ from the browser tests' screenshots in test-artifacts/
+	@test -d test-artifacts || { echo "==> no test-artifacts/: run make test first"; exit 1; }
+	@for png in test-artifacts/*.png; do cp -v "$$png" docs/images/; done
 
 dev: install ## Run the Dagster UI on 127.0.0.1:$(DAGSTER_PORT)
 	$(BIN)/carsdepo init
@@ -117,7 +128,7 @@ serve: install ## Serve the champion model over REST (MLflow's server) on 127.0.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/carsdepo serve --port $(SERVE_PORT)
 
 lint: install ## Ruff over the package, tests and benchmarks; the import contracts (layers)
-	$(BIN)/ruff check carsdepo_assets carsdepo_assets_tests benchmarks
+	$(BIN)/ruff check carsdepo_assets carsdepo_assets_tests benchmarks docs/gen
 	$(BIN)/lint-imports
 
 bench: install ## Run the benchmarks (JSON lines in benchmarks/results/); BENCH_ARGS=--quick
