@@ -11,7 +11,8 @@ Each batch is decided by the production rule (``drift_report`` + ``decide``) twi
 light features alone, and with the content signal (backbone embeddings reduced by a PCA fitted
 on the reference). A batch is *flagged* when the decision is not ``no_action``. One JSON line
 per source, shift, batch size and feature set goes to ``benchmarks/results/drift.jsonl``: the
-flagged share in percent over ``--trials`` random batches, and per signal how often it moved.
+flagged share in percent over ``--trials`` random batches, how often each action was decided,
+and per signal how often it moved in the flagged batches.
 
 The embedding backbone is the packaged ImageNet-pretrained EfficientNet-Lite0 (no detector is
 trained here); in production the champion's own backbone is used the same way.
@@ -138,12 +139,14 @@ def shuffled_tiles(image, rng):
 
 
 def dim(image, rng):
-    """About 10% darker photos: today's moderate lighting shift (retrain)."""
+    """Darker photos: today's moderate lighting shift (retrain). Synthetic photos are rendered
+    in the generator's "dim" preset instead, as the demo's dim batch is."""
     return ImageEnhance.Brightness(image).enhance(0.86)
 
 
 def very_dim(image, rng):
-    """Far darker, noisier photos: today's strong lighting shift (experiment)."""
+    """Far darker, noisier photos: today's strong lighting shift (experiment). Synthetic ones
+    are rendered in the generator's "very-dim" preset."""
     pixels = np.asarray(image, dtype=np.float32) * 0.3
     pixels += rng.normal(0.0, 6.0, pixels.shape)
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
@@ -164,10 +167,15 @@ def as_upload(image: Image.Image) -> Image.Image:
     return Image.open(buffer).convert("RGB")
 
 
-def synthetic_photos(seed: int, count: int) -> Iterator[Image.Image]:
+# Synthetic lighting shifts are rendered by the generator in the demo's lighting presets (its
+# dim and very dim batches) rather than applied to finished photos.
+SYNTH_LIGHTING = {"dim": "dim", "very_dim": "very-dim"}
+
+
+def synthetic_photos(seed: int, count: int, lighting: str = "normal") -> Iterator[Image.Image]:
     for index in range(count):
         rng = image_rng(seed, index)
-        image, _ = render_panel(rng, *SYNTH_SIZE, "normal", damaged=bool(rng.random() >= 0.25))
+        image, _ = render_panel(rng, *SYNTH_SIZE, lighting, damaged=bool(rng.random() >= 0.25))
         yield image
 
 
@@ -196,26 +204,30 @@ class FeatureTable:
         return light, both
 
 
-def run_source(source: str, reference: list[Image.Image], unseen: list[Image.Image],
+def run_source(source: str, reference: list[Image.Image],
+               unseen: Callable[[str], tuple[list[Image.Image], bool]],
                embedder: ImageEmbedder, args) -> None:
+    """``unseen(shift)``: the unseen photos for a shift, and whether the shift is already in
+    them (rendered so) rather than to be applied."""
     reference_table = FeatureTable([as_upload(photo) for photo in reference], embedder)
     projection, content = fit_reference_content(reference_table.embeddings, args.components)
     profiles = {LIGHT: profile_rows(reference_table.light),
                 WITH_CONTENT: profile_rows({**light, **values} for light, values
                                            in zip(reference_table.light, content, strict=True))}
-    data = (f"{source}: reference {len(reference)} photos, {len(unseen)} unseen photos per "
+    data = (f"{source}: reference {len(reference)} photos, {args.unseen} unseen photos per "
             f"shift, {args.trials} random batches per size; embedding "
             f"{embedder.source}, {projection.components.shape[0]} PCA components "
             f"({100 * projection.explained_variance:.0f}% of the variance) fitted on half the "
             "reference, profiled on the other half; taken "
             "on a shared machine (rates do not depend on load)")
     for shift_name in args.shifts:
-        shift = SHIFTS[shift_name]
+        originals, rendered = unseen(shift_name)
+        shift = None if rendered else SHIFTS[shift_name]
         rng = np.random.default_rng(args.seed)
-        photos = [as_upload(shift(photo, rng) if shift else photo) for photo in unseen]
+        photos = [as_upload(shift(photo, rng) if shift else photo) for photo in originals]
         table = FeatureTable(photos, embedder)
         for size in args.sizes:
-            flagged = {LIGHT: 0, WITH_CONTENT: 0}
+            actions = {LIGHT: Counter(), WITH_CONTENT: Counter()}
             moved: Counter[str] = Counter()
             for trial in range(args.trials):
                 picks = np.random.default_rng([args.seed, size, trial]).choice(
@@ -223,17 +235,39 @@ def run_source(source: str, reference: list[Image.Image], unseen: list[Image.Ima
                 for variant, rows in zip((LIGHT, WITH_CONTENT), table.rows(projection, picks),
                                          strict=True):
                     report = drift_report(profiles[variant], profile_rows(rows))
-                    if decide(report).action != NO_ACTION:
-                        flagged[variant] += 1
-                        if variant == WITH_CONTENT:
-                            moved.update(report.moved_signals)
-            for variant, count in flagged.items():
+                    action = decide(report).action
+                    actions[variant][action] += 1
+                    if action != NO_ACTION and variant == WITH_CONTENT:
+                        moved.update(report.moved_signals)
+            for variant, counts in actions.items():
+                flagged = args.trials - counts[NO_ACTION]
                 record("drift", f"{source}/{shift_name}/n{size}/{variant}",
-                       round(100.0 * count / args.trials, 1), "% flagged", data,
+                       round(100.0 * flagged / args.trials, 1), "% flagged", data,
                        source=source, shift=shift_name, batch_size=size, features=variant,
-                       trials=args.trials,
+                       trials=args.trials, actions=dict(counts),
                        moved={signal: moved[signal] for signal in SIGNALS}
                        if variant == WITH_CONTENT else None)
+
+
+def synthetic_source(args) -> tuple[list[Image.Image], Callable]:
+    """Reference and unseen panels; lighting shifts rendered by the generator."""
+    reference = list(synthetic_photos(args.seed, args.reference))
+    normal = list(synthetic_photos(args.seed + 1000, args.unseen))
+
+    def unseen(shift: str) -> tuple[list[Image.Image], bool]:
+        if shift in SYNTH_LIGHTING:
+            return list(synthetic_photos(args.seed + 1000, args.unseen,
+                                         SYNTH_LIGHTING[shift])), True
+        return normal, False
+
+    return reference, unseen
+
+
+def lensor_source(args) -> tuple[list[Image.Image], Callable]:
+    """Reference from the train split, unseen photos from the test split."""
+    reference = list(lensor_photos("train", args.reference, args.seed))
+    test_photos = list(lensor_photos("test", args.unseen, args.seed))
+    return reference, lambda shift: (test_photos, False)
 
 
 def main() -> None:
@@ -259,15 +293,10 @@ def main() -> None:
     embedder = ImageEmbedder.imagenet()
     for source in args.sources:
         started = time.perf_counter()
-        if source == "synthetic":
-            reference = list(synthetic_photos(args.seed, args.reference))
-            unseen = list(synthetic_photos(args.seed + 1000, args.unseen))
-        elif not (LENSOR / "images").is_dir():
+        if source == "lensor" and not (LENSOR / "images").is_dir():
             print(f"lensor photos not found at {LENSOR}: skipped")
             continue
-        else:
-            reference = list(lensor_photos("train", args.reference, args.seed))
-            unseen = list(lensor_photos("test", args.unseen, args.seed))
+        reference, unseen = (synthetic_source if source == "synthetic" else lensor_source)(args)
         run_source(source, reference, unseen, embedder, args)
         print(f"{source}: {time.perf_counter() - started:.0f} s", flush=True)
 
