@@ -32,6 +32,7 @@ from carsdepo_assets.cli.runner import (
 )
 from carsdepo_assets.cli.state_checks import check_state
 from carsdepo_assets.fileio import (
+    DamagedFile,
     DiskFull,
     explain_state_error,
     process_started,
@@ -351,3 +352,29 @@ def test_sqlites_full_disk_and_damaged_database_errors_say_where_and_what_to_do(
         f"{damaged.value}: a database under {tmp_path} is damaged; `carsdepo fsck` names it "
         "and what to do")
     assert explain_state_error(ValueError("other"), tmp_path) == "other"
+
+
+def test_loading_a_truncated_snapshot_dataset_or_model_names_the_file_and_the_repair(
+    tmp_path: Path,
+) -> None:
+    """The loaders every stage uses, on files cut short (a bare JSONDecodeError or a 40-line
+    torch traceback before)."""
+    import torch
+
+    from carsdepo_assets.datasets.coco import load_dataset
+    from carsdepo_assets.detection.backends import WEIGHTS_FILE, get_backend
+    from carsdepo_assets.detection.config import DetectorConfig
+
+    snapshot = write_snapshot(AnnotationSnapshot(clipped_boxes=2), tmp_path)
+    _truncate(snapshot, 10)
+    with pytest.raises(DamagedFile, match=f"{snapshot} is damaged .*`annotations` asset again"):
+        AnnotationSnapshot.load(snapshot)
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "dataset.json").write_text('{"version": ')
+    with pytest.raises(DamagedFile, match="dataset.json is damaged .*`curated_dataset` again"):
+        load_dataset(tmp_path / "ds")
+    weights = tmp_path / WEIGHTS_FILE
+    torch.save({"w": torch.zeros(100)}, weights)
+    _truncate(weights, 300)
+    with pytest.raises(DamagedFile, match=f"{weights} is damaged \\(not a whole model file"):
+        get_backend("auto").detector_class.load(tmp_path, DetectorConfig(), None)
