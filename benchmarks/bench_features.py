@@ -1,8 +1,10 @@
-"""Monitoring throughput: image features per second, and features plus whylogs profile.
+"""Monitoring throughput: image features per second, features plus whylogs profile, and
+features plus the content embedding (the pass ``batch_profile`` makes once there is a champion).
 
 Generates synthetic JPEGs (carsdepo_assets.synth) into a temporary folder, then measures
-``iter_image_features`` alone and streamed into ``profile_rows``. Results are appended as JSON
-lines to ``benchmarks/results/features.jsonl``.
+``iter_image_features`` alone, streamed into ``profile_rows``, and ``light_and_embeddings``
+with an EfficientNet-Lite0 backbone (the packaged ImageNet weights: the same network as the
+default champion's). Results are appended as JSON lines to ``benchmarks/results/features.jsonl``.
 
     .venv/bin/python -m benchmarks.bench_features --images 300 --size 640x480
 """
@@ -14,7 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from benchmarks._record import record
+from carsdepo_assets.assets.monitoring import light_and_embeddings
+from carsdepo_assets.detection.embeddings import ImageEmbedder
 from carsdepo_assets.monitoring.features import iter_image_features
 from carsdepo_assets.monitoring.profiles import profile_rows
 from carsdepo_assets.synth import generate_dataset
@@ -51,6 +57,15 @@ def main() -> None:
         profile_rows(iter_image_features(paths))
         record("features", "features_and_profile_images_per_s",
                round(len(paths) / (time.perf_counter() - started), 1), "images/s", data)
+
+        embedder = ImageEmbedder.imagenet()
+        list(light_and_embeddings(paths[:8], embedder))  # warm up
+        started = time.perf_counter()
+        for _ in light_and_embeddings(paths, embedder):
+            pass
+        record("features", "features_and_content_embedding_images_per_s",
+               round(len(paths) / (time.perf_counter() - started), 1), "images/s",
+               f"{data}; {embedder.source}, {torch.get_num_threads()} torch threads")
 
 
 if __name__ == "__main__":
