@@ -13,7 +13,10 @@ import pytest
 
 from carsdepo_assets.state import ENV_VAR, StateLayout
 
-pytest_plugins = ["carsdepo_assets_tests.fixtures.label_studio"]
+pytest_plugins = [
+    "carsdepo_assets_tests.fixtures.browser",
+    "carsdepo_assets_tests.fixtures.label_studio",
+]
 
 
 @pytest.fixture

@@ -4,10 +4,8 @@ graph, every carsdepo asset group on screen, and a screenshot kept in test-artif
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,20 +15,12 @@ import pytest
 import requests
 
 from carsdepo_assets.state import PROJECT_ROOT
+from carsdepo_assets_tests.fixtures.browser import RENDER_WAIT_S, save_screenshot
 from carsdepo_assets_tests.fixtures.label_studio import free_port
 from carsdepo_assets_tests.fixtures.processes import stop_process_group
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-ARTIFACTS = PROJECT_ROOT / "test-artifacts"
-START_WAIT_S = 300  # ceilings for waits, not speed expectations
-RENDER_WAIT_S = 120
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1600,1000")
-
-
-def find_binary(*names: str) -> str | None:
-    return next((found for name in names if (found := shutil.which(name))), None)
+START_WAIT_S = 300  # a ceiling for the wait, not a speed expectation
 
 
 @pytest.fixture
@@ -80,30 +70,6 @@ def wait_for_location(url: str, process: subprocess.Popen, log_path: Path) -> No
                 f"{log_path.read_text()[-4000:]}")
 
 
-@pytest.fixture
-def chromium() -> Iterator[object]:
-    """Headless Chromium from Debian's chromium + chromium-driver, on an empty profile."""
-    browser = find_binary("chromium", "chromium-browser")
-    driver_path = find_binary("chromedriver")
-    if not (browser and driver_path):
-        pytest.skip("Chromium or chromedriver not found: install Debian's chromium and "
-                    "chromium-driver packages (`make system-deps`)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="carsdepo-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
 # A group box of the lineage graph: an SVG foreignObject holding the group's name as tooltip.
 GRAPH_GROUP_NAMES = ("//*[local-name()='foreignObject' and contains(@class, 'group')]"
                      "//*[@data-tooltip]")
@@ -132,8 +98,7 @@ def test_asset_graph_shows_every_carsdepo_asset_group(dagster_dev, chromium):
             lambda driver: groups <= groups_in_graph(driver))
         dismiss_welcome_dialog(chromium)
     finally:
-        ARTIFACTS.mkdir(exist_ok=True)
-        chromium.save_screenshot(str(ARTIFACTS / "asset-graph.png"))
+        save_screenshot(chromium, "asset-graph.png")
 
     assert {"ingestion", "labeling", "datasets", "training", "monitoring"} <= groups
     assert groups_in_graph(chromium) == groups
@@ -176,8 +141,7 @@ def test_runs_the_cli_and_sensors_start_show_on_their_job_and_sensor_pages(
                 lambda driver: result.run_id[:8] in driver.page_source)
             dismiss_welcome_dialog(chromium)
         finally:
-            ARTIFACTS.mkdir(exist_ok=True)
-            chromium.save_screenshot(str(ARTIFACTS / "ingest-job-runs.png"))
+            save_screenshot(chromium, "ingest-job-runs.png")
 
     assert [run["runId"] for run in runs] == [result.run_id]
     tags = {tag["key"]: tag["value"] for tag in runs[0]["tags"]}
