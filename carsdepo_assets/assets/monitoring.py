@@ -73,9 +73,11 @@ GROUP = "monitoring"
 
 
 CONTENT_PROJECTION_FILE = "reference-content.npz"
+NO_PREDICTIONS_NOTE = ("Outputs not compared: batch_predictions has not answered for this batch "
+                       "(materialize it, then batch_profile and drift_report again).")
 EMBED_CHUNK = 8  # images embedded at once: one chunk in memory
-NO_CHAMPION_NOTE = ("Content not profiled: there was no champion when the reference was made, "
-                    "so only light (and output) features are compared.")
+NO_CHAMPION_NOTE = ("Content and outputs not profiled: there was no champion when the "
+                    "reference was made, so only light features are compared.")
 
 
 def content_projection_path(layout: StateLayout) -> Path:
@@ -323,7 +325,7 @@ def drift_report(
         return Output(None, metadata={"status": "no reference profile yet", "deviation": 0.0})
     reference, current = read_profile(reference_path), read_profile(batch_path)
     report = drift_statistics.drift_report(reference, current, alpha=drift_policy.alpha,
-                                           notes=content_notes(reference))
+                                           notes=signal_notes(reference, current))
     atomic_write_json(layout.drift_report_path(batch), report.to_dict())
     metadata = {
         "status": report.status,
@@ -339,11 +341,16 @@ def drift_report(
     return Output(report, metadata=metadata)
 
 
-def content_notes(reference) -> tuple[str, ...]:
-    """Why the content signal is absent from a comparison, when it is."""
-    if any(is_content_feature(name) for name in reference.get_columns()):
-        return ()
-    return (NO_CHAMPION_NOTE,)
+def signal_notes(reference, batch) -> tuple[str, ...]:
+    """Why the content or outputs signal is absent from a comparison, when it is."""
+    notes = []
+    if not any(is_content_feature(name) for name in reference.get_columns()):
+        notes.append(NO_CHAMPION_NOTE)
+    has_outputs = [any(name in view.get_columns() for name in PREDICTION_FEATURES)
+                   for view in (reference, batch)]
+    if has_outputs == [True, False]:
+        notes.append(NO_PREDICTIONS_NOTE)
+    return tuple(notes)
 
 
 @asset(
