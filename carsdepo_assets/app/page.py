@@ -52,6 +52,8 @@ ACTION_WORDS = {"no_action": "no action", "retrain": "retrain", "experiment": "e
                 "no_reference": "no reference yet"}
 KPI_REFRESH_S = 60
 PHOTOS_PER_ROW = 3
+LISTED_SCORES = 3  # a class with more boxes is shown as a count
+LISTED_FEATURES = 3  # drifted features named in a decision's headline
 
 
 @st.cache_resource(show_spinner=False)
@@ -79,9 +81,20 @@ def kpis(root: str, model_name: str) -> KpiReport:
 
 
 def answer_text(answer: str | list[dict]) -> str:
+    """``None``, or per damage class its scores (``scratch: 0.98, 0.55``), best first; a class
+    with many boxes as a count and its best score."""
     if answer == NONE_ANSWER:
         return NONE_ANSWER
-    return ", ".join(f"{found['label']} {found['score']:.2f}" for found in answer)
+    scores: dict[str, list[float]] = {}
+    for found in answer:
+        scores.setdefault(found["label"], []).append(found["score"])
+    parts = []
+    for label, values in scores.items():
+        values.sort(reverse=True)
+        shown = (", ".join(f"{value:.2f}" for value in values) if len(values) <= LISTED_SCORES
+                 else f"{len(values)} boxes, best {values[0]:.2f}")
+        parts.append(f"{label}: {shown}")
+    return "; ".join(parts)
 
 
 def show_photo(photo: CheckedPhoto, check: PhotoCheck, threshold: float) -> None:
@@ -171,8 +184,10 @@ def monitoring_page(settings: AppSettings) -> None:
     for decision in decisions:
         deviation = ("" if decision.deviation is None
                      else f", deviation {decision.deviation:.1f}%")
-        moved = (f"; {', '.join(decision.moved_signals)} moved ({', '.join(decision.drifted)})"
-                 if decision.moved_signals else "")
+        drifted = ", ".join(decision.drifted[:LISTED_FEATURES]) + (
+            ", …" if len(decision.drifted) > LISTED_FEATURES else "")
+        moved = (f"; {', '.join(decision.moved_signals)} moved ({drifted})"
+                 if decision.moved_signals else f"; drifted: {drifted}" if drifted else "")
         with st.expander(f"{decision.batch}: {ACTION_WORDS.get(decision.action, decision.action)}"
                          f"{deviation}{moved}", expanded=decision is decisions[0]):
             st.markdown("\n".join(f"- {reason}" for reason in decision.reasons))

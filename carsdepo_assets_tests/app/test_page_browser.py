@@ -4,7 +4,9 @@ undamaged synthetic photo and a truncated file, moving the threshold, opening mo
 
 The tiny champion keeps every candidate box, so at the operating threshold its answers may be
 "None" while at the slider's floor (score 0) every photo has damage drawn: what changes with
-the threshold is proven, not the model's quality. Screenshots go to test-artifacts/."""
+the threshold is proven, not the model's quality. Its screenshots (test-artifacts/app-test-*)
+show that tiny model; the documentation's pictures are taken over a demo's state
+(``screenshots.py``)."""
 
 from __future__ import annotations
 
@@ -22,16 +24,16 @@ from carsdepo_assets_tests.app.browser import (
     drawn_images,
     main_text,
     running_app,
+    settled,
     threshold_shown,
     threshold_to_floor,
     upload,
 )
 from carsdepo_assets_tests.app.conftest import DIM_BATCH, NORMAL_BATCH
+from carsdepo_assets_tests.fixtures.browser import RENDER_WAIT_S, save_screenshot
 from carsdepo_assets_tests.images.samples import truncated_jpeg
-from carsdepo_assets_tests.operations.test_ui_browser import ARTIFACTS, chromium  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-RENDER_WAIT_S = 120  # a ceiling, not a speed expectation
 WIDTH, HEIGHT = 224, 160
 
 
@@ -56,12 +58,11 @@ def shows(texts):
 
 
 def test_a_person_checks_photos_moves_the_threshold_and_reads_the_decisions(
-    champion, monitored, chromium, tmp_path  # noqa: F811
+    champion, monitored, chromium, tmp_path
 ):
     damaged, clean = damaged_and_clean(tmp_path / "photos")
     corrupt = tmp_path / "photos" / "half-sent.jpg"
     corrupt.write_bytes(truncated_jpeg(1))
-    ARTIFACTS.mkdir(exist_ok=True)
 
     with running_app(monitored, champion.name) as url:
         chromium.get(url)
@@ -70,6 +71,7 @@ def test_a_person_checks_photos_moves_the_threshold_and_reads_the_decisions(
         upload(chromium, [damaged, clean, corrupt])
         wait(chromium, lambda driver: len(answers(driver)) == 2)
         wait(chromium, shows(["half-sent.jpg could not be checked: truncated or corrupt image"]))
+        wait(chromium, settled)
         at_operating = answers(chromium)
         operating = threshold_shown(chromium)
         before = drawn_images(chromium, url)
@@ -77,20 +79,22 @@ def test_a_person_checks_photos_moves_the_threshold_and_reads_the_decisions(
         threshold_to_floor(chromium)
         wait(chromium, lambda driver: threshold_shown(driver) == "0.00")
         wait(chromium, lambda driver: NONE_ANSWER not in answers(driver).values())
+        wait(chromium, settled)
         at_floor = answers(chromium)
         after = drawn_images(chromium, url)
-        chromium.save_screenshot(str(ARTIFACTS / "app-check.png"))
+        save_screenshot(chromium, "app-test-check.png")
 
         chromium.get(f"{url}/monitoring")
         wait(chromium, shows([f"{DIM_BATCH}: experiment", f"{NORMAL_BATCH}: no action",
-                              f"reference vs {DIM_BATCH}"]))
+                              f"reference vs {DIM_BATCH}", "Automation rate"]))
+        wait(chromium, settled)
         monitoring = main_text(chromium)
-        chromium.save_screenshot(str(ARTIFACTS / "app-monitoring.png"))
+        save_screenshot(chromium, "app-test-monitoring.png")
 
     assert set(at_operating) == set(at_floor) == {damaged.name, clean.name}
     assert operating == "0.50"
     for answer in at_floor.values():
-        assert {found.rsplit(" ", 1)[0] for found in answer.split(", ")} <= set(CLASS_NAMES)
+        assert {part.split(": ")[0] for part in answer.split("; ")} <= set(CLASS_NAMES)
     def caption(photo: Path, threshold: str) -> str:
         return f"{photo.name}: {champion} at threshold {threshold}"
 
@@ -104,5 +108,5 @@ def test_a_person_checks_photos_moves_the_threshold_and_reads_the_decisions(
     assert [(record.image, record.model_version, record.error is None) for record in records] == [
         (damaged.name, champion.version, True), (clean.name, champion.version, True),
         ("half-sent.jpg", champion.version, False)]
-    assert "Drift decisions per batch" in monitoring and "KPIs" in monitoring
-    assert "brightness_mean" in monitoring
+    assert f"{DIM_BATCH}: experiment" in monitoring and "light moved" in monitoring
+    assert "brightness_mean" in monitoring and "Drift alerts" in monitoring
