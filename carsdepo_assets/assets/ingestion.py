@@ -72,6 +72,8 @@ def raw_images(
             context.log.info(f"{done}/{total} files examined")
 
     manifest = ingest_batch(source, batch, layout, config.policy(), progress)
+    for note in manifest.notes:  # files gone from the folder, a damaged image or manifest mended
+        context.log.warning(note)
     return MaterializeResult(metadata=_metadata(manifest, layout))
 
 
@@ -79,6 +81,9 @@ def _metadata(manifest: BatchManifest, layout: StateLayout) -> dict:
     counts = manifest.counts
     metadata: dict = {status: MetadataValue.int(counts[status]) for status in STATUSES}
     metadata["files"] = MetadataValue.int(len(manifest.rows))
+    metadata["gone_from_folder"] = MetadataValue.int(len(manifest.gone))
+    if manifest.notes:
+        metadata["notes"] = MetadataValue.md("\n".join(f"- {note}" for note in manifest.notes))
     metadata["source"] = MetadataValue.path(manifest.source)
     metadata["manifest"] = MetadataValue.path(str(layout.manifest_path(manifest.batch)))
     metadata["rejected"] = MetadataValue.md(rejected_markdown(manifest))

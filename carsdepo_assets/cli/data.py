@@ -68,12 +68,14 @@ def cmd_ingest(args: argparse.Namespace, layout: StateLayout) -> int:
         return 1
 
     from carsdepo_assets.cli.runner import ingest_batch_through_dagster
+    from carsdepo_assets.fileio import explain_state_error
     from carsdepo_assets.images.summary import format_summary, manifest_summary_json
 
     try:
         manifest = ingest_batch_through_dagster(source, batch, layout.ensure())
     except Exception as error:  # the batch itself could not be processed
-        print(f"carsdepo ingest: batch {batch!r} from {source} failed: {error}", file=sys.stderr)
+        print(f"carsdepo ingest: batch {batch!r} from {source} failed: "
+              f"{explain_state_error(error, layout.root)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(manifest_summary_json(manifest), indent=2))

@@ -34,7 +34,7 @@ from carsdepo_assets.datasets.splits import (
     SplitFractions,
     assign_splits,
 )
-from carsdepo_assets.fileio import atomic_write_json
+from carsdepo_assets.fileio import atomic_write_json, read_json
 from carsdepo_assets.labeling.snapshot import AnnotationSnapshot, LabeledImage
 from carsdepo_assets.state import StateLayout
 from carsdepo_assets.taxonomy import CATEGORY_ID_BY_NAME, CLASS_NAMES, coco_categories
@@ -165,13 +165,17 @@ def build_dataset(
     return load_dataset(target)
 
 
+REBUILD_DATASET = ("materialize `curated_dataset` again (it rebuilds the dataset from the "
+                   "annotation snapshot), or restore the file from a backup")
+
+
 def load_dataset(path: Path) -> CuratedDataset:
     """A dataset from its folder (or its ``dataset.json``)."""
     folder = path.parent if path.name == MANIFEST_NAME else path
     manifest_path = folder / MANIFEST_NAME
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{folder} is not a curated dataset: it has no {MANIFEST_NAME}")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_json(manifest_path, REBUILD_DATASET)
     absent = [name for name in manifest["splits"].values() if not (folder / name).is_file()]
     if absent:
         raise FileNotFoundError(f"curated dataset {folder} lacks its split files {absent}")
@@ -191,7 +195,7 @@ def latest_dataset(layout: StateLayout) -> CuratedDataset | None:
     pointer = layout.dataset_pointer
     if not pointer.is_file():
         return None
-    return load_dataset(layout.dataset_folder(json.loads(pointer.read_text())["version"]))
+    return load_dataset(layout.dataset_folder(read_json(pointer, REBUILD_DATASET)["version"]))
 
 
 def _usable_images(

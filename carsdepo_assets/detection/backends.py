@@ -39,7 +39,7 @@ from carsdepo_assets.detection.memory import keep_freed_memory
 from carsdepo_assets.detection.slicing import cut_by_tile, merge_detections, tiles
 from carsdepo_assets.detection.threads import RECHECK_SECONDS, ThreadRecheck, choose_threads
 from carsdepo_assets.detection.types import Detection, damage_answer
-from carsdepo_assets.fileio import atomic_write_bytes, atomic_write_json
+from carsdepo_assets.fileio import DamagedFile, atomic_write_bytes, atomic_write_json
 
 DETECTOR_FILE = "detector.json"
 WEIGHTS_FILE = "model.pt"
@@ -201,8 +201,13 @@ class TrainedDetector(ABC):
         """The detector saved in ``directory``, on the GPU where there is one."""
         config = config.replace(device="cuda" if torch.cuda.is_available() else "cpu")
         model = cls._build_model(config)
-        state = torch.load(Path(directory) / WEIGHTS_FILE, map_location=config.device,
-                           weights_only=True)
+        weights = Path(directory) / WEIGHTS_FILE
+        try:
+            state = torch.load(weights, map_location=config.device, weights_only=True)
+        except RuntimeError as error:  # torch's reader on a truncated or overwritten archive
+            raise DamagedFile(weights, f"not a whole model file: {str(error).splitlines()[0]}",
+                              "retrain or re-register the model, or restore the file from a "
+                              "backup (`carsdepo fsck` lists every damaged model file)") from None
         model.load_state_dict(state)
         return cls(model.to(config.device).eval(), config, summary)
 

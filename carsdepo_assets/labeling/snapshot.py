@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from carsdepo_assets.fileio import atomic_write_json
+from carsdepo_assets.fileio import atomic_write_json, read_json
 
 
 @dataclass(frozen=True)
@@ -93,4 +93,6 @@ class AnnotationSnapshot:
 
     @classmethod
     def load(cls, path: Path) -> AnnotationSnapshot:
-        return cls.from_dict(json.loads(path.read_text()))
+        """The snapshot in ``path``; ``DamagedFile`` (a ValueError) naming it when truncated."""
+        return cls.from_dict(read_json(path, "materialize the `annotations` asset again to write "
+                                       "a fresh snapshot, or restore the file from a backup"))
