@@ -44,6 +44,7 @@ from carsdepo_assets.monitoring import drift as drift_statistics
 from carsdepo_assets.monitoring.decision import decide
 from carsdepo_assets.monitoring.drift import DriftReport, drift_plot
 from carsdepo_assets.monitoring.embedding import (
+    DEFAULT_COMPONENTS,
     Projection,
     fit_reference_content,
     is_content_feature,
@@ -172,8 +173,14 @@ def _predictions_by_sha(path: Path) -> dict:
 
 
 class ReferenceProfileConfig(Config):
-    """How much of the dataset's val split the champion answers for the outputs' reference."""
+    """The content projection's size, and how many val photos the champion answers for the
+    outputs' reference."""
 
+    content_components: int = Field(
+        default=DEFAULT_COMPONENTS, ge=1,
+        description="Principal components of the champion's backbone embedding profiled as "
+        "content features (each one KS test; more catch subtler changes, at a stricter "
+        "Bonferroni bound).")
     output_images: int = Field(
         default=40, ge=0,
         description="Photos of the val split the champion answers, as the reference of its "
@@ -213,13 +220,13 @@ def reference_profile(
     if not paths:
         raise Failure(f"dataset {dataset.version} has an empty train split: no reference")
     context.log.info(f"profiling {len(paths)} train images of dataset {dataset.version}")
-    detector = (load_registered_detector(ModelRef(model_registry.model_name, champion).uri)
-                if champion else None)
-    embedder = champion_embedder(model_registry.model_name, champion, detector) if detector \
-        else None
+    detector, embedder = None, None
+    if champion is not None:
+        detector = load_registered_detector(ModelRef(model_registry.model_name, champion).uri)
+        embedder = champion_embedder(model_registry.model_name, champion, detector)
     pairs = list(light_and_embeddings(paths, embedder))
     rows, content = reference_content(layout, pairs, embedder, model_registry.model_name,
-                                      champion)
+                                      champion, config.content_components)
     val = [dataset.image_root / image["file_name"] for image in dataset.coco("val")["images"]]
     rows, outputs = with_output_reference(rows, detector, val[:config.output_images])
     view = profile_rows(rows)
@@ -251,7 +258,8 @@ def with_output_reference(rows: list[dict], detector: TrainedDetector | None,
 
 
 def reference_content(layout: StateLayout, pairs: list, embedder: ImageEmbedder | None,
-                      model_name: str, champion: str | None) -> tuple[list[dict], str]:
+                      model_name: str, champion: str | None,
+                      components: int = DEFAULT_COMPONENTS) -> tuple[list[dict], str]:
     """The reference rows, with content features when there is a champion to embed with; the
     projection is saved (or a stale one removed). Returns the rows and what content holds."""
     path = content_projection_path(layout)
@@ -261,7 +269,7 @@ def reference_content(layout: StateLayout, pairs: list, embedder: ImageEmbedder 
         return rows, "not profiled: no champion yet (light features only)"
     try:
         projection, content_rows = fit_reference_content(
-            np.stack([vector for _, vector in pairs]),
+            np.stack([vector for _, vector in pairs]), components,
             source={"model_name": model_name, "model_version": champion,
                     "embedder": embedder.source, "side": embedder.side})
     except ValueError as error:  # too few train images for a projection
