@@ -15,15 +15,15 @@ from PIL import Image
 from carsdepo_assets.assets.monitoring import (
     NO_CHAMPION_NOTE,
     batch_profile,
-    champion_embedder,
     content_projection_path,
     drift_report,
-    light_and_embeddings,
-    reference_content,
+    reference_profile,
     retraining_decision,
-    with_output_reference,
 )
-from carsdepo_assets.images.ingest import ingest_batch
+from carsdepo_assets.datasets import build_dataset
+from carsdepo_assets.images.ingest import ingest_batch, iter_stored_images
+from carsdepo_assets.labeling.snapshot import AnnotationSnapshot, LabeledImage
+from carsdepo_assets.monitoring.embedding import Projection
 from carsdepo_assets.monitoring.features import PREDICTION_FEATURES, iter_image_features
 from carsdepo_assets.monitoring.profiles import profile_rows, read_profile, write_profile
 from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
@@ -128,33 +128,39 @@ def turned_batch(layout: StateLayout, name: str, seed: int) -> str:
     return name
 
 
+def curated_reference(layout: StateLayout) -> None:
+    """A curated dataset of 60 normal panels (labelled "no damage": the labels do not matter to
+    monitoring), built from the image store as curated_dataset builds it."""
+    folder = generate_dataset(layout.root / "synthetic" / "reference", 60, 1, "normal", **SIZE)
+    ingest_batch(folder.images_dir, "labelled", layout)
+    build_dataset(AnnotationSnapshot(images=[
+        LabeledImage(sha256=sha, width=SIZE["width"], height=SIZE["height"], boxes=(),
+                     no_damage=True)
+        for sha, _ in iter_stored_images(layout, "labelled")]), layout)
+
+
 @pytest.mark.slow
 def test_with_a_champion_the_content_signal_catches_panels_turned_to_portrait(
     carsdepo_home: StateLayout, instance: DagsterInstance, champion: ModelRef
 ):
-    folder = generate_dataset(carsdepo_home.root / "synthetic" / "reference", 60, 1, "normal",
-                              **SIZE)
-    embedder = champion_embedder(champion.name, champion.version)
-    pairs = list(light_and_embeddings(sorted(folder.images_dir.glob("*.jpg")), embedder))
-    rows, content = reference_content(carsdepo_home, pairs, embedder, champion.name,
-                                      champion.version)
-    detector = load_registered_detector(champion.uri)
-    held_out = generate_dataset(carsdepo_home.root / "synthetic" / "val", 12, 2, "normal", **SIZE)
-    rows, outputs = with_output_reference(rows, detector,
-                                          sorted(held_out.images_dir.glob("*.jpg")))
-    write_profile(profile_rows(rows), carsdepo_home.reference_profile_path())
+    curated_reference(carsdepo_home)
+    home = CarsdepoHome(path=str(carsdepo_home.root))
+    reference = materialize([reference_profile], instance=instance, resources={
+        "carsdepo_home": home, "model_registry": ModelRegistry(carsdepo_home=home)})
     batch = turned_batch(carsdepo_home, "portrait-b", 21)
-    predict_batch(carsdepo_home, batch, detector, champion)
+    predict_batch(carsdepo_home, batch, load_registered_detector(champion.uri), champion)
 
     decision = decide_batch(carsdepo_home, instance, batch)
 
-    assert "backbone embedding" in content and content_projection_path(carsdepo_home).is_file()
+    made = reference.asset_materializations_for_node("reference_profile")[0].metadata
+    assert "backbone embedding" in made["content"].value
+    assert made["outputs"].value.startswith("the champion's answers on ")
+    assert Projection.load(content_projection_path(carsdepo_home)).source["model_version"] == "1"
     profiled = read_profile(carsdepo_home.batch_profile_path(batch)).get_columns()
     assert {"content_00", *PREDICTION_FEATURES} <= set(profiled)
     report = json.loads(carsdepo_home.drift_report_path(batch).read_text())
     signals = {item["signal"]: item for item in report["signals"]}
     assert signals["light"]["moved"] is False and signals["content"]["moved"] is True
     assert decision["action"] != "no_action" and "content" in decision["moved_signals"]
-    # the champion's answers are compared with its answers on held-out reference photos
-    assert outputs == "the champion's answers on 12 photos of the val split"
+    # the champion's answers are compared with its answers on the val split's photos
     assert signals["outputs"]["tested"] >= 3 and not report["missing_in_reference"]
