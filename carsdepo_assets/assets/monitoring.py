@@ -71,14 +71,12 @@ from carsdepo_assets.state import StateLayout
 from carsdepo_assets.visual import markdown_image
 
 GROUP = "monitoring"
-
-
 CONTENT_PROJECTION_FILE = "reference-content.npz"
-NO_PREDICTIONS_NOTE = ("Outputs not compared: batch_predictions has not answered for this batch "
-                       "(materialize it, then batch_profile and drift_report again).")
-EMBED_CHUNK = 8  # images embedded at once: one chunk in memory
+EMBED_CHUNK = 8  # images embedded or answered at once: one chunk in memory
 NO_CHAMPION_NOTE = ("Content and outputs not profiled: there was no champion when the "
                     "reference was made, so only light features are compared.")
+NO_PREDICTIONS_NOTE = ("Outputs not compared: batch_predictions has not answered for this batch "
+                       "(materialize it, then batch_profile and drift_report again).")
 
 
 def content_projection_path(layout: StateLayout) -> Path:
@@ -103,8 +101,11 @@ def output_reference_rows(detector: TrainedDetector, paths: Sequence[Path],
     for start in range(0, len(paths), EMBED_CHUNK):
         images = []
         for path in paths[start:start + EMBED_CHUNK]:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
+            try:
+                with Image.open(path) as image:
+                    images.append(image.convert("RGB"))
+            except OSError as error:
+                raise Failure(f"cannot read reference photo {path}: {error}") from error
         for found in detector.predict(images):
             answer = damage_answer(found, detector.config.score_threshold)
             best = max((item.score for item in found), default=0.0)
