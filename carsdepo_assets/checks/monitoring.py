@@ -47,8 +47,10 @@ def drift_within_policy(
         passed=deviation < drift_policy.retrain_at,
         severity=severity,
         description=f"deviation {deviation:.1f}% (retrain at {drift_policy.retrain_at:g}%, "
-        f"experiment above {drift_policy.experiment_at:g}%)",
-        metadata={"deviation": deviation, "drifted": ", ".join(report.get("drifted", []))},
+        f"experiment above {drift_policy.experiment_at:g}%); signals moved: "
+        f"{', '.join(report.get('moved_signals', [])) or 'none'}",
+        metadata={"deviation": deviation, "drifted": ", ".join(report.get("drifted", [])),
+                  "moved_signals": ", ".join(report.get("moved_signals", [])) or "none"},
     )
 
 

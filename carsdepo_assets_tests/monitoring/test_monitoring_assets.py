@@ -20,6 +20,7 @@ from carsdepo_assets.assets.monitoring import (
     reference_profile,
     retraining_decision,
 )
+from carsdepo_assets.checks.monitoring import drift_within_policy
 from carsdepo_assets.datasets import build_dataset
 from carsdepo_assets.images.ingest import ingest_batch, iter_stored_images
 from carsdepo_assets.labeling.snapshot import AnnotationSnapshot, LabeledImage
@@ -53,9 +54,10 @@ def write_reference(layout: StateLayout) -> None:
 
 
 def decide_batch(layout: StateLayout, instance: DagsterInstance, batch: str) -> dict:
+    """The decision on ``batch``, with the description of its drift check under "check"."""
     instance.add_dynamic_partitions(BATCHES_PARTITIONS_NAME, [batch])
     result = materialize(
-        [batch_profile, drift_report, retraining_decision],
+        [batch_profile, drift_report, retraining_decision, drift_within_policy],
         partition_key=batch,
         instance=instance,
         resources={"carsdepo_home": CarsdepoHome(path=str(layout.root)),
@@ -64,7 +66,8 @@ def decide_batch(layout: StateLayout, instance: DagsterInstance, batch: str) -> 
                    "drift_policy": DriftPolicy()},
     )
     assert result.success
-    return result.output_for_node("retraining_decision")
+    [check] = result.get_asset_check_evaluations()
+    return {**result.output_for_node("retraining_decision"), "check": check.description}
 
 
 @pytest.fixture
@@ -86,6 +89,7 @@ def test_a_batch_like_the_reference_needs_no_action_and_a_very_dim_one_experimen
     assert very_dim["action"] == "experiment"
     assert any("brightness" in reason for reason in very_dim["reasons"])
     assert very_dim["moved_signals"] == ("light",)
+    assert very_dim["check"].endswith("signals moved: light")
     assert (carsdepo_home.reports / "decisions" / "dark-b.json").is_file()
     report = json.loads(carsdepo_home.drift_report_path("dark-b").read_text())
     assert report["notes"] == [NO_CHAMPION_NOTE]  # no champion: light features only
