@@ -1,5 +1,7 @@
-"""What one submission on the page may hold: the limits REST and ingestion apply to a photo,
-and a number of photos, so the page cannot be used to exhaust the machine."""
+"""What one submission on the page may cost: the limits ``carsdepo serve`` applies to a
+request (photos, pixels their headers declare, the working side a large photo is read at) and
+ingestion's image policy (file size, pixels, formats), so the page cannot be used to exhaust
+the machine."""
 
 from __future__ import annotations
 
@@ -7,21 +9,20 @@ import math
 from dataclasses import dataclass, field
 
 from carsdepo_assets.images.validate import ImagePolicy
-
-MIB = 2**20
+from carsdepo_assets.prediction.limits import MIB, ServingLimits
 
 
 @dataclass(frozen=True)
 class PhotoLimits:
-    """What one submission may hold: the image policy REST and ingestion apply (file size,
-    pixels, formats) and a number of photos, so the page cannot exhaust the machine."""
+    """A submission is a request: at most ``request.max_rows`` photos, declaring at most
+    ``request.max_request_pixels`` pixels together; each photo within ``policy``."""
 
     policy: ImagePolicy = field(default_factory=ImagePolicy)
-    max_photos: int = 16
+    request: ServingLimits = field(default_factory=ServingLimits)
 
-    def __post_init__(self) -> None:
-        if self.max_photos < 1:
-            raise ValueError(f"PhotoLimits.max_photos must be at least 1, got {self.max_photos}")
+    @property
+    def max_photos(self) -> int:
+        return self.request.max_rows
 
     @property
     def upload_megabytes(self) -> int:

@@ -28,7 +28,7 @@ from carsdepo_assets.app.photos import (
     PhotoCheck,
     PhotoChecker,
     PhotoLimits,
-    TooManyPhotos,
+    SubmissionTooLarge,
     stored_batch_photos,
     stored_batches,
 )
@@ -151,7 +151,7 @@ def check_page(settings: AppSettings) -> None:
         try:
             with st.spinner("Looking for scratches and dents…"):
                 answers = (key, checker.check(photos, LIMITS))
-        except TooManyPhotos as too_many:
+        except SubmissionTooLarge as too_many:
             st.error(str(too_many))
             return
         st.session_state["answers"] = answers

@@ -4,15 +4,20 @@ detector, drawn, and recorded in the inference log.
 The detector runs once per submission and keeps every detection down to its score floor
 (``box_score_thresh``), so moving the threshold on the page re-filters stored scores instead
 of running the model again. What is recorded is the answer at the model's operating threshold,
-the one every other path answers at unless told otherwise.
+the one every other path answers at unless told otherwise. A submission is measured against
+the REST request limits before any pixel is decoded (``limits``); a photo longer than the
+working side is read at a reduced scale, as REST reads it, and its answer's boxes are given
+in the photo's own pixels.
 """
 
 from __future__ import annotations
 
+import io
 import threading
 import time
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
@@ -23,12 +28,7 @@ from carsdepo_assets.images.files import FileTooBig, NotARegularFile, read_regul
 from carsdepo_assets.images.ingest import load_manifest
 from carsdepo_assets.images.manifest import DUPLICATE, STORED
 from carsdepo_assets.images.store import ImageStore, sha256_hex
-from carsdepo_assets.images.validate import (
-    ImagePolicy,
-    RejectedImage,
-    decode_image,
-    file_too_big_reason,
-)
+from carsdepo_assets.images.validate import RejectedImage, decode_image, file_too_big_reason
 from carsdepo_assets.prediction.inference_log import CLI, InferenceLog, InferenceRecord
 from carsdepo_assets.prediction.models import ModelRef
 from carsdepo_assets.prediction.runtime import prepare_inference_process
@@ -39,8 +39,8 @@ from carsdepo_assets.visual import draw_boxes
 RECORDED_SOURCE = CLI
 
 
-class TooManyPhotos(ValueError):
-    """A submission with more photos than ``PhotoLimits.max_photos``."""
+class SubmissionTooLarge(ValueError):
+    """A submission over the request limits (photos, declared pixels), refused as a whole."""
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,16 @@ class CheckedPhoto:
 
     name: str
     sha256: str | None
-    image: Image.Image | None = None
-    detections: tuple[Detection, ...] = ()
+    image: Image.Image | None = None  # as the model saw it: read at ``scale``
+    detections: tuple[Detection, ...] = ()  # in the pixels of ``image``
     reason: str | None = None
+    scale: float = 1.0
 
     def answer(self, threshold: float) -> str | list[dict]:
-        """``"None"`` or the damage found at ``threshold``."""
-        return damage_answer(list(self.detections), threshold)
+        """``"None"`` or the damage found at ``threshold``, boxes in the photo's pixels."""
+        return damage_answer([Detection(found.label, found.score,
+                                        tuple(value / self.scale for value in found.box))
+                              for found in self.detections], threshold)
 
     def drawn(self, threshold: float) -> Image.Image:
         """The photo with the boxes kept at ``threshold`` drawn, each class in its colour."""
@@ -94,11 +97,10 @@ class PhotoChecker:
 
     def check(self, uploads: Sequence[tuple[str, bytes]], limits: PhotoLimits) -> PhotoCheck:
         """Answer each ``(name, bytes)``; a photo that cannot be used gets its reason, the
-        others their answer. Raises TooManyPhotos over ``limits.max_photos``."""
-        if len(uploads) > limits.max_photos:
-            raise TooManyPhotos(f"{len(uploads)} photos: at most {limits.max_photos} at a time")
+        others their answer. Raises SubmissionTooLarge over the request limits."""
+        _check_submission(uploads, limits)
         prepare_inference_process()
-        checked = [_decoded(name, data, limits.policy) for name, data in uploads]
+        checked = [_decoded(name, data, limits) for name, data in uploads]
         images = [photo.image for photo in checked if photo.image is not None]
         started = time.perf_counter()
         with self._one_at_a_time:
@@ -106,7 +108,7 @@ class PhotoChecker:
         latency = 1000.0 * (time.perf_counter() - started) / max(1, len(images))
         photos = tuple(
             photo if photo.image is None
-            else CheckedPhoto(photo.name, photo.sha256, photo.image, tuple(next(found)))
+            else replace(photo, detections=tuple(next(found)))
             for photo in checked
         )
         if self.log is not None:
@@ -152,11 +154,42 @@ def stored_batch_photos(
     return photos, unreadable
 
 
-def _decoded(name: str, data: bytes, policy: ImagePolicy) -> CheckedPhoto:
+def _check_submission(uploads: Sequence[tuple[str, bytes]], limits: PhotoLimits) -> None:
+    """Refuse a submission with too many photos, or whose headers declare more pixels than a
+    request may, before any pixel is decoded."""
+    if len(uploads) > limits.max_photos:
+        raise SubmissionTooLarge(f"{len(uploads)} photos: at most {limits.max_photos} at a time")
+    declared = sum(_declared_pixels(data) for _, data in uploads)
+    if declared > limits.request.max_request_pixels:
+        raise SubmissionTooLarge(
+            f"these photos declare {declared:,} pixels together: at most "
+            f"{limits.request.max_request_pixels:,} at a time; check fewer at once")
+
+
+def _declared_pixels(data: bytes) -> int:
+    """The pixels an image header declares; 0 for bytes that are no image (their reason comes
+    with the decoding proper)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            width, height = Image.open(io.BytesIO(data)).size
+    except Exception:  # noqa: BLE001 - Pillow raises many kinds for bytes that are no image
+        return 0
+    return width * height
+
+
+def _decoded(name: str, data: bytes, limits: PhotoLimits) -> CheckedPhoto:
+    """The photo upright RGB, at most the working side long, or the reason ingestion gives."""
+    policy = limits.policy
     sha = sha256_hex(data) if data else None
     if len(data) > policy.max_file_bytes:
         return CheckedPhoto(name, sha, reason=file_too_big_reason(len(data), policy))
     try:
-        return CheckedPhoto(name, sha, decode_image(data, policy).image)
+        image = decode_image(data, policy).image
     except RejectedImage as rejected:
         return CheckedPhoto(name, sha, reason=rejected.reason)
+    scale = min(1.0, limits.request.max_working_side / max(image.size))
+    if scale < 1.0:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return CheckedPhoto(name, sha, image, scale=scale)

@@ -14,18 +14,21 @@ from carsdepo_assets.app.limits import PhotoLimits
 from carsdepo_assets.app.photos import (
     RECORDED_SOURCE,
     PhotoChecker,
-    TooManyPhotos,
+    SubmissionTooLarge,
     stored_batch_photos,
     stored_batches,
 )
 from carsdepo_assets.images.ingest import ingest_batch
 from carsdepo_assets.images.manifest import QUARANTINED
 from carsdepo_assets.images.store import sha256_hex
+from carsdepo_assets.images.validate import ImagePolicy
 from carsdepo_assets.prediction.inference_log import InferenceLog
+from carsdepo_assets.prediction.limits import ServingLimits
 from carsdepo_assets.prediction.pyfunc import load_registered_detector
 from carsdepo_assets.taxonomy import CLASS_NAMES, NONE_ANSWER
 from carsdepo_assets_tests.app.conftest import BATCH
 from carsdepo_assets_tests.images.samples import bad_files
+from carsdepo_assets_tests.prediction.conftest import HEIGHT, WIDTH, well_formed
 
 pytestmark = pytest.mark.slow  # the package's tiny champion is trained once (most of a minute)
 
@@ -100,17 +103,36 @@ def test_every_answer_is_recorded_at_the_operating_threshold(checker, panels, ca
     assert records[2].result is None and records[2].error.startswith("not an image")
 
 
-def test_more_photos_than_the_limit_are_refused_before_the_model_runs(checker, panels,
-                                                                      carsdepo_home):
-    with pytest.raises(TooManyPhotos, match="3 photos: at most 2"):
-        checker.check(panel_photos(panels, 3), PhotoLimits(max_photos=2))
+def test_a_submission_over_the_request_limits_is_refused_before_the_model_runs(
+    checker, panels, carsdepo_home
+):
+    with pytest.raises(SubmissionTooLarge, match="3 photos: at most 2 at a time"):
+        checker.check(panel_photos(panels, 3), PhotoLimits(request=ServingLimits(max_rows=2)))
+    pixels = 2 * WIDTH * HEIGHT
+    with pytest.raises(SubmissionTooLarge, match=f"declare {pixels:,} pixels together"):
+        checker.check(panel_photos(panels, 2),
+                      PhotoLimits(request=ServingLimits(max_request_pixels=pixels - 1)))
     assert list(InferenceLog(carsdepo_home.inference_log).read()) == []
+
+
+def test_a_photo_over_the_working_side_is_read_smaller_and_answered_in_its_own_pixels(
+    checker, panels
+):
+    limits = PhotoLimits(request=ServingLimits(max_working_side=WIDTH // 2))
+    photo = checker.check(panel_photos(panels, 1), limits).photos[0]
+
+    assert photo.scale == 0.5 and photo.image.size == (WIDTH // 2, HEIGHT // 2)
+    assert photo.drawn(0.0).size == (WIDTH // 2, HEIGHT // 2)
+    assert [found["box"] for found in photo.answer(0.0)] == [
+        [round(2 * value, 1) for value in found.box] for found in photo.detections]
+    assert well_formed(photo.answer(0.0))
 
 
 def test_a_stored_batch_is_checked_by_its_file_names_up_to_the_limit(checker, batch,
                                                                      carsdepo_home):
     assert stored_batches(carsdepo_home) == [BATCH]
-    photos, unreadable = stored_batch_photos(carsdepo_home, BATCH, PhotoLimits(max_photos=4))
+    limits = PhotoLimits(request=ServingLimits(max_rows=4))
+    photos, unreadable = stored_batch_photos(carsdepo_home, BATCH, limits)
 
     stored = [row for row in batch.rows if row.sha256]
     assert [name for name, _ in photos] == [row.path for row in stored[:4]]
@@ -130,7 +152,6 @@ def test_a_stored_photo_that_vanished_is_named_not_fatal(batch, carsdepo_home):
     assert len(unreadable) == 1 and unreadable[0].startswith(f"{gone.path} (")
 
 
-def test_limits_are_checked():
+def test_the_upload_limit_is_the_file_limit_in_whole_megabytes():
     assert PhotoLimits().upload_megabytes == 50
-    with pytest.raises(ValueError, match="max_photos must be at least 1"):
-        PhotoLimits(max_photos=0)
+    assert PhotoLimits(ImagePolicy(max_file_bytes=2**20 + 1)).upload_megabytes == 2
