@@ -24,9 +24,13 @@ DECISIONS = AssetKey("retraining_decision")
 BATCH_LIMIT = 50
 
 
-def run_request_for(action: str, batch: str, storage_id: int) -> RunRequest | None:
-    """The run a decision calls for (None when it calls for nothing)."""
+def run_request_for(action: str, batch: str, storage_id: int,
+                    moved_signals: str = "") -> RunRequest | None:
+    """The run a decision calls for (None when it calls for nothing); the run is tagged with
+    the signals that moved (light, content, outputs) when the decision names them."""
     tags = {"carsdepo/decision": action, "carsdepo/drifted_batch": batch}
+    if moved_signals:
+        tags["carsdepo/moved_signals"] = moved_signals
     if action == RETRAIN:
         return RunRequest(run_key=f"retrain-{storage_id}", job_name=training_job.name, tags=tags)
     if action == EXPERIMENT:
@@ -55,8 +59,11 @@ def drift_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
     for record in records:
         materialization = record.asset_materialization
         action = materialization.metadata["action"].value
-        request = run_request_for(action, materialization.partition, record.storage_id)
-        context.log.info(f"batch {materialization.partition}: {action}")
+        moved = materialization.metadata.get("moved_signals")
+        moved = moved.value if moved is not None else ""
+        request = run_request_for(action, materialization.partition, record.storage_id, moved)
+        context.log.info(f"batch {materialization.partition}: {action}"
+                         + (f" (signals moved: {moved})" if moved else ""))
         if request is not None:
             requests.append(request)
     return SensorResult(run_requests=requests, cursor=str(records[-1].storage_id))

@@ -117,6 +117,7 @@ def test_drift_sensor_launches_experimentation_for_the_drifted_batch_once(
     assert [(r.job_name, r.partition_key) for r in first.run_requests] == [
         ("experimentation_job", "dark-c")
     ]
+    assert first.run_requests[0].tags["carsdepo/moved_signals"] == "light"
     assert not getattr(again, "run_requests", None)
 
 
