@@ -85,10 +85,14 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def training_run_config(preset: str, backend: str, iterations: int | None,
                         overrides: dict[str, Any] | None = None,
-                        gate: dict[str, float] | None = None) -> dict[str, Any]:
-    """``training_job``'s run config: the detector's preset and fields, and the quality gate's
-    minimums where given (the model_registry resource's defaults otherwise)."""
+                        gate: dict[str, float] | None = None,
+                        from_champion: bool = False) -> dict[str, Any]:
+    """``training_job``'s run config: the detector's preset and fields, whether it fine-tunes
+    the champion, and the quality gate's settings where given (the model_registry resource's
+    defaults otherwise)."""
     detector: dict[str, Any] = {"preset": preset, "backend": backend}
+    if from_champion:
+        detector["start_from_champion"] = True
     if iterations is not None:
         detector["iterations"] = iterations
     if overrides:
@@ -115,6 +119,7 @@ def train_on_curated_dataset(
     iterations: int | None = None,
     overrides: dict[str, Any] | None = None,
     gate: dict[str, float] | None = None,
+    from_champion: bool = False,
     started_by: str = "cli",
 ) -> TrainingOutcome:
     """Run ``training_job`` on the newest curated dataset and collect its outcome; a run that
@@ -129,7 +134,7 @@ def train_on_curated_dataset(
 
     result = run_job("training_job", layout, raise_on_failure=False, started_by=started_by,
                      run_config=training_run_config(resolve_preset(preset), backend, iterations,
-                                                    overrides, gate))
+                                                    overrides, gate, from_champion))
     detector = materialization_metadata(result, "detector")
     if not detector or not materialization_metadata(result, "evaluation_report"):
         stage = "evaluation" if detector else "a model was made"
@@ -221,7 +226,7 @@ def cmd_train(args: argparse.Namespace, layout: StateLayout) -> int:
     say(f"==> Training on the newest curated dataset in {layout.root} (training_job)")
     try:
         outcome = train_on_curated_dataset(layout, args.preset, args.backend, None, overrides,
-                                           gate_overrides(args))
+                                           gate_overrides(args), args.from_champion)
     except (TrainingError, ConfigError, RunFailed) as error:
         print(f"carsdepo train: {error}", file=sys.stderr)
         return 1
@@ -256,6 +261,11 @@ def register(command: AddCommand) -> None:
         "detector preset (default cpu: minutes on 2 cores, made for the synthetic photos; "
         "real_cpu: real photos, about an hour on 2 cores; gpu; auto: gpu where CUDA is there, "
         "else real_cpu)",
+    )
+    train.add_argument(
+        "--from-champion", action="store_true",
+        help="fine-tune the champion (its architecture and weights) instead of training from "
+        "ImageNet weights: a retrain on new labels needs far fewer iterations",
     )
     train.add_argument("--min-ap50", type=float,
                        help="quality gate: minimum of test AP50's lower bound (default 0.5)")

@@ -23,9 +23,12 @@ def test_set_overrides_and_gate_settings_reach_the_training_run():
 
     overrides = parse_overrides(["work_side=0", "rpn_fg_iou_thresh=0.7", "backend=torchvision"])
     run_config = training_run_config("real_cpu_short", "auto", None, overrides,
-                                     gate={"min_ap50": 0.0, "tolerance": 1.0})
+                                     gate={"min_ap50": 0.0, "tolerance": 1.0},
+                                     from_champion=True)
 
-    config = DetectorTrainingConfig(**run_config["ops"]["detector"]["config"]).detector_config()
+    training = DetectorTrainingConfig(**run_config["ops"]["detector"]["config"])
+    config = training.detector_config()
+    assert training.start_from_champion
     assert (config.work_side, config.rpn_fg_iou_thresh, config.learn_anchors) == (0, 0.7, True)
     assert config.backend == "torchvision"  # a string value that is not JSON stays a string
     registry = ModelRegistry(**run_config["resources"]["model_registry"]["config"])
