@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from carsdepo_assets.app.launch import AppSettings
+from carsdepo_assets.app.limits import PhotoLimits
 from carsdepo_assets.app.models import (
     TEST_FIGURES,
     VersionFigures,
@@ -27,7 +28,6 @@ from carsdepo_assets.app.photos import (
     CheckedPhoto,
     PhotoCheck,
     PhotoChecker,
-    PhotoLimits,
     SubmissionTooLarge,
     stored_batch_photos,
     stored_batches,
@@ -38,6 +38,7 @@ from carsdepo_assets.detection.champion import (
     MlflowUnreachableError,
     configure_mlflow,
 )
+from carsdepo_assets.monitoring.decision import EXPERIMENT, NO_ACTION, NO_REFERENCE, RETRAIN
 from carsdepo_assets.prediction.inference_log import InferenceLog
 from carsdepo_assets.prediction.kpis.collect import collect_kpis
 from carsdepo_assets.prediction.kpis.compute import KpiReport
@@ -48,8 +49,8 @@ from carsdepo_assets.taxonomy import NONE_ANSWER
 
 LIMITS = PhotoLimits()
 UPLOAD, STORED_BATCH = "Upload photos", "A stored batch"
-ACTION_WORDS = {"no_action": "no action", "retrain": "retrain", "experiment": "experiment",
-                "no_reference": "no reference yet"}
+ACTION_WORDS = {NO_ACTION: "no action", RETRAIN: "retrain", EXPERIMENT: "experiment",
+                NO_REFERENCE: "no reference yet"}
 KPI_REFRESH_S = 60
 PHOTOS_PER_ROW = 3
 LISTED_SCORES = 3  # a class with more boxes is shown as a count
