@@ -65,14 +65,15 @@ def test_batch_predictions_answers_every_stored_image_and_records_each_answer(
     assert [r.result for r in logged] == [row["damage"] for row in rows]
 
 
-def test_batch_predictions_without_a_champion_fails_saying_so(
+def test_batch_predictions_with_an_empty_registry_fails_saying_so(
     empty_registry: StateLayout,
 ) -> None:
     result = materialize_batch(empty_registry)
 
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error.message
-    assert f"batch {LOT}: model 'carsdepo-damage-detector' has no champion yet" in failure
+    assert (f"batch {LOT}: no registered model 'carsdepo-damage-detector': the registry is "
+            "empty: train one first") in failure
 
 
 @pytest.mark.slow
