@@ -14,6 +14,7 @@ DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 SERVE_PORT ?= 5001
 DOCS_PORT ?= 8000
+APP_PORT ?= 8501
 
 .DEFAULT_GOAL := help
 SYSTEM_PACKAGES := chromium chromium-driver postgresql
@@ -26,7 +27,7 @@ TRAIN_REAL_ARGS ?=
 
 .PHONY: help install install-label-studio demo test dev lint bench clean-state serve \
         labelstudio-start labelstudio-stop labelstudio-status mlflow-ui system-deps check \
-        bench-report train-real lock docs screenshots
+        bench-report train-real lock docs screenshots app
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -106,7 +107,8 @@ docs: install ## Serve the documentation site on 127.0.0.1:$(DOCS_PORT), built s
 # screenshots over the docs' copies, so the pictures in the docs are the ones a test last saw.
 screenshots: ## Refresh docs/images/ from the browser tests' screenshots in test-artifacts/
 	@test -d test-artifacts || { echo "==> no test-artifacts/: run make test first"; exit 1; }
-	@for png in test-artifacts/*.png; do cp -v "$$png" docs/images/; done
+	@for png in test-artifacts/*.png; do case "$$png" in *app-test-*) ;; \
+	    *) cp -v "$$png" docs/images/ ;; esac; done
 
 dev: install ## Run the Dagster UI on 127.0.0.1:$(DAGSTER_PORT)
 	$(BIN)/carsdepo init
@@ -123,6 +125,9 @@ labelstudio-status: install ## Is the local Label Studio server running?
 
 mlflow-ui: install ## Open MLflow's UI on 127.0.0.1:$(MLFLOW_PORT) over the local store
 	$(BIN)/carsdepo mlflow-ui --port $(MLFLOW_PORT)
+
+app: install ## Open the page for people who price cars on 127.0.0.1:$(APP_PORT)
+	$(BIN)/carsdepo app --port $(APP_PORT)
 
 serve: install ## Serve the champion model over REST (MLflow's server) on 127.0.0.1:$(SERVE_PORT)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/carsdepo serve --port $(SERVE_PORT)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from carsdepo_assets.cli import check, data, demo, fsck, models, sensors, train_real
+from carsdepo_assets.cli import app, check, data, demo, fsck, models, sensors, train_real
 from carsdepo_assets.state import StateLayout
 
 # A command's handler: its arguments and the state folder, which is read here once.
 Handler = Callable[[argparse.Namespace, StateLayout], int]
 AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
 # In the order `carsdepo --help` lists them.
-COMMAND_FAMILIES = (data, models, sensors, check, demo, train_real, fsck)
+COMMAND_FAMILIES = (data, models, sensors, check, demo, train_real, fsck, app)
 
 
 def build_parser() -> argparse.ArgumentParser:
