@@ -179,8 +179,11 @@ def synthetic_photos(seed: int, count: int, lighting: str = "normal") -> Iterato
         yield image
 
 
-def lensor_photos(split: str, count: int, seed: int) -> Iterator[Image.Image]:
-    paths = sorted((LENSOR / "images" / split).glob("*.jpg"))
+def lensor_photos(splits: tuple[str, ...], count: int, seed: int) -> Iterator[Image.Image]:
+    paths = sorted(path for split in splits for path in (LENSOR / "images" / split).glob("*.jpg"))
+    if len(paths) < count:
+        raise SystemExit(f"the lensor {'+'.join(splits)} split(s) hold {len(paths)} photos, "
+                         f"fewer than the {count} asked for")
     for index in np.random.default_rng(seed).permutation(len(paths))[:count]:
         with Image.open(paths[index]) as image:
             image.draft("RGB", (640, 640))
@@ -264,9 +267,9 @@ def synthetic_source(args) -> tuple[list[Image.Image], Callable]:
 
 
 def lensor_source(args) -> tuple[list[Image.Image], Callable]:
-    """Reference from the train split, unseen photos from the test split."""
-    reference = list(lensor_photos("train", args.reference, args.seed))
-    test_photos = list(lensor_photos("test", args.unseen, args.seed))
+    """Reference from the train split, unseen photos from the val and test splits."""
+    reference = list(lensor_photos(("train",), args.reference, args.seed))
+    test_photos = list(lensor_photos(("val", "test"), args.unseen, args.seed))
     return reference, lambda shift: (test_photos, False)
 
 
