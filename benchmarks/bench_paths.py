@@ -18,7 +18,9 @@ them:
   ``carsdepo predict`` command and ``predict_batch`` (the work of ``batch_predictions``); with
   the decode added, the floor of the REST server (``carsdepo serve``) with 1 and 8 images per
   request, and of 1-image requests from 8 clients at once (p50 and p95), with one worker
-  process and with the default number (``--workers``);
+  process and with the default number (``--workers``); the hostile probe (8 rows of a
+  one-colour 7000x7000 PNG: refused) and one such photo (answered at the working-side bound),
+  with the servers' peak memory after them;
 - start-up: ``carsdepo --help``, ``carsdepo predict`` of a missing file and ``carsdepo ingest``
   without its arguments, each answered before anything heavy is imported (target < 1 s).
 
@@ -311,11 +313,14 @@ class Bench:
                      for i in range(max(2, self.args.requests // 2))]
             concurrent = _concurrent_posts(url, encoded, CLIENTS, self.args.requests)
             peak = _tree_memory(server.pid, "VmHWM")
+            large = _large_photo_requests(url)
+            peak_large = _tree_memory(server.pid, "VmHWM")
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
-        data = (f"`carsdepo serve --workers {workers}` on 127.0.0.1, base64 {WIDTH}x{HEIGHT} "
-                "JPEG panels in dataframe_records, end to end (client: requests)")
+        served = f"`carsdepo serve --workers {workers}` on 127.0.0.1"
+        data = (f"{served}, base64 {WIDTH}x{HEIGHT} JPEG panels in dataframe_records, end to "
+                "end (client: requests)")
         suffix = "" if workers == 1 else f"_{workers}_workers"
         self.put(f"rest_1_image_ms_p50{suffix}", statistics.median(single), "ms/request",
                  f"{data}, {len(single)} requests one after another",
@@ -344,6 +349,15 @@ class Bench:
             self.put(f"rest_peak_rss_{label}{suffix}", mib, "MiB",
                      f"REST server process {label!r} ({workers} workers): peak after the "
                      "requests", higher_is_better=False)
+        self.put(f"rest_7000px_refused_ms{suffix}", large["refused_ms"], "ms/request",
+                 f"{served}: 8 rows of a one-colour 7000x7000 PNG (a "
+                 "1.7 MB body), refused over the pixel budget", higher_is_better=False)
+        self.put(f"rest_7000px_answered_ms{suffix}", large["answered_ms"], "ms/request",
+                 f"{served}: 1 row of the same PNG, answered at the "
+                 "working-side bound", higher_is_better=False)
+        self.put(f"rest_peak_rss_total_after_7000px{suffix}", peak_large["total"], "MiB",
+                 f"REST server processes ({workers} workers): peak after those two requests "
+                 f"(before them: {peak['total']} MiB)", higher_is_better=False)
 
     # -- start-up ------------------------------------------------------------------------
     def startup(self) -> None:
@@ -460,6 +474,25 @@ def _concurrent_posts(url: str, encoded: list[str], clients: int, each: int) -> 
 
     with ThreadPoolExecutor(clients) as pool:
         return [ms for times in pool.map(client, range(clients)) for ms in times]
+
+
+def _large_photo_requests(url: str) -> dict[str, float]:
+    """Times (ms) of the hostile probe's request, refused, and of one such photo, answered."""
+    import requests
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (7000, 7000), (90, 90, 90)).save(buffer, format="PNG")
+    image = base64.b64encode(buffer.getvalue()).decode("ascii")
+    times = {}
+    for name, rows, status in (("refused_ms", 8, 400), ("answered_ms", 1, 200)):
+        started = time.perf_counter()
+        response = requests.post(f"{url}/invocations", timeout=600,
+                                 json={"dataframe_records": [{"image": image}] * rows})
+        times[name] = 1000.0 * (time.perf_counter() - started)
+        if response.status_code != status:
+            raise RuntimeError(f"{rows} rows of a 7000x7000 PNG: HTTP {response.status_code}, "
+                               f"expected {status}: {response.text[:500]}")
+    return times
 
 
 def _p95(values: list[float]) -> float:
