@@ -94,8 +94,11 @@ def cmd_labelstudio(args: argparse.Namespace, layout: StateLayout) -> int:
         except server.ServerError as error:
             print(f"carsdepo labelstudio start: {error}", file=sys.stderr)
             return 1
+        from carsdepo_assets.cli.demo import server_login
+
         state = "already running" if info.already_running else "started"
-        print(f"Label Studio {state} at {info.url} (pid {info.pid}, log {info.log_path})")
+        print(f"Label Studio {state} at {info.url} (pid {info.pid}, log {info.log_path}); "
+              f"log in as {server_login()}")
         return 0
     if args.action == "stop":
         stopped = server.stop(layout)

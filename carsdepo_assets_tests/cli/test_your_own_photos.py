@@ -128,6 +128,7 @@ def test_the_tutorial_runs_as_written_from_a_folder_of_photos_to_answers(
     said = "\n".join(line for line in tutorial.stderr.splitlines() if " - dagster - " not in line)
 
     assert tutorial.returncode == 0, f"{tutorial.stdout}\n{said[-6000:]}"
+    assert "log in as admin@carsdepo.local / carsdepo-local-password" in console  # as the page
     assert "batch lot-12: 24 files" in console and "24 tasks created" in console
     assert re.search(r"annotation_sensor tick \d+: dataset_job run \S+ succeeded", console)
     assert "test split (" in console and "(lower bound " in console
