@@ -18,7 +18,7 @@ them:
   ``carsdepo predict`` command and ``predict_batch`` (the work of ``batch_predictions``); with
   the decode added, the floor of the REST server (``carsdepo serve``) with 1 and 8 images per
   request, and of 1-image requests from 8 clients at once (p50 and p95), with one worker
-  process and with the default number (``--workers``); the hostile probe (8 rows of a
+  process, two, and the default number (``--workers``); the hostile probe (8 rows of a
   one-colour 7000x7000 PNG: refused) and one such photo (answered at the working-side bound),
   with the servers' peak memory after them;
 - start-up: ``carsdepo --help``, ``carsdepo predict`` of a missing file and ``carsdepo ingest``
@@ -291,7 +291,7 @@ class Bench:
     # -- REST ----------------------------------------------------------------------------
     def rest(self) -> None:
         encoded = [base64.b64encode(p.read_bytes()).decode("ascii") for p in self.photos]
-        for workers in sorted({1, default_workers()}):
+        for workers in sorted({1, 2, default_workers()}):
             self._rest_server(encoded, workers)
 
     def _rest_server(self, encoded: list[str], workers: int) -> None:

@@ -43,9 +43,10 @@ def allowed(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(registry_template: StateLayout, allowed: Path, tmp_path_factory) -> Iterator[Server]:
     """``carsdepo serve`` with its default limits but a 4 MiB body, reading files under
-    ``allowed`` only."""
+    ``allowed`` only, in two worker processes (the default where there are four cores)."""
     with running_server(registry_template, tmp_path_factory.mktemp("serve-home"),
-                        ["--allow-paths-under", str(allowed), "--max-body-mb", "4"]) as running:
+                        ["--allow-paths-under", str(allowed), "--max-body-mb", "4",
+                         "--workers", "2"]) as running:
         yield running
 
 
