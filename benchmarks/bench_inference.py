@@ -161,7 +161,8 @@ def bench_rest(layout: StateLayout, photos: list[Path], count: int) -> None:
     log_path = layout.root / "serve.log"
     with log_path.open("wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "carsdepo_assets.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "carsdepo_assets.cli", "serve", "--port", str(port),
+             "--workers", "1"],
             cwd=PROJECT_ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -178,8 +179,8 @@ def bench_rest(layout: StateLayout, photos: list[Path], count: int) -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
-    data = (f"carsdepo serve (mlflow models serve, 1 worker) on 127.0.0.1, base64 "
-            f"{WIDTH}x{HEIGHT} JPEGs over HTTP, end to end")
+    data = ("carsdepo serve --workers 1 (MLflow's scoring app under uvicorn) on 127.0.0.1, "
+            f"base64 {WIDTH}x{HEIGHT} JPEGs over HTTP, end to end")
     for q in (50, 95):
         record(f"rest_ms_p{q}_1_image", round(float(np.percentile(single, q)), 1),
                "ms/request", data, requests=len(single))

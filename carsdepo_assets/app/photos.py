@@ -29,14 +29,14 @@ from carsdepo_assets.images.ingest import load_manifest
 from carsdepo_assets.images.manifest import DUPLICATE, STORED
 from carsdepo_assets.images.store import ImageStore, sha256_hex
 from carsdepo_assets.images.validate import RejectedImage, decode_image, file_too_big_reason
-from carsdepo_assets.prediction.inference_log import CLI, InferenceLog, InferenceRecord
+from carsdepo_assets.prediction.inference_log import APP, InferenceLog, InferenceRecord
 from carsdepo_assets.prediction.models import ModelRef
 from carsdepo_assets.prediction.runtime import prepare_inference_process
 from carsdepo_assets.state import StateLayout
 from carsdepo_assets.visual import draw_boxes
 
 # The inference log's source for answers given on the page.
-RECORDED_SOURCE = CLI
+RECORDED_SOURCE = APP
 
 
 class SubmissionTooLarge(ValueError):

@@ -1,13 +1,13 @@
 """The inference log: one JSON line per answered image, append-only, under ``inference_log/``.
 
 Every prediction made for someone is recorded: by ``batch_predictions`` (source ``batch``),
-``carsdepo predict`` (``cli``) and the REST server that ``carsdepo serve`` starts (``rest``), so
-that monitoring and the KPI report can use them. A record says when (UTC), from which source,
-by which model (registered name and version) at which score threshold, for which image
-(sha256 of the bytes the model read; None when none were read, so nothing about a file that
-could not be read is recorded), how long the model took, and what it answered: the damage
-answer (``"None"`` or detections) or the error. Day files are created readable by their owner
-only.
+``carsdepo predict`` (``cli``), ``carsdepo app``'s page (``app``) and the REST server that
+``carsdepo serve`` starts (``rest``), so that monitoring and the KPI report can use them. A record
+says when (UTC), from which source, by which model (registered name and version) at which score
+threshold, for which image (sha256 of the bytes the model read; None when none were read, so
+nothing about a file that could not be read is recorded), how long the model took, and what it
+answered: the damage answer (``"None"`` or detections) or the error. Day files are created readable
+by their owner only.
 
 Files are per UTC day (``<YYYY-MM-DD>.jsonl``), so a reader can take a window of days and old
 days can be archived whole. Writers in several processes (a Dagster run, the CLI, the server)
@@ -34,7 +34,8 @@ LOG_FILE_MODE = 0o600  # what was answered for whom, and image digests: the owne
 BATCH = "batch"
 CLI = "cli"
 REST = "rest"
-SOURCES = (BATCH, CLI, REST)
+APP = "app"
+SOURCES = (BATCH, CLI, REST, APP)
 # How `carsdepo serve` tells the served model where to record and which version it is.
 LOG_DIR_ENV = "CARSDEPO_INFERENCE_LOG"
 MODEL_NAME_ENV = "CARSDEPO_MODEL_NAME"
