@@ -17,8 +17,15 @@ and per signal how often it moved in the flagged batches.
 The embedding backbone is the packaged ImageNet-pretrained EfficientNet-Lite0 (no detector is
 trained here); in production the champion's own backbone is used the same way.
 
-    .venv/bin/python -m benchmarks.bench_drift                      # about 5 minutes on 1 core
+    .venv/bin/python -m benchmarks.bench_drift                      # everything, 15-25 minutes
     .venv/bin/python -m benchmarks.bench_drift --quick              # a smoke run
+
+On a shared machine, one source and a few shifts per invocation keep each run near 5 minutes
+(the recorded results: clean batches with ``--trials 100``, every shift with ``--trials 40``)::
+
+    .venv/bin/python -m benchmarks.bench_drift --sources lensor --shifts clean --trials 100
+    .venv/bin/python -m benchmarks.bench_drift --sources lensor --trials 40 \
+        --shifts dim very_dim blur colour_cast heavy_jpeg close_up
 """
 
 from __future__ import annotations

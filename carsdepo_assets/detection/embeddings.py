@@ -12,9 +12,9 @@ colour cast out of the vector, so it measures what the photo shows, while the li
 measure how it is lit: a dim batch moves the light signal, not the content signal.
 
 The vector is the ``c4`` and ``c5`` feature maps averaged over each quarter of the photo (a 2x2
-grid), concatenated. A plain spatial mean forgets where things are: on the real lensor photos
-it flagged only about half of the 50-photo batches turned to portrait, the quarters all of them
-(``benchmarks/bench_drift.py``).
+grid), concatenated. A plain spatial mean forgets where things are: in ``bench_drift`` on the
+real lensor photos it flagged about half of the 50-photo batches turned to portrait, the
+quarters all of them.
 """
 
 from __future__ import annotations
