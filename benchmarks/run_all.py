@@ -31,6 +31,7 @@ QUICK_ARGS: dict[str, list[str]] = {
                        "--test-images", "12", "--iterations", "6", "--latency-runs", "3"],
     "bench_inference": ["--quick"],
     "bench_paths": ["--quick"],
+    "bench_drift": ["--quick"],
     "bench_demo": ["--seeds", "7", "--images", "40", "--iterations", "10"],
     "bench_real": ["--iterations", "5"],
 }

@@ -161,6 +161,12 @@ def batch_content(layout: StateLayout, model_registry: ModelRegistry,
     except (MlflowException, OSError, ValueError) as error:  # the batch goes on without
         log.warning(f"content features skipped: cannot load {name} v{version}: {error}")
         return None, f"not profiled: {name} v{version} cannot be loaded ({error})"
+    if embedder.dimensions != projection.dimensions:  # a reference made by an older carsdepo
+        note = (f"not profiled: the reference's content projection ({path}) was fitted on "
+                f"{projection.dimensions}-dimensional embeddings, this carsdepo makes "
+                f"{embedder.dimensions}; materialize reference_profile again")
+        log.warning(f"content features skipped: {note}")
+        return None, note
     return (embedder, projection), (f"{len(projection.feature_names)} components of "
                                     f"{embedder.source}'s backbone embedding")
 

@@ -292,7 +292,8 @@ def monitor(layout: StateLayout, batch: str) -> str:
     result = run_job("monitoring_job", layout, partition_key=batch, started_by="demo")
     decision = materialization_metadata(result, "retraining_decision")
     say(f"    batch {batch}: deviation {decision.get('deviation'):.1f}% -> "
-        f"{decision.get('action').upper()}")
+        f"{decision.get('action').upper()}; signals moved: "
+        f"{decision.get('moved_signals') or 'none'}")
     return str(decision.get("action"))
 
 

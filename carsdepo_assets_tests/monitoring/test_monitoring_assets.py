@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
 from PIL import Image
@@ -24,7 +25,7 @@ from carsdepo_assets.checks.monitoring import drift_within_policy
 from carsdepo_assets.datasets import build_dataset
 from carsdepo_assets.images.ingest import ingest_batch, iter_stored_images
 from carsdepo_assets.labeling.snapshot import AnnotationSnapshot, LabeledImage
-from carsdepo_assets.monitoring.embedding import Projection
+from carsdepo_assets.monitoring.embedding import Projection, fit_projection
 from carsdepo_assets.monitoring.features import PREDICTION_FEATURES, iter_image_features
 from carsdepo_assets.monitoring.profiles import profile_rows, read_profile, write_profile
 from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
@@ -169,3 +170,30 @@ def test_with_a_champion_the_content_signal_catches_panels_turned_to_portrait(
     assert decision["action"] != "no_action" and "content" in decision["moved_signals"]
     # the champion's answers are compared with its answers on the val split's photos
     assert signals["outputs"]["tested"] >= 3 and not report["missing_in_reference"]
+
+
+@pytest.mark.slow
+def test_a_content_projection_of_another_embedding_size_is_skipped_with_what_to_do(
+    carsdepo_home: StateLayout, instance: DagsterInstance, champion: ModelRef
+):
+    """A reference profiled by an older carsdepo (another embedding size) leaves the batch on
+    its light features, with a note saying to profile the reference again: no failed run."""
+    curated_reference(carsdepo_home)
+    home = CarsdepoHome(path=str(carsdepo_home.root))
+    resources = {"carsdepo_home": home, "model_registry": ModelRegistry(carsdepo_home=home)}
+    materialize([reference_profile], instance=instance, resources=resources)
+    path = content_projection_path(carsdepo_home)
+    saved = Projection.load(path)
+    older = np.random.default_rng(0).normal(size=(20, saved.dimensions // 4))
+    fit_projection(older, 4, saved.source).save(path)
+    batch = turned_batch(carsdepo_home, "portrait-c", 22)
+    instance.add_dynamic_partitions(BATCHES_PARTITIONS_NAME, [batch])
+
+    result = materialize([batch_profile], partition_key=batch, instance=instance,
+                         resources=resources)
+
+    note = result.asset_materializations_for_node("batch_profile")[0].metadata["content"].value
+    assert note.startswith("not profiled: the reference's content projection")
+    assert "materialize reference_profile again" in note
+    profiled = read_profile(carsdepo_home.batch_profile_path(batch)).get_columns()
+    assert "brightness_mean" in profiled and "content_00" not in profiled
