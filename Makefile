@@ -129,7 +129,7 @@ mlflow-ui: install ## Open MLflow's UI on 127.0.0.1:$(MLFLOW_PORT) over the loca
 app: install ## Open the page for people who price cars on 127.0.0.1:$(APP_PORT)
 	$(BIN)/carsdepo app --port $(APP_PORT)
 
-serve: install ## Serve the champion model over REST (MLflow's server) on 127.0.0.1:$(SERVE_PORT)
+serve: install ## Serve the champion model over REST (MLflow's scoring app within carsdepo's request limits) on 127.0.0.1:$(SERVE_PORT)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/carsdepo serve --port $(SERVE_PORT)
 
 lint: install ## Ruff over the package, tests and benchmarks; the import contracts (layers)
@@ -140,7 +140,7 @@ bench: install ## Run the benchmarks (JSON lines in benchmarks/results/); BENCH_
 	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.report
 
-bench-report: ## The latest benchmark results as a markdown table (for the README)
+bench-report: ## The latest benchmark results as a markdown table (the docs site generates its page)
 	$(BIN)/python -m benchmarks.report
 
 clean-state: ## Delete all local state under $(CARSDEPO_HOME)

@@ -16,6 +16,7 @@ from carsdepo_assets.state import ENV_VAR, StateLayout
 pytest_plugins = [
     "carsdepo_assets_tests.fixtures.browser",
     "carsdepo_assets_tests.fixtures.label_studio",
+    "carsdepo_assets_tests.fixtures.registry",
 ]
 
 

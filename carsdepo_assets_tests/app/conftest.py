@@ -11,15 +11,6 @@ import pytest
 
 from carsdepo_assets.state import StateLayout
 from carsdepo_assets.synth import generate_dataset
-from carsdepo_assets_tests.prediction.conftest import (  # noqa: F401 (fixtures used by name)
-    BATCH,
-    batch,
-    champion,
-    empty_registry,
-    empty_store,
-    panels,
-    registry_template,
-)
 
 SIZE = {"width": 208, "height": 160}
 NORMAL_BATCH, DIM_BATCH = "lot-normal", "lot-very-dim"

@@ -26,7 +26,7 @@ from carsdepo_assets.prediction.inference_log import InferenceLog
 from carsdepo_assets.prediction.limits import ServingLimits
 from carsdepo_assets.prediction.pyfunc import load_registered_detector
 from carsdepo_assets.taxonomy import CLASS_NAMES, NONE_ANSWER
-from carsdepo_assets_tests.app.conftest import BATCH
+from carsdepo_assets_tests.fixtures.registry import BATCH
 from carsdepo_assets_tests.images.samples import bad_files
 from carsdepo_assets_tests.prediction.conftest import HEIGHT, WIDTH, well_formed
 
