@@ -435,8 +435,9 @@ def act_on_drift(layout: StateLayout, plan: DemoPlan, champions: list[str]) -> l
     acted = []
     for job_name, result in sensor_runs(layout, "drift_sensor", 0, job_settings(plan, True)):
         tags = result.dagster_run.tags
-        started = (f"{tags.get('carsdepo/drifted_batch')}: {tags.get('carsdepo/decision')} -> "
-                   f"{job_name} run {result.run_id[:8]}")
+        batches = tags.get("carsdepo/drifted_batches") or tags.get("carsdepo/drifted_batch")
+        started = (f"{batches}: {tags.get('carsdepo/decision')} -> {job_name} run "
+                   f"{result.run_id[:8]}")
         if job_name == "training_job":
             acted.append(f"{started}: {challenger_outcome(result, champions)}")
         else:

@@ -197,3 +197,22 @@ def test_a_content_projection_of_another_embedding_size_is_skipped_with_what_to_
     assert "materialize reference_profile again" in note
     profiled = read_profile(carsdepo_home.batch_profile_path(batch)).get_columns()
     assert "brightness_mean" in profiled and "content_00" not in profiled
+
+
+def test_drift_sensor_starts_one_sweep_for_the_drifted_batches_of_one_tick(
+    carsdepo_home: StateLayout, instance: DagsterInstance
+):
+    """Two batches that call for experimentation, seen in one tick: one sweep of the dataset,
+    for the newer batch, tagged with both."""
+    write_reference(carsdepo_home)
+    for name, seed in (("dark-d", 15), ("dark-e", 16)):
+        decide_batch(carsdepo_home, instance,
+                     synthetic_batch(carsdepo_home, name, "very-dim", seed))
+
+    result = drift_sensor(build_sensor_context(instance=instance))
+
+    assert [(r.job_name, r.partition_key) for r in result.run_requests] == [
+        ("experimentation_job", "dark-e")
+    ]
+    assert result.run_requests[0].tags["carsdepo/drifted_batches"] == "dark-d, dark-e"
+    assert result.run_requests[0].tags["carsdepo/moved_signals"] == "light"
