@@ -20,6 +20,7 @@ from pathlib import Path
 from benchmarks._record import RESULTS_DIR
 
 PATHS_SUITE = "paths"  # bench_paths: shown as a table of paths beside their floors
+DRIFT_SUITE = "drift"  # bench_drift: flagged share per source, shift, batch size and features
 IDENTITY = ("backend", "variant", "stage", "step", "batch_size", "chunk_size", "seed")
 
 
@@ -132,7 +133,8 @@ def page(results: Path = RESULTS_DIR) -> str:
     rows = every_row(results)
     if not rows:
         return PAGE_INTRO + "\nNo benchmark results yet: run `make bench`.\n"
-    other = [row for row in newest_of_each(rows) if row["suite"] not in ("demo", "real")]
+    other = [row for row in newest_of_each(rows)
+             if row["suite"] not in ("demo", "real", DRIFT_SUITE)]
     sections = [
         ("The demo, per seed",
          "`python -m benchmarks.bench_demo --seeds N` runs the default `carsdepo demo` from an "
@@ -163,6 +165,12 @@ def page(results: Path = RESULTS_DIR) -> str:
          "whole-image pass), median of one photo at a time.",
          rows_table([r for r in rows if r["name"] == "real_native_ms_per_photo_p50"],
                     ("model_version", "target", "target_met"))),
+        ("Drift: what each signal catches",
+         "`python -m benchmarks.bench_drift`: the share of batches (in %) whose decision is not "
+         "`no_action`, with today's light features alone / with the content signal added, per "
+         "shift and batch size; *clean* batches give the false-alarm rate. Each cell's trials "
+         "and the embedding used are in the results file.",
+         drift_table([r for r in newest_of_each(rows) if r["suite"] == DRIFT_SUITE])),
         ("Every path beside its floor",
          "`python -m benchmarks.bench_paths`: each path a user runs beside the floor it cannot "
          "beat, on the same synthetic panels; `ratio` is the path's figure over its floor's.",
@@ -171,6 +179,29 @@ def page(results: Path = RESULTS_DIR) -> str:
     ]
     body = [f"## {title}\n\n{what}\n\n{table}" for title, what, table in sections if table]
     return PAGE_INTRO + "\n" + "\n\n".join(body) + "\n"
+
+
+def drift_table(rows: list[dict]) -> str:
+    """Per source, one line per shift: "light / light+content" flagged % at each batch size."""
+    cells: dict[tuple, dict[str, float]] = {}
+    sizes: set[int] = set()
+    for row in rows:
+        cells.setdefault((row["source"], row["shift"], row["batch_size"]), {})[
+            row["features"]] = row["value"]
+        sizes.add(row["batch_size"])
+    if not cells:
+        return ""
+    ordered = sorted(sizes)
+    lines = ["| source | shift | " + " | ".join(f"n={size}" for size in ordered) + " |",
+             "|---|---|" + "---:|" * len(ordered)]
+    for source, shift in dict.fromkeys((key[0], key[1]) for key in cells):
+        values = [cells.get((source, shift, size), {}) for size in ordered]
+        lines.append(f"| {source} | {shift} | " + " | ".join(
+            f"{_number(v.get('light'), 1)} / {_number(v.get('light+content'), 1)}"
+            for v in values) + " |")
+    machine = {row["machine"] for row in rows}
+    recorded = max(row["recorded_at"] for row in rows)[:10]
+    return "\n".join(lines) + f"\n\nMachine: {', '.join(sorted(machine))}; recorded {recorded}."
 
 
 def _number(value: object, digits: int = 3) -> str:
