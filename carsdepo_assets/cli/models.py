@@ -222,7 +222,7 @@ def register(command: AddCommand) -> None:
     serve.add_argument(
         "--workers", type=_positive_int,
         help="worker processes, each with its share of the cores and its copy of the model "
-             "(default: one per two cores, at most four)",
+             "(default: one per core, at most four)",
     )
     serve.add_argument(
         "--timeout", type=float, default=defaults.timeout_s,

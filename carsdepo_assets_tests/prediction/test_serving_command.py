@@ -15,8 +15,8 @@ from carsdepo_assets.prediction.rest_app import MODEL_URI_ENV, THREADS_ENV
 from carsdepo_assets.prediction.serving import default_workers, serve_command
 
 
-@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 1), (3, 1), (4, 2), (8, 4), (64, 4)])
-def test_one_worker_per_two_cores_up_to_four(cores: int, workers: int) -> None:
+@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 2), (3, 3), (4, 4), (8, 4), (64, 4)])
+def test_one_worker_per_core_up_to_four(cores: int, workers: int) -> None:
     assert default_workers(cores) == workers
 
 
