@@ -19,7 +19,6 @@ from PIL import Image
 from carsdepo_assets.app.launch import app_command
 from carsdepo_assets.detection.champion import mlflow_tracking_uri
 from carsdepo_assets.state import StateLayout
-from carsdepo_assets_tests.fixtures.browser import CHROMIUM_FLAGS, find_binary
 from carsdepo_assets_tests.fixtures.label_studio import free_port
 from carsdepo_assets_tests.fixtures.processes import stop_process_group
 
@@ -105,30 +104,3 @@ def threshold_to_floor(driver) -> None:
 
 def threshold_shown(driver) -> str:
     return driver.find_element("css selector", "[data-testid=stSliderThumbValue]").text
-
-
-@contextmanager
-def headless_chromium(width: int = 1400, height: int = 1000) -> Iterator[object]:
-    """Headless Chromium (Debian's chromium + chromium-driver) on an empty profile."""
-    import shutil
-    import tempfile
-
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-
-    browser, driver_path = find_binary("chromium", "chromium-browser"), find_binary("chromedriver")
-    if not (browser and driver_path):
-        raise RuntimeError("Chromium or chromedriver not found: install Debian's chromium and "
-                           "chromium-driver packages (`make system-deps`)")
-    profile = tempfile.mkdtemp(prefix="carsdepo-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in (*CHROMIUM_FLAGS, f"--window-size={width},{height}", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)

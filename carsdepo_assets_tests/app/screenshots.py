@@ -18,12 +18,12 @@ from pathlib import Path
 from carsdepo_assets.state import DEFAULT_HOME, PROJECT_ROOT, StateLayout
 from carsdepo_assets_tests.app.browser import (
     answers,
-    headless_chromium,
     main_text,
     running_app,
     settled,
     upload,
 )
+from carsdepo_assets_tests.fixtures.browser import headless_chromium
 from carsdepo_assets_tests.images.samples import truncated_jpeg
 
 DEFAULT_MODEL_NAME = "carsdepo-damage-detector"
