@@ -5,6 +5,7 @@ import os
 from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
 
 from carsdepo_assets import jobs
+from carsdepo_assets.executors import executor_from_environment
 from carsdepo_assets.assets import (
     datasets,
     evaluation,
@@ -88,6 +89,7 @@ def build_definitions(home: CarsdepoHome | None = None) -> Definitions:
         sensors=[landing_zone_sensor, annotation_sensor, dataset_sensor, drift_sensor,
                  freshness_sensor],
         resources=build_resources(home or CarsdepoHome()),
+        executor=executor_from_environment(),
     )
 
 

@@ -18,6 +18,7 @@ from carsdepo_assets.assets.metadata import rounded
 from carsdepo_assets.assets.training import DetectorTrainingConfig, train_tracked
 from carsdepo_assets.datasets import load_dataset
 from carsdepo_assets.detection.evaluate import evaluate_on_split
+from carsdepo_assets.executors import TRAINING_OP_TAGS
 from carsdepo_assets.partitions import batch_partitions
 from carsdepo_assets.resources.state import CarsdepoHome
 
@@ -48,7 +49,7 @@ def experiment_name(batch: str) -> str:
     group_name="experimentation",
     partitions_def=batch_partitions,
     ins={"curated_dataset": AssetIn()},
-    op_tags={"carsdepo/stage": "training"},
+    op_tags=TRAINING_OP_TAGS,
     description="A sweep of detector configurations after a large drift in this batch, one "
     "MLflow run each in experiment carsdepo-experiment-<batch>; reports the best by val AP50 "
     "and never promotes.",

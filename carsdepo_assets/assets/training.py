@@ -26,11 +26,11 @@ from carsdepo_assets.detection.backends import (
 from carsdepo_assets.detection.champion import current_champion
 from carsdepo_assets.detection.config import ConfigError, DetectorConfig
 from carsdepo_assets.detection.data import CocoSplit, DatasetError
+from carsdepo_assets.executors import TRAINING_OP_TAGS
 from carsdepo_assets.images.store import ImageStore
 from carsdepo_assets.prediction.pyfunc import load_registered_detector, log_detector_model
 from carsdepo_assets.visual import contact_sheet, draw_boxes, markdown_image, png_bytes
 
-TRAINING_TAGS = {"carsdepo/stage": "training"}
 
 
 class DetectorTrainingConfig(Config):
@@ -210,7 +210,7 @@ def sample_predictions_png(
     group_name="training",
     ins={"curated_dataset": AssetIn()},
     required_resource_keys={"mlflow", "model_registry", "carsdepo_home"},
-    op_tags=TRAINING_TAGS,
+    op_tags=TRAINING_OP_TAGS,
     description=(
         "A damage detector trained on curated_dataset's train split (val split picks the best "
         "weights), tracked in the Dagster run's MLflow run and registered as a new version with "
