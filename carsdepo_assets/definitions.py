@@ -5,7 +5,6 @@ import os
 from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
 
 from carsdepo_assets import jobs
-from carsdepo_assets.executors import executor_from_environment
 from carsdepo_assets.assets import (
     datasets,
     evaluation,
@@ -22,6 +21,7 @@ from carsdepo_assets.checks import evaluation as evaluation_checks
 from carsdepo_assets.checks import ingestion as ingestion_checks
 from carsdepo_assets.checks import labeling as labeling_checks
 from carsdepo_assets.checks import monitoring as monitoring_checks
+from carsdepo_assets.executors import executor_from_environment
 from carsdepo_assets.labeling.server import DEFAULT_URL
 from carsdepo_assets.resources.label_studio import LabelStudioResource
 from carsdepo_assets.resources.mlflow import DEFAULT_EXPERIMENT, ModelRegistry, mlflow_tracking

@@ -32,7 +32,6 @@ from carsdepo_assets.prediction.pyfunc import load_registered_detector, log_dete
 from carsdepo_assets.visual import contact_sheet, draw_boxes, markdown_image, png_bytes
 
 
-
 class DetectorTrainingConfig(Config):
     """The detector config for one training run: a preset plus the fields people change most.
 
