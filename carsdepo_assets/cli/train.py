@@ -259,8 +259,8 @@ def register(command: AddCommand) -> None:
     add_training_options(
         train, "cpu",
         "detector preset (default cpu: minutes on 2 cores, made for the synthetic photos; "
-        "real_cpu: real photos, about an hour on 2 cores; gpu; auto: gpu where CUDA is there, "
-        "else real_cpu)",
+        "real_cpu: real photos, about an hour on 2 cores; gpu: real_cpu's design at a GPU's "
+        "scale; auto: gpu where CUDA is there, else real_cpu)",
     )
     train.add_argument(
         "--from-champion", action="store_true",
