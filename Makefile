@@ -15,9 +15,11 @@ MLFLOW_PORT ?= 5000
 SERVE_PORT ?= 5001
 DOCS_PORT ?= 8000
 APP_PORT ?= 8501
+# make cluster-up: carsdepo on Celery workers on this host (deploy/celery/, docs/guides/cluster.md)
+CLUSTER_DIR ?= $(CURDIR)/.carsdepo-cluster
 
 .DEFAULT_GOAL := help
-SYSTEM_PACKAGES := chromium chromium-driver postgresql
+SYSTEM_PACKAGES := chromium chromium-driver postgresql redis-server
 BENCH_ARGS ?=
 # make train-real: its own state folder and Label Studio port, so real photos never mix with the
 # demo's synthetic ones; TRAIN_REAL_ARGS passes e.g. --iterations 500 or --preset gpu
@@ -27,7 +29,8 @@ TRAIN_REAL_ARGS ?=
 
 .PHONY: help install install-label-studio demo test dev lint bench clean-state serve \
         labelstudio-start labelstudio-stop labelstudio-status mlflow-ui system-deps check \
-        bench-report train-real lock docs screenshots app
+        bench-report train-real lock docs screenshots app \
+        cluster-up cluster-down cluster-status
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -77,7 +80,7 @@ train-real: install ## Train on the real lensor photos, evaluate on their test s
 	CARSDEPO_HOME=$(REAL_HOME) DAGSTER_HOME=$(REAL_HOME)/dagster \
 	LABEL_STUDIO_URL=$(REAL_LABEL_STUDIO_URL) $(BIN)/carsdepo train-real $(TRAIN_REAL_ARGS)
 
-system-deps: ## Debian packages the browser and PostgreSQL tests use (installed when missing)
+system-deps: ## Debian packages the browser, PostgreSQL and cluster tests use (installed when missing)
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
 	    | grep -q "ok installed" || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -142,6 +145,15 @@ bench: install ## Run the benchmarks (JSON lines in benchmarks/results/); BENCH_
 
 bench-report: ## The latest benchmark results as a markdown table (the docs site generates its page)
 	$(BIN)/python -m benchmarks.report
+
+cluster-up: install ## Start PostgreSQL, Redis, MLflow, Dagster and a Celery worker per queue in $(CLUSTER_DIR)
+	$(BIN)/python deploy/celery/cluster.py up --dir $(CLUSTER_DIR)
+
+cluster-down: ## Stop every process of the cluster in $(CLUSTER_DIR) (its PostgreSQL data goes with it)
+	$(BIN)/python deploy/celery/cluster.py down --dir $(CLUSTER_DIR)
+
+cluster-status: ## Which processes of the cluster in $(CLUSTER_DIR) are running
+	$(BIN)/python deploy/celery/cluster.py status --dir $(CLUSTER_DIR)
 
 clean-state: ## Delete all local state under $(CARSDEPO_HOME)
 	rm -rf "$(CARSDEPO_HOME)"

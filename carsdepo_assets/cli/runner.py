@@ -29,6 +29,7 @@ from dagster import (
     DagsterRunStatus,
     Definitions,
     RunsFilter,
+    multi_or_in_process_executor,
 )
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.definitions.repository_definition import SINGLETON_REPOSITORY_NAME
@@ -208,7 +209,9 @@ def run_job(
     layout.ensure()
     if instance is None:
         instance = local_instance(layout)
-    job = defs.resolve_job_def(job_name)
+    # A command's run executes here whatever the code location's executor: under
+    # CARSDEPO_EXECUTOR=celery only the daemon's runs go to the workers (docs/guides/cluster.md).
+    job = defs.resolve_job_def(job_name).with_executor_def(multi_or_in_process_executor)
     run_tags = {**job.run_tags, **(tags or {}), STARTED_BY_TAG: started_by,
                 PID_TAG: str(os.getpid()), PID_STARTED_TAG: repr(process_started()),
                 HOST_TAG: socket.gethostname()}
