@@ -1,9 +1,9 @@
 """Asset jobs: the units the CLI, the sensors and backfills launch."""
 
 from dagster import AssetCheckKey, AssetKey, AssetSelection, define_asset_job
-from dagster_mlflow import end_mlflow_on_run_finished
 
 from carsdepo_assets.partitions import batch_partitions
+from carsdepo_assets.resources.mlflow import end_mlflow_on_run_finished
 
 ingest_job = define_asset_job(
     "ingest_job",

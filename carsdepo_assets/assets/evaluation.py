@@ -1,27 +1,19 @@
 """``evaluation_report`` (challenger vs champion on the test split) and ``deployed_model``."""
 
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
+# MLflow and torch are imported by the functions that use them: the code location loads
+# without them.
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlflow
 from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataValue, Output, asset
-from mlflow.tracking import MlflowClient
 from pydantic import Field
 
 from carsdepo_assets.assets.metadata import mlflow_links, rounded
 from carsdepo_assets.datasets import load_dataset
 from carsdepo_assets.detection.anchors import coverage_for
 from carsdepo_assets.detection.bootstrap import LOWER_BOUND, bootstrap_bounds
-from carsdepo_assets.detection.champion import (
-    GATE_TAG,
-    GateDecision,
-    current_champion,
-    describe_version,
-    promote,
-)
-from carsdepo_assets.detection.data import coco_boxes_as_seen
-from carsdepo_assets.detection.evaluate import evaluate_on_split
 from carsdepo_assets.detection.metrics import EvaluationResult
 from carsdepo_assets.detection.report import (
     comparison_markdown,
@@ -31,9 +23,11 @@ from carsdepo_assets.detection.report import (
     worst_examples_png,
 )
 from carsdepo_assets.detection.types import Detection
-from carsdepo_assets.prediction.pyfunc import load_registered_detector
 from carsdepo_assets.taxonomy import CLASS_NAMES
 from carsdepo_assets.visual import markdown_image
+
+if TYPE_CHECKING:
+    from carsdepo_assets.detection.champion import GateDecision
 
 
 class EvaluationConfig(Config):
@@ -65,6 +59,11 @@ def evaluation_report(
     detector: dict,
     curated_dataset: str,
 ) -> Output[dict]:
+    from carsdepo_assets.detection.champion import current_champion, describe_version
+    from carsdepo_assets.detection.data import coco_boxes_as_seen
+    from carsdepo_assets.detection.evaluate import evaluate_on_split
+    from carsdepo_assets.prediction.pyfunc import load_registered_detector
+
     registry = context.resources.model_registry
     registry.connect()
     name = registry.model_name
@@ -133,6 +132,9 @@ def log_on_training_run(detector: dict, report: dict, plots: dict[str, bytes]) -
     """The challenger's test figures on the MLflow run that trained it (in a re-executed
     Dagster run too), the metrics linked to its logged model: MLflow 3 shows them on that
     model's page, which the registered version links to as its source."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     run_id = detector["run_id"]
     mlflow.log_metrics(
         {f"test_{key}": value for key, value in report["models"]["challenger"]["metrics"].items()},
@@ -145,7 +147,7 @@ def log_on_training_run(detector: dict, report: dict, plots: dict[str, bytes]) -
 
 
 def version_description(detector: dict, metrics: dict, bounds: str,
-                        decision: GateDecision) -> str:
+                        decision: "GateDecision") -> str:
     """The registered version's description: what it was trained on, how it tested, and
     whether the quality gate let it through, with the gate's reasons."""
     reasons = "\n".join(f"- {reason}" for reason in decision.reasons)
@@ -159,9 +161,11 @@ def version_description(detector: dict, metrics: dict, bounds: str,
     )
 
 
-def version_tags(metrics: dict, decision: GateDecision) -> dict[str, str]:
+def version_tags(metrics: dict, decision: "GateDecision") -> dict[str, str]:
     """What the registered model's list of versions shows beside each (with the dataset
     version, tagged at registration)."""
+    from carsdepo_assets.detection.champion import GATE_TAG
+
     return {
         "carsdepo.test_AP50": str(rounded(metrics.get("AP50"))),
         f"carsdepo.test_AP50{LOWER_BOUND}": str(rounded(metrics.get(f"AP50{LOWER_BOUND}"))),
@@ -187,6 +191,8 @@ def _image(png: bytes):
     ),
 )
 def deployed_model(context: AssetExecutionContext, evaluation_report: dict) -> Output[dict]:
+    from carsdepo_assets.detection.champion import promote
+
     registry = context.resources.model_registry
     registry.connect()
     version = evaluation_report["models"]["challenger"]["version"]

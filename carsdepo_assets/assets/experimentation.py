@@ -6,18 +6,17 @@ after the batch, scored on the val split. It reports the best; it never register
 """
 
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
+# MLflow and torch are imported by the asset when it runs: the code location loads without them.
 
 import itertools
 from pathlib import Path
 
-import mlflow
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 from pydantic import Field
 
 from carsdepo_assets.assets.metadata import rounded
 from carsdepo_assets.assets.training import DetectorTrainingConfig, train_tracked
 from carsdepo_assets.datasets import load_dataset
-from carsdepo_assets.detection.evaluate import evaluate_on_split
 from carsdepo_assets.executors import TRAINING_OP_TAGS
 from carsdepo_assets.partitions import batch_partitions
 from carsdepo_assets.resources.state import CarsdepoHome
@@ -60,6 +59,10 @@ def experiment_sweep(
     carsdepo_home: CarsdepoHome,
     curated_dataset: str,
 ) -> Output[dict]:
+    import mlflow
+
+    from carsdepo_assets.detection.evaluate import evaluate_on_split
+
     layout = carsdepo_home.layout
     batch = context.partition_key
     dataset = load_dataset(Path(curated_dataset))

@@ -5,6 +5,7 @@ the model from the registry and turns the summary into run metadata.
 """
 
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
+# MLflow and torch are imported by the asset when it runs: the code location loads without them.
 
 from dagster import (
     AssetExecutionContext,
@@ -20,8 +21,6 @@ from pydantic import Field
 from carsdepo_assets.partitions import batch_partitions
 from carsdepo_assets.prediction.batch import DEFAULT_CHUNK, BatchPredictions, predict_batch
 from carsdepo_assets.prediction.inference_log import InferenceLog
-from carsdepo_assets.prediction.models import ModelNotFound, resolve_model
-from carsdepo_assets.prediction.pyfunc import load_registered_detector
 from carsdepo_assets.resources.mlflow import ModelRegistry
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.taxonomy import NONE_ANSWER
@@ -57,6 +56,9 @@ def batch_predictions(
     carsdepo_home: CarsdepoHome,
     model_registry: ModelRegistry,
 ) -> MaterializeResult:
+    from carsdepo_assets.prediction.models import ModelNotFound, resolve_model
+    from carsdepo_assets.prediction.pyfunc import load_registered_detector
+
     batch = context.partition_key
     layout = carsdepo_home.layout
     model_registry.connect()

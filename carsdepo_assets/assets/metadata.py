@@ -3,7 +3,6 @@
 import math
 
 from dagster import MetadataValue
-from mlflow.tracking import MlflowClient
 
 from carsdepo_assets.resources.state import CarsdepoHome
 
@@ -25,6 +24,8 @@ def mlflow_links(
     links = {"mlflow_model_version": MetadataValue.url(home.mlflow_version_url(model_name,
                                                                                version))}
     if run_id:
+        from mlflow.tracking import MlflowClient  # only here: the code location loads without it
+
         experiment_id = MlflowClient().get_run(run_id).info.experiment_id
         links["mlflow_run"] = MetadataValue.url(home.mlflow_run_url(experiment_id, run_id))
     return links

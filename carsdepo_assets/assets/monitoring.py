@@ -11,11 +11,14 @@ the batches have light features only, and the drift report says so.
 """
 
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
+# MLflow and torch are imported by the functions that use them: the code location loads
+# without them.
 
 import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from dagster import (
@@ -28,15 +31,10 @@ from dagster import (
     Output,
     asset,
 )
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from PIL import Image
 from pydantic import Field
 
 from carsdepo_assets.datasets import latest_dataset, load_dataset
-from carsdepo_assets.detection.backends import TrainedDetector
-from carsdepo_assets.detection.champion import current_champion
-from carsdepo_assets.detection.embeddings import ImageEmbedder
 from carsdepo_assets.detection.types import damage_answer
 from carsdepo_assets.fileio import atomic_write_json
 from carsdepo_assets.images.ingest import iter_stored_images
@@ -62,13 +60,15 @@ from carsdepo_assets.monitoring.profiles import (
     write_profile,
 )
 from carsdepo_assets.partitions import batch_partitions
-from carsdepo_assets.prediction.models import ModelRef
-from carsdepo_assets.prediction.pyfunc import load_registered_detector
 from carsdepo_assets.resources.mlflow import ModelRegistry
 from carsdepo_assets.resources.monitoring import DriftPolicy
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.state import StateLayout
 from carsdepo_assets.visual import markdown_image
+
+if TYPE_CHECKING:
+    from carsdepo_assets.detection.backends import TrainedDetector
+    from carsdepo_assets.detection.embeddings import ImageEmbedder
 
 GROUP = "monitoring"
 CONTENT_PROJECTION_FILE = "reference-content.npz"
@@ -85,14 +85,18 @@ def content_projection_path(layout: StateLayout) -> Path:
 
 
 def champion_embedder(model_name: str, version: str,
-                      detector: TrainedDetector | None = None) -> ImageEmbedder:
+                      detector: "TrainedDetector | None" = None) -> "ImageEmbedder":
     """The backbone of a registered detector version, loaded as ``batch_predictions`` does
     (unless ``detector``, that version already loaded, is given)."""
+    from carsdepo_assets.detection.embeddings import ImageEmbedder
+    from carsdepo_assets.prediction.models import ModelRef
+    from carsdepo_assets.prediction.pyfunc import load_registered_detector
+
     model = ModelRef(model_name, version)
     return ImageEmbedder.of_detector(detector or load_registered_detector(model.uri), str(model))
 
 
-def output_reference_rows(detector: TrainedDetector, paths: Sequence[Path],
+def output_reference_rows(detector: "TrainedDetector", paths: Sequence[Path],
                           other_features: Sequence[str]) -> list[dict[str, float]]:
     """The detector's output features on held-out photos, answered as ``batch_predictions``
     answers (operating threshold, best candidate's score), with ``other_features`` NaN."""
@@ -114,7 +118,7 @@ def output_reference_rows(detector: TrainedDetector, paths: Sequence[Path],
 
 
 def light_and_embeddings(
-    paths: Sequence[Path], embedder: ImageEmbedder | None
+    paths: Sequence[Path], embedder: "ImageEmbedder | None"
 ) -> Iterator[tuple[dict[str, float], np.ndarray | None]]:
     """Image features and (with an embedder) the embedding of each file, in one streaming pass
     of :data:`EMBED_CHUNK` images at a time."""
@@ -127,7 +131,7 @@ def light_and_embeddings(
 
 
 def batch_feature_rows(layout: StateLayout, batch: str,
-                       content: tuple[ImageEmbedder, Projection] | None = None):
+                       content: "tuple[ImageEmbedder, Projection] | None" = None):
     """Image features of each stored image of the batch, one chunk in memory at a time, with
     the content features when ``content`` (embedder, projection) is given and the model-output
     features when ``batch_predictions`` has answered for the batch."""
@@ -145,9 +149,11 @@ def batch_feature_rows(layout: StateLayout, batch: str,
 
 
 def batch_content(layout: StateLayout, model_registry: ModelRegistry,
-                  log) -> tuple[tuple[ImageEmbedder, Projection] | None, str]:
+                  log) -> "tuple[tuple[ImageEmbedder, Projection] | None, str]":
     """The embedder and projection the reference's content features were made with, or None
     and why not (no champion at the time, or its model can no longer be loaded)."""
+    from mlflow.exceptions import MlflowException
+
     path = content_projection_path(layout)
     if not path.is_file():
         return None, "not profiled: the reference has no content projection (no champion yet)"
@@ -209,6 +215,12 @@ def reference_profile(
     context: AssetExecutionContext, config: ReferenceProfileConfig, carsdepo_home: CarsdepoHome,
     model_registry: ModelRegistry,
 ) -> MaterializeResult:
+    from mlflow.tracking import MlflowClient
+
+    from carsdepo_assets.detection.champion import current_champion
+    from carsdepo_assets.prediction.models import ModelRef
+    from carsdepo_assets.prediction.pyfunc import load_registered_detector
+
     layout = carsdepo_home.layout
     model_registry.connect()
     champion = current_champion(model_registry.model_name)
@@ -250,7 +262,7 @@ def reference_profile(
     })
 
 
-def with_output_reference(rows: list[dict], detector: TrainedDetector | None,
+def with_output_reference(rows: list[dict], detector: "TrainedDetector | None",
                           held_out: Sequence[Path]) -> tuple[list[dict], str]:
     """The reference rows plus the champion's output features on ``held_out`` photos (ones its
     training never fitted), and what the outputs' reference holds."""
@@ -264,7 +276,7 @@ def with_output_reference(rows: list[dict], detector: TrainedDetector | None,
             f"the champion's answers on {len(outputs)} photos of the val split")
 
 
-def reference_content(layout: StateLayout, pairs: list, embedder: ImageEmbedder | None,
+def reference_content(layout: StateLayout, pairs: list, embedder: "ImageEmbedder | None",
                       model_name: str, champion: str | None,
                       components: int = DEFAULT_COMPONENTS) -> tuple[list[dict], str]:
     """The reference rows, with content features when there is a champion to embed with; the

@@ -1,35 +1,29 @@
 """``detector``: train on the curated dataset, track the run in MLflow, register a challenger."""
 
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
-
+# MLflow and torch are imported by the functions that use them: the code location loads
+# without them.
 
 import io
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlflow
 from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataValue, Output, asset
 from PIL import Image
 from pydantic import Field
 
 from carsdepo_assets.assets.metadata import mlflow_links, rounded
 from carsdepo_assets.datasets import CuratedDataset, load_dataset
-from carsdepo_assets.detection.backends import (
-    TrainedDetector,
-    TrainingDiverged,
-    TrainProgress,
-    resolve_config,
-    train_detector,
-)
-from carsdepo_assets.detection.champion import current_champion
 from carsdepo_assets.detection.config import ConfigError, DetectorConfig
-from carsdepo_assets.detection.data import CocoSplit, DatasetError
 from carsdepo_assets.executors import TRAINING_OP_TAGS
 from carsdepo_assets.images.store import ImageStore
-from carsdepo_assets.prediction.pyfunc import load_registered_detector, log_detector_model
 from carsdepo_assets.visual import contact_sheet, draw_boxes, markdown_image, png_bytes
+
+if TYPE_CHECKING:
+    from carsdepo_assets.detection.backends import TrainedDetector
 
 
 class DetectorTrainingConfig(Config):
@@ -90,7 +84,7 @@ class DetectorTrainingConfig(Config):
 class TrackedTraining:
     """A detector trained inside the active MLflow run, and what a person wants to see of it."""
 
-    trained: TrainedDetector
+    trained: "TrainedDetector"
     saved: Path
     config: DetectorConfig
     dataset: CuratedDataset
@@ -105,13 +99,23 @@ def train_tracked(
     dataset: CuratedDataset,
     workdir: Path,
     extra_tags: dict[str, str] | None = None,
-    start_from: tuple[str, TrainedDetector] | None = None,
+    start_from: tuple[str, "TrainedDetector"] | None = None,
 ) -> TrackedTraining:
     """Train on ``dataset`` inside the active MLflow run: parameters, losses, validation
     metrics, the training summary and sample predictions go to MLflow; progress to the run log.
 
     Shared by ``detector`` and the experimentation sweep. ``start_from`` is (name, detector) of
     a model to fine-tune."""
+    import mlflow
+
+    from carsdepo_assets.detection.backends import (
+        TrainingDiverged,
+        TrainProgress,
+        resolve_config,
+        train_detector,
+    )
+    from carsdepo_assets.detection.data import CocoSplit, DatasetError
+
     try:
         resolved = resolve_config(config.detector_config())
     except ConfigError as error:
@@ -189,7 +193,7 @@ def train_tracked(
 
 
 def sample_predictions_png(
-    trained: TrainedDetector, coco: dict, image_root: Path, count: int = 6
+    trained: "TrainedDetector", coco: dict, image_root: Path, count: int = 6
 ) -> bytes | None:
     """A contact sheet of ``count`` images with the detector's answers drawn on them."""
     images = coco["images"][:count]
@@ -219,6 +223,9 @@ def sample_predictions_png(
 def detector(
     context: AssetExecutionContext, config: DetectorTrainingConfig, curated_dataset: str
 ) -> Output[dict]:
+    from carsdepo_assets.detection.champion import current_champion
+    from carsdepo_assets.prediction.pyfunc import load_registered_detector, log_detector_model
+
     model_name = context.resources.model_registry.model_name
     dataset = load_dataset(Path(curated_dataset))
     workdir = context.resources.carsdepo_home.layout.models / context.run_id

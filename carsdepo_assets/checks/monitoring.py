@@ -1,6 +1,7 @@
 """Checks on monitoring: how far a batch drifted, and whether the champion is stale."""
 
 # No `from __future__ import annotations`: Dagster reads the resource annotations.
+# MLflow is imported by the check when it runs: the code location loads without it.
 
 import json
 from datetime import UTC, datetime
@@ -12,10 +13,8 @@ from dagster import (
     AssetKey,
     asset_check,
 )
-from mlflow.tracking import MlflowClient
 
 from carsdepo_assets.assets.monitoring import drift_report
-from carsdepo_assets.detection.champion import current_champion
 from carsdepo_assets.labeling.history import load_latest_snapshot
 from carsdepo_assets.monitoring.freshness import model_staleness
 from carsdepo_assets.partitions import batch_partitions
@@ -72,6 +71,10 @@ def newest_annotation_time(folder) -> datetime | None:
 def champion_not_stale(
     carsdepo_home: CarsdepoHome, model_registry: ModelRegistry, drift_policy: DriftPolicy
 ) -> AssetCheckResult:
+    from mlflow.tracking import MlflowClient
+
+    from carsdepo_assets.detection.champion import current_champion
+
     model_registry.connect()
     champion = current_champion(model_registry.model_name)
     champion_at = None

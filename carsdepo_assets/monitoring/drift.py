@@ -55,22 +55,21 @@ import io
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from scipy import stats
 
 from carsdepo_assets.monitoring.embedding import is_content_feature
 from carsdepo_assets.monitoring.features import PREDICTION_FEATURES
 from carsdepo_assets.monitoring.profiles import format_number, profile_summary, row_count
-from carsdepo_assets.monitoring.whylogs_compat import (
-    KS,
-    DatasetProfileView,
-    DriftThresholds,
-    KSTestConfig,
-    calculate_drift_scores,
-)
+
+if TYPE_CHECKING:
+    from carsdepo_assets.monitoring.whylogs_compat import DatasetProfileView
+
+# whylogs and scipy are imported by the functions that use them: the Dagster code location
+# needs this module's report types and constants, and must load without them.
 
 DEFAULT_ALPHA = 0.05
 UNSCORED: frozenset[str] = frozenset({"width", "height"})
@@ -275,6 +274,8 @@ def drift_report(
     so (deviation 0, no features) rather than an exception: the caller decides what that means.
     ``notes`` (e.g. why a signal was not profiled) are carried into the report as they are.
     """
+    from carsdepo_assets.monitoring.whylogs_compat import DatasetProfileView
+
     for name, view in (("reference", reference), ("batch", batch)):
         if not isinstance(view, DatasetProfileView):
             raise TypeError(f"{name} must be a whylogs DatasetProfileView, "
@@ -351,6 +352,14 @@ def drift_plot(reference: DatasetProfileView, batch: DatasetProfileView,
 def _ks_scores(reference: DatasetProfileView, batch: DatasetProfileView, features: list[str],
                alpha: float, corrected: float) -> dict[str, dict]:
     """whylogs' KS test on the testable features only, categories by our two levels."""
+    from carsdepo_assets.monitoring.whylogs_compat import (
+        KS,
+        DatasetProfileView,
+        DriftThresholds,
+        KSTestConfig,
+        calculate_drift_scores,
+    )
+
     if not features:
         return {}
     thresholds = DriftThresholds(NO_DRIFT=(alpha, 1), POSSIBLE_DRIFT=(corrected, alpha),
@@ -394,6 +403,8 @@ def _feature_drift(name: str, score: dict | None, corrected: float, reference: d
 def _critical_distance(alpha: float, n_reference: int, n_batch: int) -> float:
     """The KS distance whose p-value is ``alpha``, as whylogs computes p-values (cached: the
     inversion costs tens of milliseconds and a signal's features share their arguments)."""
+    from scipy import stats
+
     effective = round(n_reference * n_batch / (n_reference + n_batch))
     return float(stats.kstwo.isf(alpha, effective))
 

@@ -12,11 +12,15 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from carsdepo_assets.fileio import atomic_write_bytes
-from carsdepo_assets.monitoring.whylogs_compat import DatasetProfile, DatasetProfileView
+
+if TYPE_CHECKING:
+    from carsdepo_assets.monitoring.whylogs_compat import DatasetProfileView
+
+# whylogs and pandas are imported by the functions that use them: the Dagster code location
+# imports this module (through drift.py) and must load without them.
 
 DEFAULT_CHUNK_SIZE = 256
 SUMMARY_STATISTICS: tuple[tuple[str, str], ...] = (
@@ -40,6 +44,10 @@ def profile_rows(
     detections); anything that is not a real number raises ``ValueError`` naming row and feature.
     No rows give an empty profile, which the drift report recognises and reports as such.
     """
+    import pandas as pd
+
+    from carsdepo_assets.monitoring.whylogs_compat import DatasetProfile
+
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     profile = DatasetProfile()
@@ -74,6 +82,8 @@ def write_profile(view: DatasetProfileView, path: Path) -> None:
 
 def read_profile(path: Path) -> DatasetProfileView:
     """Load a profile written by :func:`write_profile`; a clear error when it is not one."""
+    from carsdepo_assets.monitoring.whylogs_compat import DatasetProfileView
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no whylogs profile at {path}")

@@ -23,20 +23,22 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from carsdepo_assets.detection.backends import TrainedDetector
 from carsdepo_assets.detection.types import Detection, damage_answer
 from carsdepo_assets.fileio import atomic_writer
 from carsdepo_assets.images.ingest import load_manifest
 from carsdepo_assets.images.store import ImageStore
 from carsdepo_assets.prediction.inference_log import BATCH, InferenceLog, InferenceRecord, utc_now
-from carsdepo_assets.prediction.models import ModelRef
 from carsdepo_assets.prediction.runtime import prepare_inference_process
 from carsdepo_assets.state import StateLayout
 from carsdepo_assets.taxonomy import CLASS_NAMES, NONE_ANSWER
+
+if TYPE_CHECKING:  # torch and mlflow: the Dagster code location imports this module
+    from carsdepo_assets.detection.backends import TrainedDetector
+    from carsdepo_assets.prediction.models import ModelRef
 
 DEFAULT_CHUNK = 8
 EXAMPLES = 8  # rows a summary keeps to show

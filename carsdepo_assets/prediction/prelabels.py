@@ -9,13 +9,16 @@ uncertainty sampling serves it early. An image that cannot be opened gets no pre
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from carsdepo_assets.detection.backends import TrainedDetector
 from carsdepo_assets.labeling.prelabels import Prelabels
 from carsdepo_assets.prediction.batch import DEFAULT_CHUNK, detect_in_chunks
-from carsdepo_assets.prediction.models import ModelRef
+
+if TYPE_CHECKING:  # torch and mlflow: the Dagster code location imports this module
+    from carsdepo_assets.detection.backends import TrainedDetector
+    from carsdepo_assets.prediction.models import ModelRef
 
 DEFAULT_MIN_SCORE = 0.25
 

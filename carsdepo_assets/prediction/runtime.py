@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import threading
 
-import torch
-
 from carsdepo_assets.detection.memory import keep_freed_memory
 from carsdepo_assets.detection.threads import usable_cores
 
@@ -30,6 +28,8 @@ def prepare_inference_process(threads: int | None = None) -> int:
         if _threads is None:
             keep_freed_memory()
             _threads = threads or usable_cores()
+            import torch  # here: the Dagster code location imports this module, not torch
+
             torch.set_num_threads(_threads)
         return _threads
 

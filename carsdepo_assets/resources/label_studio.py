@@ -14,11 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from dagster import ConfigurableResource
-from label_studio_sdk import LabelStudio
-from label_studio_sdk.core.api_error import ApiError
 from pydantic import Field
 
 from carsdepo_assets.labeling.config import labeling_config
@@ -28,6 +27,12 @@ from carsdepo_assets.labeling.server import MissingSecret, ServerSettings, api_t
 from carsdepo_assets.labeling.tasks import TaskImport, TaskRef
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.state import StateLayout
+
+if TYPE_CHECKING:
+    from label_studio_sdk import LabelStudio
+
+# label-studio-sdk (with pandas) is imported when the resource talks to the server: the code
+# location loads without it.
 
 IMPORT_CHUNK = 500  # tasks per import request
 PAGE_SIZE = 100
@@ -277,11 +282,15 @@ class LabelStudioResource(ConfigurableResource):
             key = self.api_key or api_token(self.url, CarsdepoHome(path=self.state_path).layout)
         except MissingSecret as missing:
             raise LabelStudioError(str(missing)) from missing
+        from label_studio_sdk import LabelStudio
+
         return LabelStudio(base_url=self.url, api_key=key, timeout=self.timeout_s)
 
     @contextmanager
     def _talking(self, what: str) -> Iterator[None]:
         """Turn transport and API errors into messages that name the server and the step."""
+        from label_studio_sdk.core.api_error import ApiError
+
         try:
             yield
         except httpx.TransportError as error:

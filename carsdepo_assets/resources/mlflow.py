@@ -7,32 +7,44 @@ unreachable, and creates the experiment with its artifacts under the store rathe
 working directory. It names the run ``<job> <Dagster run id's first 8 characters>``, and the
 job's ``end_mlflow_on_run_finished`` hook ends it, so a training is one MLflow run: parameters,
 losses, the logged model, and the test figures ``evaluation_report`` adds.
+
+MLflow (and so dagster-mlflow, which imports it) is imported only when a run uses the resource
+or the hook: it takes seconds to import, and every process that loads the code location (the
+CLI, the daemon, each run worker) would pay for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import mlflow
-from dagster import ConfigurableResource, InitResourceContext, resource
-from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
-from mlflow.tracking import MlflowClient
+from dagster import ConfigurableResource, HookDefinition, InitResourceContext, resource
 from pydantic import Field
 
 from carsdepo_assets.detection.bootstrap import LOWER_BOUND
-from carsdepo_assets.detection.champion import GateDecision, gate
 from carsdepo_assets.resources.state import CarsdepoHome
+
+if TYPE_CHECKING:
+    from dagster_mlflow.resources import MlFlow
+
+    from carsdepo_assets.detection.champion import GateDecision
 
 DEFAULT_EXPERIMENT = "carsdepo-detector"
 DEFAULT_MODEL_NAME = "carsdepo-damage-detector"
 
 
 @resource(
-    config_schema=CONFIG_SCHEMA,
+    # The experiment only (the store is carsdepo_home's): dagster-mlflow's CONFIG_SCHEMA cannot
+    # be imported without MLflow, and MlFlow reads its other keys as optional.
+    config_schema={"experiment_name": str},
     required_resource_keys={"carsdepo_home"},
     description="dagster-mlflow's mlflow_tracking over carsdepo's MLflow store.",
 )
 def mlflow_tracking(context: InitResourceContext) -> MlFlow:
+    import mlflow
+    from dagster_mlflow.resources import MlFlow
+    from mlflow.tracking import MlflowClient
+
     context.resources.carsdepo_home.connect_mlflow(context.resource_config["experiment_name"])
     if mlflow.active_run() is not None:  # an earlier Dagster run's: MlFlow would adopt it
         mlflow.end_run()
@@ -42,6 +54,19 @@ def mlflow_tracking(context: InitResourceContext) -> MlFlow:
     MlflowClient().update_run(tracking.mlflow_run_id, name=tracking_run_name(
         context.dagster_run.job_name, context.run_id))
     return tracking
+
+
+def _end_mlflow_run(context, event_list):
+    from dagster_mlflow import end_mlflow_on_run_finished as hook
+
+    return hook.hook_fn(context, event_list)
+
+
+# dagster-mlflow's end_mlflow_on_run_finished, imported when it fires: it ends the MLflow run
+# after the job's last step (as failed when a step fails).
+end_mlflow_on_run_finished = HookDefinition(
+    name="end_mlflow_on_run_finished", hook_fn=_end_mlflow_run, required_resource_keys={"mlflow"}
+)
 
 
 def tracking_run_name(job_name: str, dagster_run_id: str) -> str:
@@ -81,6 +106,8 @@ class ModelRegistry(ConfigurableResource):
     def judge(self, models: Mapping[str, dict]) -> GateDecision:
         """The quality gate on evaluation_report's ``models`` (the challenger's metrics, and the
         champion's when there is one)."""
+        from carsdepo_assets.detection.champion import gate
+
         champion = models.get("champion")
         return gate(models["challenger"]["metrics"], champion["metrics"] if champion else None,
                     self.minimums, self.tolerance)

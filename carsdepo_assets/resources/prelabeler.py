@@ -11,12 +11,9 @@ from collections.abc import Sequence
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from carsdepo_assets.detection.champion import CHAMPION
 from carsdepo_assets.images.store import ImageStore
 from carsdepo_assets.labeling.prelabels import ImageToLabel, Prelabels
-from carsdepo_assets.prediction.models import ModelNotFound, resolve_model
 from carsdepo_assets.prediction.prelabels import DEFAULT_MIN_SCORE, model_prelabels
-from carsdepo_assets.prediction.pyfunc import load_registered_detector
 from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
 from carsdepo_assets.resources.state import CarsdepoHome
 
@@ -51,6 +48,12 @@ class ChampionPrelabeler(Prelabeler):
     chunk_size: int = Field(default=8, description="Images predicted together.")
 
     def predictions_for(self, images: Sequence[ImageToLabel]) -> Prelabels | None:
+        # imported here: MLflow and torch are slow to import, and the code location loads
+        # without them
+        from carsdepo_assets.detection.champion import CHAMPION
+        from carsdepo_assets.prediction.models import ModelNotFound, resolve_model
+        from carsdepo_assets.prediction.pyfunc import load_registered_detector
+
         layout = self.carsdepo_home.layout
         self.carsdepo_home.connect_mlflow()
         try:

@@ -9,7 +9,6 @@ from urllib.parse import quote
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from carsdepo_assets.detection.champion import configure_mlflow
 from carsdepo_assets.state import StateLayout, default_home
 
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"  # where `make mlflow-ui` serves
@@ -44,6 +43,9 @@ class CarsdepoHome(ConfigurableResource):
 
     def connect_mlflow(self, experiment: str | None = None) -> str:
         """Point MLflow at this state's store (``configure_mlflow``); returns its URI."""
+        # imported here: MLflow is slow to import, and the code location loads without it
+        from carsdepo_assets.detection.champion import configure_mlflow
+
         return configure_mlflow(self.layout, experiment, self.mlflow_tracking_uri or None)
 
     def mlflow_run_url(self, experiment_id: str, run_id: str) -> str:

@@ -8,13 +8,6 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
-from carsdepo_assets.detection.champion import (
-    PROMOTED_AT_TAG,
-    ROLLED_BACK_AT_TAG,
-    current_champion,
-)
 from carsdepo_assets.images.manifest import BatchManifest
 from carsdepo_assets.labeling.history import load_latest_snapshot
 from carsdepo_assets.prediction.batch import read_predictions
@@ -58,6 +51,16 @@ def collect_kpis(
 def champion_history(model_name: str) -> list[ChampionPoint]:
     """Every promotion of ``model_name``, oldest first, with the version's test metrics; after
     a rollback, the restored champion once more at the end."""
+    # imported here: MLflow is slow to import, and the code location (kpi_report) loads
+    # without it
+    from mlflow.tracking import MlflowClient
+
+    from carsdepo_assets.detection.champion import (
+        PROMOTED_AT_TAG,
+        ROLLED_BACK_AT_TAG,
+        current_champion,
+    )
+
     client = MlflowClient()
     points, rolled_back = [], {}
     for version in client.search_model_versions(f"name = '{model_name}'"):
