@@ -22,7 +22,9 @@ them:
   one-colour 7000x7000 PNG: refused) and one such photo (answered at the working-side bound),
   with the servers' peak memory after them;
 - start-up: ``carsdepo --help``, ``carsdepo predict`` of a missing file and ``carsdepo ingest``
-  without its arguments, each answered before anything heavy is imported (target < 1 s).
+  without its arguments, each answered before anything heavy is imported (target < 1 s);
+- code location load: a fresh Python importing ``carsdepo_assets.definitions``, what every
+  Dagster process (``dagster dev``, the daemon, each run worker, the CLI's runs) pays first.
 
 Each figure is one JSON line in ``results/paths.jsonl`` with ``floor`` (the floor's figure
 name), ``ratio`` (the path's figure over the floor's: throughput ratios want to be high,
@@ -151,6 +153,7 @@ class Bench:
         self.predictions()
         self.rest()
         self.startup()
+        self.code_location()
         self.memory()
 
     # -- decode, ingestion, features -------------------------------------------------------
@@ -375,6 +378,21 @@ class Bench:
             self.put(f"{name}_s", statistics.median(runs), "s",
                      f"{what}: process start to exit, median of {STARTUP_RUNS} runs",
                      target="< 1.0", higher_is_better=False)
+
+    def code_location(self) -> None:
+        """The import of the code location, which loads no ML library (torch, whylogs,
+        MLflow): the assets import them when they run."""
+        runs = []
+        for _ in range(STARTUP_RUNS):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import carsdepo_assets.definitions"],
+                           cwd=PROJECT_ROOT, check=True, capture_output=True,
+                           env=os.environ.copy())
+            runs.append(time.perf_counter() - started)
+        self.put("code_location_load_s", statistics.median(runs), "s",
+                 "a fresh Python importing carsdepo_assets.definitions (the Definitions "
+                 f"built): process start to exit, median of {STARTUP_RUNS} runs",
+                 higher_is_better=False)
 
     # -- memory --------------------------------------------------------------------------
     def memory(self) -> None:
