@@ -221,6 +221,12 @@ class DetectorBackend(ABC):
     name: ClassVar[str]
     detector_class: ClassVar[type[TrainedDetector]]
 
+    @classmethod
+    def refusals(cls, config: DetectorConfig) -> list[str]:
+        """Why this backend cannot train ``config`` (empty when it can): ``auto`` passes over a
+        backend that refuses, and ``train`` stops with the first reason before any work."""
+        return []
+
     def train(
         self,
         train: CocoSplit,
@@ -243,6 +249,8 @@ class DetectorBackend(ABC):
         train_split = load_split(train, require_every_class=True)
         val_split = load_split(val, require_every_class=False) if val is not None else None
         config = resolve_config(config.replace(backend=self.name))
+        if refusals := self.refusals(config):
+            raise ConfigError(refusals[0])
         if start_from is not None:
             config = fine_tuning_config(config, start_from.config)
         train_boxes = boxes_as_trained(train_split, config)
@@ -333,10 +341,16 @@ def backend_available(name: str) -> bool:
     return True
 
 
-def resolve_backend(name: str) -> str:
-    """``auto`` -> detectron2 when importable, else torchvision; other names are checked."""
+def resolve_backend(name: str, config: DetectorConfig | None = None) -> str:
+    """``auto`` -> detectron2 when importable and able to train ``config`` (the small-damage
+    design's crops and synthetic pretraining are torchvision's), else torchvision; other names
+    are checked."""
     if name == "auto":
-        return next(choice for choice in AUTO_PREFERENCE if backend_available(choice))
+        return next(
+            choice for choice in AUTO_PREFERENCE
+            if backend_available(choice)
+            and (config is None or not backend_class(choice).refusals(config))
+        )
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}: registered are {sorted(BACKENDS)}")
     if not backend_available(name):
@@ -363,13 +377,17 @@ def resolve_config(config: DetectorConfig) -> DetectorConfig:
     if not threads:
         choice = choose_threads()
         threads, adapt = choice.threads, adapt or choice.measured
-    return config.replace(backend=resolve_backend(config.backend), device=device,
+    return config.replace(backend=resolve_backend(config.backend, config), device=device,
                           norm=config.resolved_norm, num_threads=threads, adapt_threads=adapt)
 
 
+def backend_class(name: str) -> type[DetectorBackend]:
+    module_name, _, class_name = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
 def get_backend(name: str) -> DetectorBackend:
-    module_name, _, class_name = BACKENDS[resolve_backend(name)].partition(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+    return backend_class(resolve_backend(name))()
 
 
 def train_detector(

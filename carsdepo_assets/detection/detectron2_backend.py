@@ -390,6 +390,19 @@ class Detectron2Backend(DetectorBackend):
     name = "detectron2"
     detector_class = Detectron2Detector
 
+    @classmethod
+    def refusals(cls, config: DetectorConfig) -> list[str]:
+        reasons = []
+        if config.synthetic_pretrain_iterations:
+            reasons.append("synthetic pretraining is the torchvision backend's: train with "
+                           "synthetic_pretrain_iterations=0")
+        if config.work_side:
+            reasons.append(
+                "the detectron2 backend trains on whole images: native-resolution crops "
+                "(work_side) are the torchvision backend's; train with work_side=0 (a trained "
+                "detectron2 model still predicts in tiles when its config sets work_side)")
+        return reasons
+
     def _fit(
         self,
         train: LoadedSplit,
@@ -402,14 +415,6 @@ class Detectron2Backend(DetectorBackend):
         if start_from is not None:
             raise ConfigError("fine-tuning a trained model is the torchvision backend's for now: "
                               "train the detectron2 backend with start_from_champion false")
-        if config.synthetic_pretrain_iterations:
-            raise ConfigError("synthetic pretraining is the torchvision backend's: train with "
-                              "synthetic_pretrain_iterations=0")
-        if config.work_side:
-            raise ConfigError(
-                "the detectron2 backend trains on whole images: native-resolution crops "
-                "(work_side) are the torchvision backend's; train with work_side=0 (a trained "
-                "detectron2 model still predicts in tiles when its config sets work_side)")
         _leave_logging_to_the_host()
         with registered_splits(train, val, workdir) as (train_name, val_name):
             cfg = detectron2_cfg(config, train_dataset=train_name, val_dataset=val_name,

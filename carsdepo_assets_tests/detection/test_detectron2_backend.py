@@ -32,7 +32,10 @@ from carsdepo_assets.detection.backends import (  # noqa: E402
 )
 from carsdepo_assets.detection.config import ConfigError, DetectorConfig  # noqa: E402
 from carsdepo_assets.detection.data import CocoSplit  # noqa: E402
-from carsdepo_assets.detection.detectron2_backend import Detectron2Detector  # noqa: E402
+from carsdepo_assets.detection.detectron2_backend import (  # noqa: E402
+    Detectron2Backend,
+    Detectron2Detector,
+)
 from carsdepo_assets.detection.detectron2_model import FPN_LEVELS, detectron2_cfg  # noqa: E402
 from carsdepo_assets.synth import generate_dataset, image_rng, render_panel  # noqa: E402
 from carsdepo_assets.taxonomy import CLASS_NAMES  # noqa: E402
@@ -82,6 +85,15 @@ def panel(width: int, height: int, seed: int = 7):
 def test_auto_resolves_to_detectron2_when_it_is_installed():
     assert resolve_backend("auto") == "detectron2"
     assert resolve_config(DetectorConfig()).backend == "detectron2"
+
+
+@pytest.mark.parametrize("preset", ["real_cpu", "gpu"])
+def test_auto_passes_over_detectron2_for_the_small_damage_design(preset):
+    """Its crops and synthetic pretraining are the torchvision backend's: ``auto`` must not
+    pick a backend that would refuse the preset."""
+    config = DetectorConfig.preset(preset)
+    assert any("torchvision backend's" in reason for reason in Detectron2Backend.refusals(config))
+    assert resolve_config(config).backend == "torchvision"
 
 
 def test_training_reports_every_iteration_and_selects_weights_on_the_val_split(trained):
