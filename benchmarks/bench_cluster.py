@@ -12,7 +12,6 @@ the backfill's creation to the end of its last run, so starting the services is 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import socket
 import subprocess
@@ -23,20 +22,13 @@ from pathlib import Path
 
 from benchmarks._record import record
 from benchmarks.bench_ingest import make_batch
+from deploy.celery import cluster as cluster_script
 
 SUITE = "cluster"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = PROJECT_ROOT / "deploy" / "celery" / "cluster.py"
+SCRIPT = Path(cluster_script.__file__)
 BIN = Path(sys.executable).parent
 WAIT_S = 1800
-
-
-def load_cluster_script():
-    spec = importlib.util.spec_from_file_location("carsdepo_cluster", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def free_port() -> int:
@@ -122,7 +114,6 @@ def embedded(work: Path, batches: list[str], photos: int) -> float:
 
 def on_cluster(work: Path, batches: list[str], photos: int, slots: int) -> float:
     """The backfill on deploy/celery's cluster, its `default` worker with ``slots``."""
-    script = load_cluster_script()
     folder = work / f"cluster-{slots}"
     ports = [f"--{key}-port={free_port()}" for key in ("pg", "redis", "mlflow", "dagster")]
     command = [sys.executable, str(SCRIPT)]
@@ -130,12 +121,12 @@ def on_cluster(work: Path, batches: list[str], photos: int, slots: int) -> float
     try:
         subprocess.run([*command, "up", "--dir", str(folder), *ports,
                         f"--concurrency=default={slots}"], check=True)
-        settings = script.Cluster(folder).settings()
+        settings = cluster_script.Cluster(folder).settings()
         env = {**os.environ, **settings, "PYTHONWARNINGS": "ignore"}
-        script.stop_sensors(settings)  # only the backfill's runs
+        cluster_script.stop_sensors(settings)  # only the backfill's runs
         land(Path(settings["CARSDEPO_HOME"]), batches, photos)
         add_partitions(env, batches)
-        script.launch_backfill(settings, "ingest_job", batches)
+        cluster_script.launch_backfill(settings, "ingest_job", batches)
         return backfill_seconds(env, batches)
     finally:
         subprocess.run([*command, "down", "--dir", str(folder)], check=False)

@@ -7,7 +7,6 @@ run retry completes it, and the sweep is stored once."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -25,24 +24,17 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from carsdepo_assets.cli.runner import ingest_batch_through_dagster, local_instance
 from carsdepo_assets.images.ingest import load_manifest
 from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
-from carsdepo_assets.state import PROJECT_ROOT, StateLayout
+from carsdepo_assets.state import StateLayout
 from carsdepo_assets_tests.fixtures.label_studio import free_port
 from carsdepo_assets_tests.operations.conftest import land_batch
+from deploy.celery import cluster as cluster_script
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-SCRIPT = PROJECT_ROOT / "deploy" / "celery" / "cluster.py"
+SCRIPT = Path(cluster_script.__file__)
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 WAIT_S = 300  # a ceiling, not a speed expectation
 BATCHES = ["lot-a", "lot-b", "lot-c"]
 TINY_SWEEP = {"min_sizes": [160], "augmentations": [0.3], "iterations": 2, "max_runs": 1}
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("carsdepo_cluster", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -61,7 +53,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
-    script = load_script()
+    script = cluster_script
     for name, package in (("redis-server", "redis-server"), ("initdb", "postgresql")):
         try:
             script.binary(name, package)
