@@ -67,6 +67,8 @@ def experiment_sweep(
     batch = context.partition_key
     dataset = load_dataset(Path(curated_dataset))
     carsdepo_home.connect_mlflow(experiment_name(batch))
+    if abandoned := carsdepo_home.end_earlier_attempts(context.run.tags, experiment_name(batch)):
+        context.log.info(f"ended {len(abandoned)} MLflow run(s) an earlier attempt left running")
     experiment_id = mlflow.get_experiment_by_name(experiment_name(batch)).experiment_id
     results = []
     for index, variant in enumerate(config.variants(), start=1):

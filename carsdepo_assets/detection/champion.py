@@ -129,6 +129,22 @@ def configure_mlflow(
     return uri
 
 
+def end_abandoned_runs(experiment: str, dagster_run_ids: Sequence[str]) -> list[str]:
+    """Mark KILLED the runs of ``experiment`` still RUNNING for the Dagster runs
+    ``dagster_run_ids`` (tag ``dagster_run_id``): earlier attempts of a retried run whose process
+    died mid-step, which nothing else would ever end. Returns the MLflow run ids ended."""
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None or not dagster_run_ids:
+        return []
+    client = MlflowClient()
+    running = client.search_runs([found.experiment_id], "attributes.status = 'RUNNING'")
+    ended = [run.info.run_id for run in running
+             if run.data.tags.get("dagster_run_id") in dagster_run_ids]
+    for run_id in ended:
+        client.set_terminated(run_id, status="KILLED")
+    return ended
+
+
 def gate(
     challenger_metrics: Mapping[str, float],
     champion_metrics: Mapping[str, float] | None,

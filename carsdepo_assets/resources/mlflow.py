@@ -45,7 +45,9 @@ def mlflow_tracking(context: InitResourceContext) -> MlFlow:
     from dagster_mlflow.resources import MlFlow
     from mlflow.tracking import MlflowClient
 
-    context.resources.carsdepo_home.connect_mlflow(context.resource_config["experiment_name"])
+    home, experiment = context.resources.carsdepo_home, context.resource_config["experiment_name"]
+    home.connect_mlflow(experiment)
+    home.end_earlier_attempts(context.dagster_run.tags, experiment)
     if mlflow.active_run() is not None:  # an earlier Dagster run's: MlFlow would adopt it
         mlflow.end_run()
     tracking = MlFlow(context)  # starts the run, or resumes it in a later step's process

@@ -3,10 +3,12 @@ folder (and the MLflow store beside it) from here, as a value."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
 from dagster import ConfigurableResource
+from dagster._core.storage.tags import PARENT_RUN_ID_TAG, ROOT_RUN_ID_TAG
 from pydantic import Field
 
 from carsdepo_assets.state import StateLayout, default_home
@@ -47,6 +49,16 @@ class CarsdepoHome(ConfigurableResource):
         from carsdepo_assets.detection.champion import configure_mlflow
 
         return configure_mlflow(self.layout, experiment, self.mlflow_tracking_uri or None)
+
+    def end_earlier_attempts(self, run_tags: Mapping[str, str], experiment: str) -> list[str]:
+        """For a retried Dagster run (tags ``dagster/parent_run_id``, ``dagster/root_run_id``):
+        end the MLflow runs its earlier attempts left RUNNING in ``experiment`` when their
+        process died (``end_abandoned_runs``)."""
+        from carsdepo_assets.detection.champion import end_abandoned_runs
+
+        earlier = [run_tags[tag] for tag in (PARENT_RUN_ID_TAG, ROOT_RUN_ID_TAG)
+                   if tag in run_tags]
+        return end_abandoned_runs(experiment, earlier)
 
     def mlflow_run_url(self, experiment_id: str, run_id: str) -> str:
         """The run's page in the MLflow UI (its routes live after ``#``), in the UI's model

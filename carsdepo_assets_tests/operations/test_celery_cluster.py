@@ -194,6 +194,9 @@ def test_training_runs_on_the_training_worker_and_a_killed_worker_process_is_ret
     finished = MlflowClient().search_runs([experiment.experiment_id],
                                           "attributes.status = 'FINISHED'")
     assert [run.data.tags["dagster_run_id"] for run in finished] == [retry.run_id]
+    # the killed attempt's MLflow run, if it had started one, was ended by the retry
+    assert not MlflowClient().search_runs([experiment.experiment_id],
+                                          "attributes.status = 'RUNNING'")
 
 
 def kill_training_pool_mid_step(cluster: Cluster, run_id: str) -> list[int]:
