@@ -69,7 +69,10 @@ lock: ## Re-resolve the dependencies to the newest allowed releases; rewrite the
 	@echo "==> constraints rewritten: review \`git diff $(CONSTRAINTS) $(LS_CONSTRAINTS)\`, fix the" \
 	    "date line, run make test and make demo, and commit them"
 
-install: $(VENV)/.installed $(LS_VENV)/.installed ## Create both virtual environments
+# The two environments have nothing in common, so they install side by side (about a minute
+# sooner on a fresh clone than one after the other).
+install: ## Create both virtual environments
+	@$(MAKE) --no-print-directory -j2 $(VENV)/.installed $(LS_VENV)/.installed
 
 install-label-studio: $(LS_VENV)/.installed
 
