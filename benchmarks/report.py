@@ -238,7 +238,8 @@ def demo_runs_table(rows: list[dict]) -> str:
                   f" / {_number(run.get('unseen_AP50_dent'))})")
         lines.append(
             f"| {run['recorded_at'][:10]} | {_cell(run['machine'])} | {run.get('seed', '—')} | "
-            f"{run['value']:.0f} {run['unit']} | {_with_bound(run, 'test_AP50')} | {reviewed} | "
+            f"{run['value']:.0f} {run['unit']}{_under_load(run)} | "
+            f"{_with_bound(run, 'test_AP50')} | {reviewed} | "
             f"{_with_bound(run, 'v2_test_AP50')} | "
             f"{_cell(' -> '.join(run.get('champions', [])) or '—')} | {unseen} | "
             f"{_number(run.get('unseen_none_accuracy'), 2)} | "
@@ -249,6 +250,12 @@ def demo_runs_table(rows: list[dict]) -> str:
             f"{name} {'at most' if name.endswith('_s') else 'at least'} {value}"
             for name, value in targets.items()) + "; and a champion that answered a batch."]
     return "\n".join(lines)
+
+
+def _under_load(run: dict) -> str:
+    """How a run measured beside another busy process (``bench_demo --busy-after``) says so."""
+    busy = run.get("busy_after_s")
+    return "" if busy is None else f" (one other busy process from {busy:.0f} s)"
 
 
 def demo_steps_table(rows: list[dict]) -> str:
