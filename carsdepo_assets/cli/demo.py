@@ -99,10 +99,12 @@ def generate_batch(layout: StateLayout, plan: DemoPlan, batch: str, lighting: st
 def land(layout: StateLayout, folders: dict[str, Path]) -> None:
     from carsdepo_assets.cli.sensor_ticks import tick_sensor
     from carsdepo_assets.images.ingest import load_manifest
+    from carsdepo_assets.images.landing import READY_MARKER
     from carsdepo_assets.images.summary import format_summary
 
     for batch, folder in folders.items():
         shutil.copytree(folder / "images", layout.landing_folder(batch))
+        (layout.landing_folder(batch) / READY_MARKER).touch()  # done: no quiet period to wait
     waiting = set(folders)
     while waiting:
         outcome = tick_sensor("landing_zone_sensor", layout)

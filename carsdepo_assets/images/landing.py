@@ -7,8 +7,11 @@ A folder ``landing/<batch>/`` is ready when all of these hold:
 - it holds no ``.incomplete`` marker file: an uploader that copies a batch slowly creates the
   marker first and deletes it when done;
 - it holds at least one file;
-- nothing in it (file or sub-folder) changed during the last ``quiet_seconds`` (default 10 s),
+- it holds a ``.ready`` marker file (the uploader's "done": a Hadoop-style ``_SUCCESS``), or
+  nothing in it (file or sub-folder) changed during the last ``quiet_seconds`` (default 10 s),
   for uploaders that write no marker.
+
+The markers are hidden files, so ingestion lists them as ignored.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from carsdepo_assets.images.ingest import BatchSourceError
 from carsdepo_assets.state import StateLayout, validate_batch_name
 
 INCOMPLETE_MARKER = ".incomplete"
+READY_MARKER = ".ready"
 QUIET_SECONDS = 10.0
 
 
@@ -77,8 +81,11 @@ def _waiting_reason(folder: Path, now: float, quiet_seconds: float) -> str | Non
             except FileNotFoundError:  # removed while we looked: the folder is changing
                 newest = now
         files += len(names)
-    if files == 0:
+    ready = (folder / READY_MARKER).is_file()
+    if files - ready == 0:
         return "empty folder"
+    if ready:
+        return None
     quiet_for = now - newest
     if quiet_for < quiet_seconds:
         return f"changed {quiet_for:.0f} s ago; waiting for {quiet_seconds:.0f} s without changes"

@@ -8,7 +8,12 @@ from pathlib import Path
 
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 
-from carsdepo_assets.images.landing import INCOMPLETE_MARKER, QUIET_SECONDS, scan_landing
+from carsdepo_assets.images.landing import (
+    INCOMPLETE_MARKER,
+    QUIET_SECONDS,
+    READY_MARKER,
+    scan_landing,
+)
 from carsdepo_assets.partitions import BATCHES_PARTITIONS_NAME
 from carsdepo_assets.resources.state import CarsdepoHome
 from carsdepo_assets.sensors.landing_zone import landing_zone_sensor
@@ -41,6 +46,18 @@ def test_only_settled_unmarked_new_folders_are_ready(tmp_path: Path) -> None:
     assert f"waiting for {QUIET_SECONDS:.0f} s without changes" in folders["fresh"]
     assert folders["empty"] == "empty folder"
     assert "invalid batch name" in folders["bad name"]
+
+
+def test_a_ready_marker_skips_the_quiet_period_but_not_the_other_rules(tmp_path: Path) -> None:
+    write(tmp_path / "uploaded" / "car.jpg", jpeg(1))  # written just now
+    write(tmp_path / "uploaded" / READY_MARKER, b"")
+    write(tmp_path / "only-marker" / READY_MARKER, b"")
+    write(tmp_path / "both" / "car.jpg", jpeg(2))
+    write(tmp_path / "both" / READY_MARKER, b"")
+    write(tmp_path / "both" / INCOMPLETE_MARKER, b"")
+    folders = {f.name: f.waiting_reason for f in scan_landing(tmp_path, set(), time.time())}
+    assert folders == {"uploaded": None, "only-marker": "empty folder",
+                       "both": f"still being written ({INCOMPLETE_MARKER} marker present)"}
 
 
 def test_a_linked_landing_folder_is_never_ready(tmp_path: Path) -> None:
