@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 from benchmarks._record import record
+from benchmarks.bench_demo import free_port
 from benchmarks.bench_ingest import make_batch
 from deploy.celery import cluster as cluster_script
 
@@ -29,12 +29,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(cluster_script.__file__)
 BIN = Path(sys.executable).parent
 WAIT_S = 1800
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def land(home: Path, batches: list[str], photos: int) -> None:

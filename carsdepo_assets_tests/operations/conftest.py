@@ -3,7 +3,6 @@ runs it, and a real PostgreSQL server started from Debian's binaries."""
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import shutil
@@ -20,6 +19,7 @@ from carsdepo_assets.cli.runner import prepare_dagster_home
 from carsdepo_assets.state import PROJECT_ROOT, StateLayout
 from carsdepo_assets_tests.fixtures.label_studio import free_port
 from carsdepo_assets_tests.images.samples import jpeg
+from deploy.celery import cluster as cluster_script
 
 PG_USER = "carsdepo"
 PG_PASSWORD = "carsdepo-test"
@@ -53,13 +53,12 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 600) -> str:
 
 
 def postgres_binary(name: str) -> str | None:
-    """``name`` on the PATH, else in Debian's /usr/lib/postgresql/<version>/bin (newest)."""
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-                        key=lambda path: int(Path(path).parts[-3]))
-    return candidates[-1] if candidates else None
+    """``name`` where the cluster script finds it (the PATH, else Debian's newest
+    /usr/lib/postgresql/<version>/bin), or None."""
+    try:
+        return cluster_script.binary(name, "postgresql")
+    except cluster_script.ClusterError:
+        return None
 
 
 @dataclass(frozen=True)

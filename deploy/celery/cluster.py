@@ -55,9 +55,10 @@ class Service:
 
 
 def binary(name: str, package: str) -> str:
-    """``name`` on the PATH or in Debian's PostgreSQL folder; a clear error when absent."""
+    """``name`` on the PATH or in Debian's PostgreSQL folder (the newest version's, where the
+    server's tools live off the PATH); a clear error when absent."""
     found = shutil.which(name)
-    if not found and name in ("initdb", "pg_ctl"):
+    if not found:
         versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
                           key=lambda path: int(path.parts[-3]))
         found = str(versions[-1]) if versions else None
