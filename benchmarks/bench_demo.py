@@ -1,6 +1,7 @@
 """`carsdepo demo` as a new user runs it, over several seeds: time, gate, answers, quality.
 
     python -m benchmarks.bench_demo [--seeds 7,8,9,10,11] [--images 120] [--iterations N]
+                                    [--train-seconds S]
 
 For each seed the default demo runs in an empty temporary CARSDEPO_HOME with Label Studio on a
 free port (so it never meets a server a developer already runs), then that Label Studio is
@@ -58,6 +59,8 @@ REVIEW_LINE = re.compile(r"pre-annotations reviewed on (?P<images>\d+) photos: (
                          r"deleted, (?P<drawn>\d+) drawn")
 ANSWERS_LINE = re.compile(r"^\s+\d+ photos answered: ")
 THREADS_LINE = re.compile(r"(?P<threads>\d+) torch threads? \(")
+TRAINED_LINE = re.compile(r": (?P<iterations>\d+) iterations(?P<budget> \(its time budget\))? "
+                          r"in (?P<seconds>[\d.]+)s at")
 
 
 def free_port() -> int:
@@ -81,8 +84,13 @@ def step_times(output: str) -> list[tuple[str, int]]:
 def demo_outcome(output: str) -> dict:
     """What the demo's console output says: test figures, champion, answers, threads."""
     outcome: dict = {"promoted": False, "answers_printed": False}
-    trainings = 0
+    trainings, trained = 0, 0
     for line in output.splitlines():
+        if match := TRAINED_LINE.search(line):
+            trained += 1
+            outcome[f"v{trained}_training"] = {
+                "iterations": int(match["iterations"]), "seconds": float(match["seconds"]),
+                "stopped_by": "time budget" if match["budget"] else "iterations"}
         if match := TEST_LINE.search(line):
             prefix = "" if trainings == 0 else f"v{trainings + 1}_"  # v1 keeps the old names
             trainings += 1
@@ -201,12 +209,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seeds", default="7,8,9,10,11", help="comma-separated demo seeds")
     parser.add_argument("--images", type=int, help="photos per synthetic batch (demo default)")
     parser.add_argument("--iterations", type=int, help="training iterations (demo default)")
+    parser.add_argument("--train-seconds", type=float,
+                        help="the first training's time budget (demo default)")
     parser.add_argument("--keep-output", help="folder for each seed's console output")
     parser.add_argument("--busy-after", type=float, metavar="SECONDS",
                         help="start one other CPU-bound process this many seconds into each demo")
     args = parser.parse_args(argv)
     args.demo_args = [*(["--images", str(args.images)] if args.images else []),
-                      *(["--iterations", str(args.iterations)] if args.iterations else [])]
+                      *(["--iterations", str(args.iterations)] if args.iterations else []),
+                      *(["--train-seconds", str(args.train_seconds)]
+                        if args.train_seconds is not None else [])]
     lines = []
     with tempfile.TemporaryDirectory(prefix="bench-demo-unseen-") as scratch:
         unseen = generate_dataset(Path(scratch), n_images=UNSEEN_IMAGES, seed=UNSEEN_SEED).out_dir

@@ -38,6 +38,9 @@ class DetectorTrainingConfig(Config):
     )
     backend: str = Field(default="auto", description="auto | detectron2 | torchvision")
     iterations: int | None = Field(default=None, description="Training iterations.")
+    time_budget_s: float | None = Field(
+        default=None, description="Stop training after this many seconds even before "
+        "`iterations` (the learning rate decays over whichever runs out first); 0: no budget.")
     batch_size: int | None = Field(default=None, description="Images per iteration.")
     lr: float | None = Field(default=None, description="Learning rate.")
     min_size: int | None = Field(default=None, description="Short side of the input, px.")
@@ -66,9 +69,9 @@ class DetectorTrainingConfig(Config):
     def detector_config(self) -> DetectorConfig:
         overrides = {
             name: getattr(self, name)
-            for name in ("backend", "iterations", "batch_size", "lr", "min_size", "max_size",
-                         "pretrained", "weights_path", "brightness", "contrast", "seed",
-                         "num_threads")
+            for name in ("backend", "iterations", "time_budget_s", "batch_size", "lr",
+                         "min_size", "max_size", "pretrained", "weights_path", "brightness",
+                         "contrast", "seed", "num_threads")
             if getattr(self, name) is not None
         }
         try:
@@ -132,7 +135,8 @@ def train_tracked(
                        "start_from": start_from[0] if start_from else "ImageNet weights"})
     context.log.info(
         f"training {resolved.backend} detector on dataset {dataset.version} "
-        f"({resolved.iterations} iterations from "
+        f"({resolved.iterations} iterations"
+        f"{f' or {resolved.time_budget_s:.0f} s' if resolved.time_budget_s else ''} from "
         f"{start_from[0] if start_from else 'ImageNet weights'}, batch {resolved.batch_size}, "
         f"input {resolved.min_size}-{resolved.max_size}px, device {resolved.device}, "
         f"{resolved.num_threads} torch threads"
@@ -180,6 +184,8 @@ def train_tracked(
         "started_from": start_from[0] if start_from else "ImageNet weights",
         "train_wall_s": round(time.perf_counter() - started, 1),
         "train_images_per_s": rounded(summary.get("images_per_second", 0.0)),
+        "train_iterations": summary.get("iterations"),
+        "train_stopped_by": summary.get("stopped_by", "iterations"),
         "best_val_AP50": rounded(summary.get("best_val_metric")),
         "config": MetadataValue.json(trained.config.to_dict()),
         "anchor_coverage": MetadataValue.json(coverage),

@@ -17,6 +17,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,11 +30,15 @@ if TYPE_CHECKING:
     from carsdepo_assets.cli.parser import AddCommand
 
 
-DEFAULT_ITERATIONS = 500
+DEFAULT_ITERATIONS = 500  # a cap: the time budget below ends the first training sooner
+# The first training's time budget (validation included): the loop fits in about ten minutes
+# on two idle cores, and a slower or busier machine trains fewer iterations rather than
+# running over. `--train-seconds 0` trains the full iterations, the same run on every machine.
+DEFAULT_TRAIN_SECONDS = 190.0
 TEST_SEED_OFFSET = 500  # incoming batches use 1000, 2000, 3000
 LIGHTINGS = ("normal", "dim", "very-dim")
 REVIEWED_LIGHTING = "dim"  # the batch the annotators review after the champion pre-annotated it
-RETRAIN_SHARE = 0.4  # a retrain fine-tunes the champion for this share of the iterations
+RETRAIN_SHARE = 0.45  # a retrain fine-tunes the champion for this share of the budget
 SWEEP_SHARE = 10  # the demo's capped sweep: one configuration, iterations / SWEEP_SHARE
 LANDING_POLL_S = 2.0
 
@@ -45,6 +50,7 @@ class DemoPlan:
     labelled_images: int = 240
     test_images: int = 120
     iterations: int = DEFAULT_ITERATIONS
+    train_seconds: float = DEFAULT_TRAIN_SECONDS  # 0: no time budget
     backend: str = "auto"
     gate: dict = field(default_factory=dict)  # model_registry overrides (min_ap50 ...)
 
@@ -124,11 +130,21 @@ def land(layout: StateLayout, folders: dict[str, Path]) -> None:
             time.sleep(LANDING_POLL_S)  # the landing zone's quiet period, as in production
 
 
-@step("Starting Label Studio (local, 127.0.0.1)")
-def start_label_studio(layout: StateLayout) -> str:
+def start_label_studio(layout: StateLayout) -> Future:
+    """Start Label Studio in a thread: its first start (database migrations, most of a minute)
+    overlaps with generating and ingesting the first photos."""
     from carsdepo_assets.labeling import server
 
-    info = server.start(layout)
+    say("\n==> Starting Label Studio (local, 127.0.0.1) while the first photos are made")
+    starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-studio-start")
+    started = starter.submit(server.start, layout)
+    starter.shutdown(wait=False)
+    return started
+
+
+@step("Waiting for Label Studio to answer")
+def label_studio_ready(started: Future) -> str:
+    info = started.result()  # a ServerError raised while starting is raised here
     state = "already running" if info.already_running else "started"
     say(f"    {state} at {info.url} (log: {info.log_path})")
     return info.url
@@ -225,13 +241,14 @@ def _require(result, job_name: str) -> None:
 
 
 def job_settings(plan: DemoPlan, retrain: bool = False) -> dict[str, dict]:
-    """Run config for the runs the sensors start: the demo's training length and backend (a
-    retrain fine-tunes the champion for a share of it), its gate, and a capped sweep (one
-    configuration) to keep the demo within minutes."""
-    detector = {"iterations": plan.iterations, "backend": plan.backend}
+    """Run config for the runs the sensors start: the demo's training length (iterations and
+    time budget) and backend (a retrain fine-tunes the champion for a share of both), its
+    gate, and a capped sweep (one configuration) to keep the demo within minutes."""
+    share = RETRAIN_SHARE if retrain else 1.0
+    detector = {"iterations": max(1, round(plan.iterations * share)),
+                "time_budget_s": plan.train_seconds * share, "backend": plan.backend}
     if retrain:
-        detector = {"iterations": max(1, round(plan.iterations * RETRAIN_SHARE)),
-                    "backend": plan.backend, "start_from_champion": True}
+        detector["start_from_champion"] = True
     training = {"ops": {"detector": {"config": detector}}}
     if plan.gate:
         training["resources"] = {"model_registry": {"config": plan.gate}}
@@ -244,7 +261,9 @@ def job_settings(plan: DemoPlan, retrain: bool = False) -> dict[str, dict]:
 def train_first(layout: StateLayout, plan: DemoPlan, log_path: Path) -> str:
     from carsdepo_assets.detection.threads import choose_threads
 
-    say(f"    {plan.iterations} iterations, starting with {choose_threads().describe()} "
+    budget = (f"up to {plan.iterations} iterations within {plan.train_seconds:.0f} s"
+              if plan.train_seconds else f"{plan.iterations} iterations")
+    say(f"    {budget}, starting with {choose_threads().describe()} "
         f"(re-checked while training); progress: tail -f {log_path}")
     ((_, result),) = sensor_runs(layout, "dataset_sensor", 1, job_settings(plan))
     champion = training_outcome(result)
@@ -253,9 +272,10 @@ def train_first(layout: StateLayout, plan: DemoPlan, log_path: Path) -> str:
             "The quality gate held the new model back, so there is no champion to answer with: "
             f"{_check(result, 'quality_gate')}. (The gate compares one-sided 95% lower bounds "
             "over the test photos with its minimums.)",
-            f"Train longer (`carsdepo demo --iterations {2 * plan.iterations}`) or on more "
-            "photos (`--labelled-images`), or look at evaluation_report and its worst examples "
-            "in the Dagster UI (`make dev`).",
+            f"Train longer (`carsdepo demo --iterations {2 * plan.iterations}"
+            + (f" --train-seconds {2 * plan.train_seconds:.0f}" if plan.train_seconds else "")
+            + "`) or on more photos (`--labelled-images`), or look at evaluation_report and its "
+            "worst examples in the Dagster UI (`make dev`).",
         )
     return champion
 
@@ -269,7 +289,10 @@ def training_outcome(result) -> str | None:
     if not report:  # training itself failed: nothing to evaluate
         raise RunFailed(f"training_job run {result.run_id} failed before evaluation")
     trained = materialization_metadata(result, "detector")
-    say(f"    {trained.get('model')}, from {trained.get('started_from')}: trained in "
+    stopped = (" (its time budget)" if trained.get("train_stopped_by") == "time budget"
+               else "")
+    say(f"    {trained.get('model')}, from {trained.get('started_from')}: "
+        f"{trained.get('train_iterations')} iterations{stopped} in "
         f"{trained.get('train_wall_s')}s at "
         f"{trained.get('train_images_per_s')} images/s; best validation AP50 "
         f"{figure(trained.get('best_val_AP50'))}")
@@ -383,31 +406,32 @@ def server_login() -> str:
 
 
 def _loop(layout: StateLayout, plan: DemoPlan, log_path: Path) -> LoopOutcome:
-    label_studio_url = start_label_studio(layout)
+    label_studio = start_label_studio(layout)
     labelled, test = plan.batch("labelled"), plan.batch("test")
     folders = {
         labelled: generate_batch(layout, plan, labelled, "normal", 0, plan.labelled_images),
         test: generate_batch(layout, plan, test, "normal", TEST_SEED_OFFSET, plan.test_images),
     }
     land(layout, folders)
+    label_studio_url = label_studio_ready(label_studio)
     create_tasks(layout, labelled)
     annotate(layout, labelled, folders[labelled])
     import_test_batch(layout, test, folders[test])
     build_dataset(layout)
     champions = [train_first(layout, plan, log_path)]
-    decisions, incoming = {}, {}
-    for offset, lighting in enumerate(LIGHTINGS, start=1):
-        batch = plan.batch(f"incoming-{lighting}")
-        incoming[batch] = generate_batch(layout, plan, batch, lighting, 1000 * offset)
-        land(layout, {batch: incoming[batch]})
-        decisions[batch] = monitor(layout, batch)
+    incoming = {plan.batch(f"incoming-{lighting}"):
+                generate_batch(layout, plan, plan.batch(f"incoming-{lighting}"), lighting,
+                               1000 * offset)
+                for offset, lighting in enumerate(LIGHTINGS, start=1)}
+    land(layout, incoming)
+    decisions = {batch: monitor(layout, batch) for batch in incoming}
     reviewed = plan.batch(f"incoming-{REVIEWED_LIGHTING}")
     create_tasks(layout, reviewed)
     annotate(layout, reviewed, incoming[reviewed])
     build_dataset(layout)
     acted = act_on_drift(layout, plan, champions)
     acted += train_on_new_labels(layout, plan, champions)
-    predict(layout, batch)
+    predict(layout, list(incoming)[-1])
     return LoopOutcome(label_studio_url, champions, decisions, acted)
 
 
@@ -476,7 +500,8 @@ def cmd_demo(args: argparse.Namespace, layout: StateLayout) -> int:
             if value is not None}
     return run_demo(layout, DemoPlan(
         images=args.images, seed=args.seed, labelled_images=args.labelled_images,
-        test_images=args.test_images, iterations=args.iterations, backend=args.backend,
+        test_images=args.test_images, iterations=args.iterations,
+        train_seconds=args.train_seconds, backend=args.backend,
         gate=gate,
     ))
 
@@ -491,7 +516,13 @@ def register(command: AddCommand) -> None:
                       help="photos of the held-out test batch the gate judges (default 120)")
     demo.add_argument("--seed", type=int, default=7, help="random seed for the synthetic data")
     demo.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS,
-                      help=f"detector training iterations (default {DEFAULT_ITERATIONS})")
+                      help="most iterations of the first training; a retrain on new labels "
+                      f"takes {RETRAIN_SHARE:.0%} of them (default {DEFAULT_ITERATIONS})")
+    demo.add_argument("--train-seconds", type=float, default=DEFAULT_TRAIN_SECONDS,
+                      help="time budget of the first training, validation included; a "
+                      f"retrain takes {RETRAIN_SHARE:.0%} of it; 0: no budget, the full "
+                      "iterations, the same run on every machine (default "
+                      f"{DEFAULT_TRAIN_SECONDS:.0f})")
     demo.add_argument(
         "--backend", default="auto", choices=["auto", "torchvision", "detectron2"],
         help="detector backend (default auto: detectron2 when installed, else torchvision)",

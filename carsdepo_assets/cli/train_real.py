@@ -194,6 +194,8 @@ def train_on_real_data(
         "training_run_id": outcome.run_id,
         "train_wall_s": detector.get("train_wall_s"),
         "train_images_per_s": detector.get("train_images_per_s"),
+        "train_iterations": detector.get("train_iterations"),
+        "train_stopped_by": detector.get("train_stopped_by"),
         "import_wall_s": round(imported_s, 1),
         "training_job_wall_s": round(training_s, 1),
         "test_images": outcome.test_images,
@@ -242,13 +244,20 @@ def target_lines(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _stopped_by(report: dict[str, Any]) -> str:
+    """", N iterations (its time budget)" when the budget ended training, else ""."""
+    if report.get("train_stopped_by") != "time budget":
+        return ""
+    return f", {report.get('train_iterations')} iterations (its time budget)"
+
+
 def format_report(report: dict[str, Any]) -> str:
     metrics = report["test_metrics"]
     lines = [f"\nreal test split ({report['test_images']} photos), model v"
              f"{report['model_version']} ({report['backend']}, {report['preset']} preset"
              + (f" with {report['overrides']}" if report.get("overrides") else "")
              + f", trained in {report['train_wall_s']} s at {report['train_images_per_s']} "
-             "images/s)", "",
+             "images/s" + _stopped_by(report) + ")", "",
              table_markdown({report.get("variant") or report["preset"]: metrics}), ""]
     if report["preset"] == "real_cpu" and not report.get("overrides"):
         lines += ["targets of issue 12:", *target_lines(metrics), ""]

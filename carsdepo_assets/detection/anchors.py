@@ -1,9 +1,9 @@
 """Anchors that fit the damage: learned from the training boxes, and how well a set covers them.
 
 Faster R-CNN's region proposal network learns only from anchors that overlap a ground-truth box
-well (IoU >= ``rpn_fg_iou_thresh``, 0.7 by default); a box no anchor reaches gets one weak
-positive at best. One square-ish anchor size per level, twice the level's stride, misses most
-small, thin scratches. So the anchors are chosen from the data when training starts
+well (IoU >= ``rpn_fg_iou_thresh``, Faster R-CNN's 0.7 or this project's 0.5); a box no
+anchor reaches gets one weak positive at best. One square-ish anchor size per level, twice the
+level's stride, misses most small, thin scratches. So the anchors are chosen from the data when training starts
 (``learn_anchors``):
 
 - aspect ratios (height / width, shared by every level, as both backends' RPN heads need the

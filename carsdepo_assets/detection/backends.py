@@ -87,6 +87,8 @@ class TrainingSummary:
     val_images: int = 0
     # anchors.anchor_coverage of the training boxes: class -> boxes, iou50, positive
     anchor_coverage: dict[str, dict] = field(default_factory=dict)
+    # "iterations", or "time budget" when config.time_budget_s ended training before them
+    stopped_by: str = "iterations"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -286,10 +288,10 @@ class DetectorBackend(ABC):
 
 # What a fine-tuning run takes from its own config; the rest (architecture, anchors, input
 # sizes, thresholds) is the starting model's, which its weights were trained for.
-SCHEDULE_FIELDS = ("iterations", "batch_size", "optimizer", "lr", "backbone_lr_factor",
-                   "weight_decay", "warmup_iterations", "clip_grad_norm", "brightness", "contrast",
-                   "hflip", "seed", "device", "num_threads", "adapt_threads", "eval_period",
-                   "checkpoint_period")
+SCHEDULE_FIELDS = ("iterations", "time_budget_s", "batch_size", "optimizer", "lr",
+                   "backbone_lr_factor", "weight_decay", "warmup_iterations", "clip_grad_norm",
+                   "brightness", "contrast", "hflip", "seed", "device", "num_threads",
+                   "adapt_threads", "eval_period", "checkpoint_period")
 
 
 def fine_tuning_config(config: DetectorConfig, start: DetectorConfig) -> DetectorConfig:

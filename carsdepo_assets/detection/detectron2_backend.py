@@ -396,6 +396,10 @@ class Detectron2Backend(DetectorBackend):
         if config.synthetic_pretrain_iterations:
             reasons.append("synthetic pretraining is the torchvision backend's: train with "
                            "synthetic_pretrain_iterations=0")
+        if config.time_budget_s:
+            reasons.append("a training time budget is the torchvision backend's (detectron2's "
+                           "trainer runs a fixed number of iterations): train with "
+                           "time_budget_s=0")
         if config.work_side:
             reasons.append(
                 "the detectron2 backend trains on whole images: native-resolution crops "

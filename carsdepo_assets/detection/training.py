@@ -81,8 +81,11 @@ def fit(
     history: list[dict] = []
     losses: dict[str, float] = {}
     train_seconds, images_seen, started = 0.0, 0, time.perf_counter()
+    schedule = Schedule(config)
+    iteration = 0
 
-    for iteration in range(1, config.iterations + 1):
+    while not schedule.done:
+        iteration += 1
         step_started = time.perf_counter()
         model.train()
         samples = [crop_sample(train.records[i], config, augmentation, rng) if config.work_side
@@ -100,7 +103,7 @@ def fit(
         completed = iteration - 1  # optimizer steps behind the weights that gave this loss
         if completed and completed % config.checkpoint_period == 0:
             last_good = as_detector(None).save(checkpoints / LAST_CHECKPOINT)
-        lr = _learning_rate(iteration, config)
+        lr = schedule.learning_rate(iteration, step_started - started)
         for group in optimizer.param_groups:
             group["lr"] = lr * group[LR_SCALE]
         optimizer.zero_grad(set_to_none=True)
@@ -112,8 +115,7 @@ def fit(
         images_seen += len(images)
 
         val_metrics = None
-        if val is not None and (iteration % config.eval_period == 0
-                                or iteration == config.iterations):
+        if val is not None and (iteration % config.eval_period == 0 or schedule.done):
             val_metrics = validate(as_detector(None), val)
             history.append({"iteration": iteration, **val_metrics})
             score = val_metrics.get(VAL_METRIC, -1.0)
@@ -123,20 +125,21 @@ def fit(
                 as_detector(None).save(checkpoints / BEST_CHECKPOINT)
         if on_progress is not None:
             on_progress(TrainProgress(
-                iteration=iteration, iterations=config.iterations, losses=losses, lr=lr,
+                iteration=iteration, iterations=schedule.iterations, losses=losses, lr=lr,
                 images_per_second=images_seen / train_seconds,
                 elapsed_s=time.perf_counter() - started, val_metrics=val_metrics,
             ))
 
     summary = TrainingSummary(
-        backend=config.backend, iterations=config.iterations, images_seen=images_seen,
+        backend=config.backend, iterations=iteration, images_seen=images_seen,
         wall_s=round(time.perf_counter() - started, 3),
         images_per_second=round(images_seen / train_seconds, 3), final_losses=losses,
         best_iteration=best_iteration, best_val_metric=best,
         val_metric_name=f"val_{VAL_METRIC}", val_history=history,
         train_images=len(train.records), val_images=len(val.records) if val else 0,
+        stopped_by=schedule.stopped_by,
     )
-    if best_iteration is not None and best_iteration != config.iterations:
+    if best_iteration is not None and best_iteration != iteration:
         model.load_state_dict(best_state)
     detector = as_detector(summary)
     detector.save(checkpoints / LAST_CHECKPOINT)
@@ -156,8 +159,9 @@ def pretrain_on_synthetic_panels(
     folder = Path(workdir) / "synthetic-pretraining"
     generate_dataset(folder, config.synthetic_pretrain_images, seed=config.seed)
     panels = load_split(CocoSplit.from_folder(folder), require_every_class=True)
-    fit(model, panels, None, config.replace(iterations=config.synthetic_pretrain_iterations),
-        folder, as_detector)
+    # its own fixed length: the time budget is the real photos' training that follows
+    fit(model, panels, None, config.replace(iterations=config.synthetic_pretrain_iterations,
+                                            time_budget_s=0.0), folder, as_detector)
     return folder
 
 
@@ -204,14 +208,39 @@ def _optimizer(groups: list[dict], config: DetectorConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _learning_rate(iteration: int, config: DetectorConfig) -> float:
-    """Linear warm-up from lr/100, then cosine decay to lr/100 at the last iteration."""
-    floor = config.lr / 100
-    if iteration <= config.warmup_iterations:
-        return floor + (config.lr - floor) * iteration / config.warmup_iterations
-    span = max(1, config.iterations - config.warmup_iterations)
-    progress = (iteration - config.warmup_iterations) / span
-    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+class Schedule:
+    """When training ends and the learning rate on the way: a linear warm-up from lr/100 over
+    ``warmup_iterations``, then a cosine decay to lr/100 at the end — the last iteration, or,
+    with ``time_budget_s``, the moment the budget is spent if that comes first. Progress is the
+    larger of the share of iterations done and the share of the budget spent, so a run on a
+    slower (or busier) machine decays over fewer iterations instead of running over."""
+
+    def __init__(self, config: DetectorConfig):
+        self.config = config
+        self.progress = 0.0
+        self.warmup_end = 0.0  # progress when the warm-up ended
+        self.done = False
+        self.stopped_by = "iterations"
+
+    @property
+    def iterations(self) -> int:
+        return self.config.iterations
+
+    def learning_rate(self, iteration: int, elapsed_s: float) -> float:
+        """The rate for ``iteration`` (1-based), started ``elapsed_s`` into training; marks the
+        schedule done when this is the last iteration."""
+        config = self.config
+        by_time = elapsed_s / config.time_budget_s if config.time_budget_s else 0.0
+        self.progress = min(1.0, max(iteration / config.iterations, by_time))
+        if iteration >= config.iterations or by_time >= 1.0:
+            self.done = True
+            self.stopped_by = "iterations" if iteration >= config.iterations else "time budget"
+        floor = config.lr / 100
+        if iteration <= config.warmup_iterations:
+            self.warmup_end = self.progress
+            return floor + (config.lr - floor) * iteration / config.warmup_iterations
+        after_warmup = (self.progress - self.warmup_end) / max(1e-9, 1.0 - self.warmup_end)
+        return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * after_warmup))
 
 
 def _batch_indices(factors: np.ndarray, batch_size: int, rng: np.random.Generator):

@@ -85,7 +85,8 @@ def test_gate_that_cannot_pass_stops_with_one_paragraph_and_a_nonzero_exit(
     assert "The demo stopped before the end of the loop." in console
     assert "The quality gate held the new model back" in console
     assert "AP50_lower_bound" in console and "is below the minimum 0.5000" in console
-    assert "What to do: Train longer (`carsdepo demo --iterations 4`)" in console
+    assert ("What to do: Train longer (`carsdepo demo --iterations 4 --train-seconds 380`)"
+            in console)
     assert "Traceback" not in console and "dagster._core" not in console
     assert "Demo finished" not in console and "photos answered" not in console
     log = log_of(console)

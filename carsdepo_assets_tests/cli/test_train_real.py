@@ -101,6 +101,20 @@ def test_the_report_of_a_real_cpu_run_says_which_targets_it_met_and_by_how_much_
     assert "| real_cpu | 0.200 |" in printed
     # a run with other settings is not the design the targets were set for
     assert "targets" not in format_report({**report, "overrides": {"work_side": 0}})
+    assert "iterations (its time budget)" not in printed
+
+
+def test_the_report_says_when_the_time_budget_ended_training_and_after_how_many_iterations():
+    from carsdepo_assets.cli.train_real import format_report
+
+    report = {"preset": "real_cpu", "overrides": {}, "variant": None, "test_images": 71,
+              "model_version": "4", "backend": "torchvision", "train_wall_s": 3361.0,
+              "train_images_per_s": 2.9, "train_iterations": 2160,
+              "train_stopped_by": "time budget", "promoted": True,
+              "test_metrics": {"AP50": 0.2, "ms_per_image": 480.0}}
+
+    assert ("trained in 3361.0 s at 2.9 images/s, 2160 iterations (its time budget))"
+            in format_report(report))
 
 
 def test_a_named_variant_reports_beside_the_last_train_real_report_not_over_it():

@@ -96,6 +96,14 @@ def test_auto_passes_over_detectron2_for_the_small_damage_design(preset):
     assert resolve_config(config).backend == "torchvision"
 
 
+def test_a_time_budget_is_refused_so_auto_trains_it_on_torchvision():
+    config = DetectorConfig(time_budget_s=60)
+    reasons = Detectron2Backend.refusals(config)
+    assert any("time budget" in reason and "time_budget_s=0" in reason for reason in reasons)
+    assert resolve_config(config).backend == "torchvision"
+    assert Detectron2Backend.refusals(DetectorConfig()) == []
+
+
 def test_training_reports_every_iteration_and_selects_weights_on_the_val_split(trained):
     detector, progress, workdir = trained
     assert [p.iteration for p in progress] == [1, 2, 3, 4]
