@@ -224,11 +224,12 @@ def demo_runs_table(rows: list[dict]) -> str:
                   key=lambda r: r["recorded_at"], reverse=True)
     if not runs:
         return ""
-    lines = ["| recorded | machine | seed | wall | first model: test AP50 (lower bound) | "
+    lines = ["| recorded | machine | seed | wall | iterations trained: first / second model | "
+             "first model: test AP50 (lower bound) | "
              "pre-annotations reviewed: accepted / adjusted / deleted / drawn | "
              "second model: test AP50 (lower bound) | champions | unseen AP50 (scratch / dent) "
              "| unseen \"None\" accuracy | targets missed |",
-             "|---|---|---:|---:|---|---|---|---|---|---:|---|"]
+             "|---|---|---:|---:|---|---|---|---|---|---|---:|---|"]
     for run in runs:
         review = run.get("prelabel_review")
         reviewed = (" / ".join(str(review[k]) for k in ("accepted", "adjusted", "deleted",
@@ -238,7 +239,7 @@ def demo_runs_table(rows: list[dict]) -> str:
                   f" / {_number(run.get('unseen_AP50_dent'))})")
         lines.append(
             f"| {run['recorded_at'][:10]} | {_cell(run['machine'])} | {run.get('seed', '—')} | "
-            f"{run['value']:.0f} {run['unit']}{_under_load(run)} | "
+            f"{run['value']:.0f} {run['unit']}{_under_load(run)} | {_iterations(run)} | "
             f"{_with_bound(run, 'test_AP50')} | {reviewed} | "
             f"{_with_bound(run, 'v2_test_AP50')} | "
             f"{_cell(' -> '.join(run.get('champions', [])) or '—')} | {unseen} | "
@@ -250,6 +251,18 @@ def demo_runs_table(rows: list[dict]) -> str:
             f"{name} {'at most' if name.endswith('_s') else 'at least'} {value}"
             for name, value in targets.items()) + "; and a champion that answered a batch."]
     return "\n".join(lines)
+
+
+def _iterations(run: dict) -> str:
+    """'315 / 142 (time budget)': each training's iterations, and what ended them when it was
+    the time budget (runs recorded before the budget existed: —)."""
+    trainings = [run[key] for key in ("v1_training", "v2_training") if key in run]
+    if not trainings:
+        return "—"
+    cells = [str(training["iterations"]) + (" (time budget)" if training.get("stopped_by")
+                                            == "time budget" else "")
+             for training in trainings]
+    return " / ".join(cells)
 
 
 def _under_load(run: dict) -> str:

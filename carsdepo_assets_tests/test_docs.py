@@ -295,6 +295,8 @@ def test_benchmarks_page_comes_from_the_results(tmp_path: Path):
     write_results(tmp_path, "demo", [{
         **base, "name": "demo_run", "value": 777.0, "unit": "s", "data": "demo", "seed": 42,
         "test_AP50": 0.912, "test_AP50_lower_bound": 0.871, "unseen_AP50": 0.93,
+        "v1_training": {"iterations": 315, "seconds": 194.0, "stopped_by": "time budget"},
+        "v2_training": {"iterations": 200, "seconds": 150.0, "stopped_by": "iterations"},
         "targets_met": {"wall_s": False, "unseen_AP50": True}}])
     write_results(tmp_path, "real", [
         {**base, "name": "real_test_AP50", "value": 0.4321, "unit": "AP", "preset": "real_cpu",
@@ -306,7 +308,7 @@ def test_benchmarks_page_comes_from_the_results(tmp_path: Path):
     page = report.page(tmp_path)
     demo_row = next(line for line in page.splitlines() if "| 42 |" in line)
     assert all(text in demo_row for text in ("2031-04-05", machine, "777 s", "0.912 (0.871)",
-                                             "wall_s"))
+                                             "wall_s", "| 315 (time budget) / 200 |"))
     real_row = next(line for line in page.splitlines() if "0.432" in line)
     assert all(text in real_row for text in ("2031-04-05", machine, "10.0 min", "3.25"))
     assert "| synth | synth_images_per_s | 12.5 images/s |" in page

@@ -517,10 +517,10 @@ def register(command: AddCommand) -> None:
     demo.add_argument("--seed", type=int, default=7, help="random seed for the synthetic data")
     demo.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS,
                       help="most iterations of the first training; a retrain on new labels "
-                      f"takes {RETRAIN_SHARE:.0%} of them (default {DEFAULT_ITERATIONS})")
+                      f"takes {RETRAIN_SHARE:.0%}% of them (default {DEFAULT_ITERATIONS})")
     demo.add_argument("--train-seconds", type=float, default=DEFAULT_TRAIN_SECONDS,
                       help="time budget of the first training, validation included; a "
-                      f"retrain takes {RETRAIN_SHARE:.0%} of it; 0: no budget, the full "
+                      f"retrain takes {RETRAIN_SHARE:.0%}% of it; 0: no budget, the full "
                       "iterations, the same run on every machine (default "
                       f"{DEFAULT_TRAIN_SECONDS:.0f})")
     demo.add_argument(
