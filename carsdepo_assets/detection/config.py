@@ -33,7 +33,7 @@ class DetectorConfig:
     weights_path: str | None = None  # backbone weights the user brings (a local file)
     norm: str = "auto"  # frozen_bn when starting from weights, gn from scratch
     # backbone stages kept frozen when starting from weights: stem and strides 2-8 (4 of 6);
-    # 17 % more images/s than 3 on two cores, AP50 within one seed's noise (issue 24)
+    # 17 % more images/s than 3 on two cores, AP50 within one seed's noise
     freeze_at: int = 4
     fpn_channels: int = 64
     # anchor sizes per FPN level (strides 8, 16, 32, 64), small first; every level has as
@@ -44,7 +44,7 @@ class DetectorConfig:
     # from the training boxes at the training zoom (anchors.py), if they cover at least as many
     # boxes; the resolved config saved with the model holds what was used
     # (on by default: with IoU 0.5 positives it lifted the demo's unseen scratch AP50 from
-    # 0.86 to 0.95 in the same three minutes of training; issue 24, one seed)
+    # 0.86 to 0.95 in the same three minutes of training, one seed)
     learn_anchors: bool = True
     anchor_sizes_per_level: int = 2
     anchor_ratio_count: int = 3
@@ -260,7 +260,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "iterations": 2700,
         "eval_period": 900,
         "checkpoint_period": 100,
-        # issue 25: at most an hour of training on two cores, the slower ones included (one
+        # at most an hour of training on two cores, the slower ones included (one
         # trained at 3.2 crops/s, 69 minutes for the 2,700 iterations): 55 minutes on the
         # photos, after the two-minute synthetic pretraining and before the final validation
         "time_budget_s": 3300.0,
