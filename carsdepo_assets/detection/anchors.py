@@ -3,8 +3,8 @@
 Faster R-CNN's region proposal network learns only from anchors that overlap a ground-truth box
 well (IoU >= ``rpn_fg_iou_thresh``, Faster R-CNN's 0.7 or this project's 0.5); a box no
 anchor reaches gets one weak positive at best. One square-ish anchor size per level, twice the
-level's stride, misses most small, thin scratches. So the anchors are chosen from the data when training starts
-(``learn_anchors``):
+level's stride, misses most small, thin scratches. So the anchors are chosen from the data when
+training starts (``learn_anchors``):
 
 - aspect ratios (height / width, shared by every level, as both backends' RPN heads need the
   same anchor count per level): k-means on the boxes' log aspect ratios;

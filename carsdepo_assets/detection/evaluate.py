@@ -12,6 +12,7 @@ from carsdepo_assets.detection.metrics import (
     EvaluationResult,
     evaluate_detections,
 )
+from carsdepo_assets.detection.threads import torch_threads_from_load
 from carsdepo_assets.detection.types import Detection
 from carsdepo_assets.images.store import ImageStore
 
@@ -27,7 +28,8 @@ def predict_split(
     predictions: dict[int, list[Detection]] = {}
     elapsed = 0.0
     entries = coco["images"]
-    with detector.output_limits(COCO_SCORE_FLOOR, COCO_MAX_DETECTIONS):
+    with (detector.output_limits(COCO_SCORE_FLOOR, COCO_MAX_DETECTIONS),
+          torch_threads_from_load()):
         for start in range(0, len(entries), batch_size):
             chunk = entries[start:start + batch_size]
             pictures = [store.open(entry["sha256"]) for entry in chunk]

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from carsdepo_assets.detection.threads import torch_threads_from_load
 from carsdepo_assets.detection.types import Detection, damage_answer
 from carsdepo_assets.fileio import atomic_writer
 from carsdepo_assets.images.ingest import load_manifest
@@ -68,6 +69,12 @@ def detect_in_chunks(
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size}: must be at least 1")
     prepare_inference_process()
+    with torch_threads_from_load():
+        yield from _detect(detector, keys, open_image, chunk_size)
+
+
+def _detect(detector: TrainedDetector, keys: Iterable[str],
+            open_image: Callable[[str], Image.Image], chunk_size: int) -> Iterator[Detected]:
     for chunk in _chunks(keys, chunk_size):
         opened: list[tuple[str, Image.Image | str]] = []
         for key in chunk:

@@ -32,6 +32,7 @@ from carsdepo_assets.detection.threads import (
     rechecked_threads,
     take_snapshot,
     threads_for,
+    torch_threads_from_load,
 )
 
 
@@ -187,6 +188,21 @@ def test_a_busy_process_at_lower_priority_is_left_aside_one_at_ours_counts():
     load = load_between(start, end)
     assert load.lower_priority * elapsed >= lower_used - 0.1
     assert load.competing * elapsed >= same_used - 0.1
+
+
+def test_inference_takes_its_thread_count_from_the_load_and_gives_the_old_one_back(
+        monkeypatch):
+    monkeypatch.setenv(THREADS_ENVIRONMENT, "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch_threads_from_load() as choice:
+            inside = torch.get_num_threads()
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+    assert (choice.threads, inside, after) == (1, 1, 2)
 
 
 # --- choosing again during training -------------------------------------------------------
