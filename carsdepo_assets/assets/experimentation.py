@@ -29,6 +29,10 @@ class ExperimentSweepConfig(Config):
     )
     learning_rates: list[float] = Field(default=[1e-3], description="Learning rates to try.")
     iterations: int = Field(default=150, description="Training iterations per configuration.")
+    time_budget_s: float = Field(
+        default=0.0, description="Seconds of training per configuration, validation included, "
+        "even before its iterations (0: none, the full iterations)."
+    )
     max_runs: int = Field(default=4, description="Cap on the number of configurations.")
 
     def variants(self) -> list[dict]:
@@ -74,7 +78,8 @@ def experiment_sweep(
     for index, variant in enumerate(config.variants(), start=1):
         name = ", ".join(f"{key}={value}" for key, value in variant.items())
         context.log.info(f"configuration {index}/{len(config.variants())}: {name}")
-        training = DetectorTrainingConfig(iterations=config.iterations, **variant)
+        training = DetectorTrainingConfig(iterations=config.iterations,
+                                          time_budget_s=config.time_budget_s, **variant)
         tags = {"carsdepo.drifted_batch": batch, "dagster_run_id": context.run_id}
         with mlflow.start_run(run_name=f"sweep {index}: {name}", tags=tags) as run:
             tracked = train_tracked(

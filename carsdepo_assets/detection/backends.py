@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 
 from carsdepo_assets.detection.anchors import coverage_for, with_learned_anchors
@@ -117,7 +117,8 @@ class TrainedDetector(ABC):
     resized to a given size (``_predict_resized``) and where its output limits live
     (``_set_output_limits``). ``predict`` is the one prediction path (evaluation, the CLI,
     batch predictions and REST serving all call it): the whole-image pass, and with
-    ``config.work_side`` the tiles at native resolution too, merged (slicing.py)."""
+    ``config.work_side`` the tiles at native resolution too, and with ``config.flip_tta`` the
+    same for the mirrored image, merged (slicing.py)."""
 
     backend: ClassVar[str]
 
@@ -128,19 +129,39 @@ class TrainedDetector(ABC):
         self.summary = summary
         self._max_detections = config.box_detections_per_img
 
-    def predict(self, images: list[Image.Image]) -> list[list[Detection]]:
+    def predict(self, images: list[Image.Image], *,
+                single_pass: bool = False) -> list[list[Detection]]:
         """Detections per image (score >= ``config.box_score_thresh``, at most
         ``config.box_detections_per_img``, best first), boxes in the pixel coordinates of the
-        image as given, labels from the taxonomy."""
+        image as given, labels from the taxonomy.
+
+        With ``config.flip_tta`` the mirrored images are predicted too and their detections,
+        mirrored back, are merged with the others like the tiles' (one non-maximum suppression
+        per class at ``config.merge_iou``); ``single_pass`` skips that, for the validations
+        inside a training, where the cheaper pass keeps the time budget for learning."""
+        passes = [self._one_pass(images)]
+        if self.config.flip_tta and not single_pass:
+            mirrored = self._one_pass([ImageOps.mirror(image) for image in images])
+            passes.append([[d.mirrored(image.width) for d in found]
+                           for image, found in zip(images, mirrored, strict=True)])
+        if len(passes) == 1 and not self.config.work_side:
+            return passes[0]  # the model's own output, already one box per object
+        return [merge_detections([d for found in per_pass for d in found],
+                                 self.config.merge_iou)[:self._max_detections]
+                for per_pass in zip(*passes, strict=True)]
+
+    def _one_pass(self, images: list[Image.Image]) -> list[list[Detection]]:
+        """The whole-image pass and, with ``config.work_side``, every tile's detections in
+        photo pixels, not yet merged."""
         whole = self._predict_resized(images, self.config.min_size, self.config.max_size)
         if not self.config.work_side:
             return whole
-        return [self._with_tiles(image, found)
+        return [found + self._tile_detections(image)
                 for image, found in zip(images, whole, strict=True)]
 
-    def _with_tiles(self, image: Image.Image, whole: list[Detection]) -> list[Detection]:
-        """The whole-image detections merged with those of every tile, in photo pixels."""
-        found = list(whole)
+    def _tile_detections(self, image: Image.Image) -> list[Detection]:
+        """The detections of every tile (slicing.py) not cut by its border, in photo pixels."""
+        found = []
         image = image if image.mode == "RGB" else image.convert("RGB")  # once, not per tile
         by_size: dict[tuple[int, int], list[Crop]] = {}
         for crop in tiles(image.width, image.height, self.config):
@@ -152,7 +173,7 @@ class TrainedDetector(ABC):
                     pictures, min(width, height), max(width, height)), strict=True):
                 found += [Detection(d.label, d.score, tuple(crop.to_photo(d.box)[0].tolist()))
                           for d in detections if not cut_by_tile(d.box, crop, image.size)]
-        return merge_detections(found, self.config.merge_iou)[:self._max_detections]
+        return found
 
     @abstractmethod
     def _predict_resized(self, images: list[Image.Image], min_size: int,

@@ -66,6 +66,10 @@ class DetectorConfig:
     background_crops: float = 0.25
     tile_overlap: float = 0.25
     merge_iou: float = 0.5  # detections of one class overlapping more (IoU) are one (NMS)
+    # test-time augmentation: predict the left-right mirror of each image too and merge both
+    # passes (with the tiles, when sliced) like the tiles; twice the prediction time. The
+    # validations inside a training use the single pass.
+    flip_tta: bool = False
     # repeat-factor sampling (LVIS): an image whose rarest class is in fewer than this share of
     # the training images is repeated sqrt(threshold / share) times per epoch; 0: off
     repeat_factor_threshold: float = 0.0
@@ -230,8 +234,11 @@ def _field_names() -> set[str]:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # the dataclass defaults: small input, light backbone, few proposals, two CPU cores
-    "cpu": {},
+    # the dataclass defaults (small input, light backbone, few proposals, two CPU cores) with
+    # the mirrored pass at prediction, merged at IoU 0.6: on 120 unseen synthetic photos it
+    # lifted AP50 in five of six demo-like models (mean +0.013, scratch +0.026; 0.6 beat 0.5
+    # in each), at 85 -> 175 ms a photo on two cores
+    "cpu": {"flip_tta": True, "merge_iou": 0.6},
     # real photos on two CPU cores, the design of issue 12 (measured in the README): anchors
     # learned from the training boxes (two sizes per level, five ratios, RPN positives from
     # IoU 0.5), 512 px damage-centred crops of the photo enlarged to 1280 px (lensor's 640 px

@@ -13,6 +13,12 @@ class Detection:
     score: float
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in original-image pixels
 
+    def mirrored(self, width: float) -> Detection:
+        """This detection as found in the left-right mirror of an image ``width`` pixels wide
+        (and back: mirroring twice gives the detection again)."""
+        x1, y1, x2, y2 = self.box
+        return Detection(self.label, self.score, (width - x2, y1, width - x1, y2))
+
     def to_dict(self) -> dict:
         return {
             "label": self.label,

@@ -1,5 +1,6 @@
 """Sliced prediction at native resolution: tiles cover the photo at full resolution, and a box
-cut by a tile border is reported once, in the photo's pixels.
+cut by a tile border is reported once, in the photo's pixels; the mirrored pass of
+``flip_tta`` is merged the same way.
 
 Which boxes a trained Faster R-CNN finds cannot be dictated, so the straddling-box tests run the
 real ``TrainedDetector.predict`` path (tiling, reading, mapping back, merging) around a model
@@ -104,6 +105,44 @@ def test_without_work_side_only_the_whole_image_pass_runs():
     found = detector.predict([photo_with_red_box(1200, 400, (480, 100, 560, 160))])[0]
     assert detector.shown == [(600, 200)]
     np.testing.assert_allclose(found[0].box, (480, 100, 560, 160), atol=2.0)
+
+
+def test_the_mirrored_pass_maps_its_box_back_and_merges_it_with_the_first_pass():
+    box = (100, 50, 180, 90)  # off-centre: a box not mirrored back would land at x 1020-1100
+    detector = RedPatchDetector(DetectorConfig(min_size=200, max_size=600, flip_tta=True))
+
+    found = detector.predict([photo_with_red_box(1200, 400, box)])[0]
+
+    assert detector.shown == [(600, 200), (600, 200)]  # the photo and its mirror
+    assert len(found) == 1
+    np.testing.assert_allclose(found[0].box, box, atol=2.0)
+
+
+def test_the_mirrored_pass_of_a_sliced_prediction_is_merged_with_every_tile():
+    box = (480, 100, 560, 160)  # across a tile border in the photo and in its mirror
+    config = DetectorConfig(work_side=1000, crop_size=512, tile_overlap=0.25, min_size=200,
+                            max_size=600)
+    plain, mirrored = RedPatchDetector(config), RedPatchDetector(config.replace(flip_tta=True))
+    photo = photo_with_red_box(1200, 400, box)
+
+    found = mirrored.predict([photo])[0]
+
+    assert len(found) == 1
+    np.testing.assert_allclose(found[0].box, box, atol=2.0)
+    plain.predict([photo])
+    assert len(mirrored.shown) == 2 * len(plain.shown)  # whole image and tiles, twice
+
+
+def test_validation_inside_a_training_takes_the_single_pass_only():
+    detector = RedPatchDetector(DetectorConfig(min_size=200, max_size=600, flip_tta=True))
+    detector.predict([photo_with_red_box(1200, 400, (100, 50, 180, 90))], single_pass=True)
+    assert detector.shown == [(600, 200)]
+
+
+def test_a_detection_mirrored_twice_is_the_detection_again():
+    found = Detection("dent", 0.7, (10.0, 20.0, 30.0, 40.0))
+    assert found.mirrored(100).box == (70.0, 20.0, 90.0, 40.0)
+    assert found.mirrored(100).mirrored(100) == found
 
 
 def test_merging_keeps_separate_objects_and_classes_apart():

@@ -177,6 +177,24 @@ def test_sliced_prediction_settings_are_saved_with_the_model_and_used_after_relo
     assert reloaded.predict([large]) == [found]
 
 
+def test_the_mirrored_pass_is_saved_with_the_model_and_merged_after_reloading(
+        trained, images, tmp_path):
+    detector, _, _ = trained
+    flipped = type(detector)(detector.model, detector.config.replace(flip_tta=True))
+
+    found = flipped.predict(images)
+
+    assert found != detector.predict(images)  # the mirror's detections join the first pass's
+    for image, detections in zip(images, found, strict=True):
+        assert len(detections) <= flipped.config.box_detections_per_img
+        assert all(0 <= d.box[0] < d.box[2] <= image.width for d in detections)
+        assert [d.score for d in detections] == sorted((d.score for d in detections),
+                                                       reverse=True)
+    reloaded = load_detector(flipped.save(tmp_path / "flipped"))
+    assert reloaded.config.flip_tta
+    assert reloaded.predict(images) == found
+
+
 def test_native_resolution_training_with_crops_and_repeat_factors_runs_and_predicts(
         panels, images, tmp_path):
     reports = []
