@@ -112,14 +112,20 @@ def demo_outcome(output: str) -> dict:
 def unseen_quality(home: Path, unseen: Path) -> dict:
     """AP50 (overall and per class) and "None" accuracy of the champion the demo ended with,
     on the unseen batch; {} when the demo promoted none."""
-    from carsdepo_assets.detection.champion import configure_mlflow, current_champion
+    from carsdepo_assets.detection.champion import (
+        configure_mlflow,
+        current_champion,
+        local_tracking_uri,
+    )
     from carsdepo_assets.detection.metrics import evaluate_detections
     from carsdepo_assets.prediction.pyfunc import load_registered_detector
     from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
     from carsdepo_assets.state import StateLayout
     from carsdepo_assets.taxonomy import CLASS_NAMES
 
-    configure_mlflow(StateLayout(home))
+    # this home's own store: configuring MLflow for a previous seed set $MLFLOW_TRACKING_URI
+    # in this process (mlflow.set_tracking_uri does), which would win over the layout
+    configure_mlflow(StateLayout(home), uri=local_tracking_uri(StateLayout(home)))
     champion = current_champion(DEFAULT_MODEL_NAME)
     if champion is None:
         return {}

@@ -6,13 +6,17 @@ the 5 with only "broken" damage are left out).
     python -m benchmarks.bench_real --reuse --eval-sizes 960 1280   # and at other input sizes
     python -m benchmarks.bench_real --reuse --variant NAME   # a `train-real --variant NAME` run
     python -m benchmarks.bench_real --ablation [--variants baseline "all changes"]
+    python -m benchmarks.bench_real --ablation --variants "all changes" --seeds 0 1 2 --flip-tta
 
 Trains as `make train-real` does (``carsdepo train-real``, in a temporary CARSDEPO_HOME unless
 ``--home`` names one to keep, with Label Studio on a free port), then records the test-split
 figures of its report and the sliced prediction time of a 1600x1200 photo. ``--reuse`` records
 the report already in ``--home`` (default ``.carsdepo-real``, where `make train-real` leaves
 it). ``--ablation`` trains its variants one after another in ``--home`` (default
-``.carsdepo-real``: the photos are imported once, each variant adds a model version). The data
+``.carsdepo-real``: the photos are imported once, each variant adds a model version), once per
+``--seeds`` seed, and prints each variant's mean and range over the seeds; ``--flip-tta``
+evaluates every model of it again with the mirrored pass (``flip_tta``), the same weights, so
+each seed is a paired comparison. The data
 set's class map and split caveats: see carsdepo_assets/cli/train_real.py. About an hour on two
 CPU cores (``real_cpu``).
 """
@@ -31,7 +35,7 @@ from pathlib import Path
 
 from benchmarks._record import record
 from benchmarks.bench_demo import free_port
-from carsdepo_assets.cli.train_real import TARGETS, report_file, table_markdown
+from carsdepo_assets.cli.train_real import TABLE_COLUMNS, TARGETS, report_file, table_markdown
 
 SUITE = "real"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -115,17 +119,55 @@ def undone(without_change: dict[str, dict], keep: str | None = None) -> dict:
 
 
 def run_ablation(args: argparse.Namespace) -> None:
-    """Train and record every variant (one training at a time) in one state folder, then
-    print the table."""
+    """Train and record every variant once per seed (one training at a time) in one state
+    folder, then print the table of every run and of each variant's mean and range."""
     args.preset = "real_cpu_short"
     home = (args.home or DEFAULT_HOME).resolve()
-    rows = {}
+    rows: dict[str, dict] = {}
+    by_variant: dict[str, list[dict]] = {}
     for variant, overrides in ablation_variants(args.variants).items():
-        train(home, args, overrides, variant)
-        report = read_report(home, variant)
-        record_report(report)
-        rows[variant] = report["test_metrics"]
-        print(table_markdown(rows), flush=True)
+        for seed in args.seeds or [None]:
+            name = variant if seed is None else f"{variant}, seed {seed}"
+            train(home, args, {**overrides, **({} if seed is None else {"seed": seed})}, name)
+            report = read_report(home, name)
+            record_report(report)
+            rows[name] = report["test_metrics"]
+            by_variant.setdefault(variant, []).append(rows[name])
+            if args.flip_tta:
+                mirrored = record_with_flip_tta(home, report)
+                rows[f"{name} + flip TTA"] = mirrored
+                by_variant.setdefault(f"{variant} + flip TTA", []).append(mirrored)
+            print(table_markdown(rows), flush=True)
+    if args.seeds:
+        print(seed_table(by_variant), flush=True)
+
+
+def record_with_flip_tta(home: Path, report: dict) -> dict:
+    """The run's model evaluated again on the test split with the mirrored pass on."""
+    detector, dataset = load_model(home, report), load_report_dataset(report)
+    detector.config = detector.config.replace(flip_tta=True)
+    metrics = evaluate_test_split(detector, dataset)
+    data = (f"lensor test split, {report['test_images']} photos; the {report['variant']} model "
+            "evaluated again with the mirrored pass (flip_tta), the same weights")
+    record_test_metrics(metrics, data, backend=report["backend"], preset=report["preset"],
+                        variant=f"{report['variant']} + flip TTA",
+                        model_version=report["model_version"])
+    return metrics
+
+
+def seed_table(by_variant: dict[str, list[dict]]) -> str:
+    """Markdown: each variant's mean and (min-max) over its seeds, per figure."""
+    columns = [(header, key) for header, key in TABLE_COLUMNS if key != "ms_per_image"]
+    lines = ["| variant | seeds | " + " | ".join(h for h, _ in columns) + " |",
+             "|---|---" + "|---" * len(columns) + "|"]
+    for variant, runs in by_variant.items():
+        cells = []
+        for _, key in columns:
+            values = [run[key] for run in runs if run.get(key) is not None]
+            cells.append(f"{statistics.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+                         if values else "-")
+        lines.append(f"| {variant} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def record_resized(detector, dataset, report: dict, sizes: list[int]) -> None:
@@ -277,6 +319,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="+", metavar="NAME",
                         help="with --ablation: only these variants (e.g. baseline "
                         "'all changes')")
+    parser.add_argument("--seeds", type=int, nargs="+", metavar="N",
+                        help="with --ablation: train each variant once per seed and print each "
+                        "variant's mean and range (three seeds are the unit of evidence)")
+    parser.add_argument("--flip-tta", action="store_true",
+                        help="with --ablation: evaluate each model again with the mirrored "
+                        "pass (flip_tta) and record it as its own row")
     parser.add_argument("--backend", default="auto", help="auto | torchvision | detectron2")
     parser.add_argument("--iterations", type=int, help="training iterations (preset's default)")
     parser.add_argument("--train-speed", type=int, metavar="ITERATIONS",

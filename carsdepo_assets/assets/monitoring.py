@@ -14,6 +14,7 @@ the batches have light features only, and the drift report says so.
 # MLflow and torch are imported by the functions that use them: the code location loads
 # without them.
 
+import hashlib
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -69,6 +70,7 @@ from carsdepo_assets.visual import markdown_image
 if TYPE_CHECKING:
     from carsdepo_assets.detection.backends import TrainedDetector
     from carsdepo_assets.detection.embeddings import ImageEmbedder
+    from carsdepo_assets.monitoring.whylogs_compat import DatasetProfileView
 
 GROUP = "monitoring"
 CONTENT_PROJECTION_FILE = "reference-content.npz"
@@ -238,6 +240,17 @@ def reference_profile(
     paths = [dataset.image_root / image["file_name"] for image in train["images"]]
     if not paths:
         raise Failure(f"dataset {dataset.version} has an empty train split: no reference")
+    inputs = reference_inputs(layout, dataset.version, champion, config)
+    kept = kept_reference(layout, inputs)
+    if kept is not None:
+        context.log.info(f"reference of {source} {dataset.version} unchanged: kept")
+        view = read_profile(layout.reference_profile_path())
+        return MaterializeResult(metadata={
+            **reference_metadata(layout, view, dataset.version, source, champion, **kept),
+            "kept": MetadataValue.text("unchanged since the last materialization (same "
+                                       "champion, dataset, settings and files): not profiled "
+                                       "again"),
+        })
     context.log.info(f"profiling {len(paths)} train images of dataset {dataset.version}")
     detector, embedder = None, None
     if champion is not None:
@@ -249,17 +262,57 @@ def reference_profile(
     val = [dataset.image_root / image["file_name"] for image in dataset.coco("val")["images"]]
     rows, outputs = with_output_reference(rows, detector, val[:config.output_images])
     view = profile_rows(rows)
+    reference_inputs_path(layout).unlink(missing_ok=True)  # never a record of an older profile
     write_profile(view, layout.reference_profile_path())
-    return MaterializeResult(metadata={
+    atomic_write_json(reference_inputs_path(layout), {
+        **reference_inputs(layout, dataset.version, champion, config),
+        "content": content, "outputs": outputs})
+    return MaterializeResult(metadata=reference_metadata(
+        layout, view, dataset.version, source, champion, content, outputs))
+
+
+def reference_inputs_path(layout: StateLayout) -> Path:
+    return layout.reference_profile_path().with_suffix(".inputs.json")
+
+
+def reference_inputs(layout: StateLayout, dataset_version: str, champion: str | None,
+                     config: ReferenceProfileConfig) -> dict:
+    """What the reference profile is made from: the champion, its dataset, the settings, and
+    the digests of the profile and content projection as written (a file replaced or removed
+    since makes it stale)."""
+    digests = {name: hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+               for name, path in (("profile", layout.reference_profile_path()),
+                                  ("projection", content_projection_path(layout)))}
+    return {"dataset_version": dataset_version, "champion": champion,
+            "settings": config.model_dump(), "files": digests}
+
+
+def kept_reference(layout: StateLayout, inputs: dict) -> dict | None:
+    """The content and outputs notes of the stored reference when it was made from ``inputs``
+    (the dataset_job after a label change, while the champion and its dataset stay the same):
+    profiling it again would give the same profile. None: profile it."""
+    try:
+        recorded = json.loads(reference_inputs_path(layout).read_text())
+    except (OSError, ValueError):
+        return None
+    if inputs["files"]["profile"] is None or any(
+            recorded.get(key) != value for key, value in inputs.items()):
+        return None
+    return {"content": recorded.get("content", ""), "outputs": recorded.get("outputs", "")}
+
+
+def reference_metadata(layout: StateLayout, view: "DatasetProfileView", dataset_version: str,
+                       source: str, champion: str | None, content: str, outputs: str) -> dict:
+    return {
         "rows": row_count(view),
-        "dataset_version": dataset.version,
+        "dataset_version": dataset_version,
         "source": source,
         "champion_version": champion or "none",
         "content": content,
         "outputs": outputs,
         "path": MetadataValue.path(str(layout.reference_profile_path())),
         "summary": MetadataValue.md(summary_table(view)),
-    })
+    }
 
 
 def with_output_reference(rows: list[dict], detector: "TrainedDetector | None",

@@ -25,12 +25,14 @@ def pace_after(elapsed_s: float, evaluation_s: float) -> Pace:
 
 
 def test_on_an_idle_machine_a_retrain_gets_its_share_of_the_first_budget():
-    assert pace_after(420, 26).retrain_seconds(PLAN) == round(190 * RETRAIN_SHARE)
+    assert pace_after(TARGET_SECONDS - 180, 26).retrain_seconds(PLAN) == round(
+        190 * RETRAIN_SHARE)
 
 
 def test_on_a_busy_machine_the_retrain_gets_what_the_target_leaves_after_the_steps_that_follow():
-    pace = pace_after(470, 40)
-    expected = TARGET_SECONDS - 470 - AFTER_RETRAIN_FACTOR * 40
+    elapsed = TARGET_SECONDS - 150  # a busy machine: 150 s left when the retrain starts
+    pace = pace_after(elapsed, 40)
+    expected = TARGET_SECONDS - elapsed - AFTER_RETRAIN_FACTOR * 40  # 66 s
     assert pace.retrain_seconds(PLAN) == pytest.approx(expected, abs=1.5)
     assert pace.retrain_seconds(PLAN, sweep_first=True) == pytest.approx(
         max(MIN_RETRAIN_SECONDS, expected - 2 * 190 / SWEEP_SHARE), abs=1.5)

@@ -216,3 +216,38 @@ def test_drift_sensor_starts_one_sweep_for_the_drifted_batches_of_one_tick(
     ]
     assert result.run_requests[0].tags["carsdepo/drifted_batches"] == "dark-d, dark-e"
     assert result.run_requests[0].tags["carsdepo/moved_signals"] == "light"
+
+
+def test_an_unchanged_reference_is_kept_and_a_new_dataset_or_a_replaced_file_profiles_again(
+    carsdepo_home: StateLayout, instance: DagsterInstance
+):
+    curated_reference(carsdepo_home)
+    home = CarsdepoHome(path=str(carsdepo_home.root))
+    resources = {"carsdepo_home": home, "model_registry": ModelRegistry(carsdepo_home=home)}
+
+    def materialized() -> dict:
+        result = materialize([reference_profile], instance=instance, resources=resources)
+        return result.asset_materializations_for_node("reference_profile")[0].metadata
+
+    first = materialized()
+    written = carsdepo_home.reference_profile_path().stat().st_mtime_ns
+    again = materialized()
+
+    assert "kept" not in first and "kept" in again
+    assert again["rows"].value == first["rows"].value
+    assert again["dataset_version"].value == first["dataset_version"].value
+    assert carsdepo_home.reference_profile_path().stat().st_mtime_ns == written
+    # a profile replaced behind the asset's back is profiled again, not trusted
+    write_reference(carsdepo_home)
+    assert "kept" not in materialized()
+    # a new dataset is a new reference while there is no champion
+    folder = generate_dataset(carsdepo_home.root / "synthetic" / "more", 20, 5, "normal", **SIZE)
+    ingest_batch(folder.images_dir, "more", carsdepo_home)
+    build_dataset(AnnotationSnapshot(images=[
+        LabeledImage(sha256=sha, width=SIZE["width"], height=SIZE["height"], boxes=(),
+                     no_damage=True)
+        for batch in ("labelled", "more") for sha, _ in iter_stored_images(carsdepo_home, batch)
+    ]), carsdepo_home)
+    renewed = materialized()
+    assert "kept" not in renewed
+    assert renewed["dataset_version"].value != first["dataset_version"].value
