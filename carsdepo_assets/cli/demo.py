@@ -481,24 +481,18 @@ def _loop(layout: StateLayout, plan: DemoPlan, log_path: Path) -> LoopOutcome:
 def train_on_new_labels(layout: StateLayout, plan: DemoPlan, pace: Pace,
                         champions: list[str]) -> list[str]:
     """The annotation -> dataset -> training path for the reviewed batch."""
-    settings = job_settings(plan, retrain_budget(plan, pace))
+    budget = pace.retrain_seconds(plan)
     return [f"new labels -> training_job run {result.run_id[:8]}: "
-            + challenger_outcome(result, champions)
-            for _, result in sensor_runs(layout, "dataset_sensor", 0, settings)]
+            + challenger_outcome(result, champions, plan, budget)
+            for _, result in sensor_runs(layout, "dataset_sensor", 0, job_settings(plan, budget))]
 
 
-def retrain_budget(plan: DemoPlan, pace: Pace, sweep_first: bool = False) -> float:
-    """``Pace.retrain_seconds``, said on the console when it is less than the usual share."""
-    seconds = pace.retrain_seconds(plan, sweep_first)
-    if seconds and seconds < plan.train_seconds * RETRAIN_SHARE:
-        say(f"    a retrain here fine-tunes within {seconds:.0f} s (not "
-            f"{plan.train_seconds * RETRAIN_SHARE:.0f} s): what the demo's "
-            f"{TARGET_SECONDS:.0f} s leave at this machine's pace")
-    return seconds
-
-
-def challenger_outcome(result, champions: list[str]) -> str:
-    """Print a retraining's figures; a challenger the gate promoted joins ``champions``."""
+def challenger_outcome(result, champions: list[str], plan: DemoPlan, budget: float) -> str:
+    """Print a retraining's figures (and its budget when ``Pace`` cut it); a challenger the
+    gate promoted joins ``champions``."""
+    if budget and budget < plan.train_seconds * RETRAIN_SHARE:
+        say(f"    its time budget: {budget:.0f} s, not {plan.train_seconds * RETRAIN_SHARE:.0f} "
+            f"s: what the demo's {TARGET_SECONDS:.0f} s left at this machine's pace")
     champion = training_outcome(result)
     if champion is None:
         return "held back by the gate"
@@ -515,14 +509,14 @@ def act_on_drift(layout: StateLayout, plan: DemoPlan, pace: Pace, champions: lis
     from carsdepo_assets.cli.runner import materialization_metadata
 
     acted = []
-    settings = job_settings(plan, retrain_budget(plan, pace, sweep_first))
-    for job_name, result in sensor_runs(layout, "drift_sensor", 0, settings):
+    budget = pace.retrain_seconds(plan, sweep_first)
+    for job_name, result in sensor_runs(layout, "drift_sensor", 0, job_settings(plan, budget)):
         tags = result.dagster_run.tags
         batches = tags.get("carsdepo/drifted_batches") or tags.get("carsdepo/drifted_batch")
         started = (f"{batches}: {tags.get('carsdepo/decision')} -> {job_name} run "
                    f"{result.run_id[:8]}")
         if job_name == "training_job":
-            acted.append(f"{started}: {challenger_outcome(result, champions)}")
+            acted.append(f"{started}: {challenger_outcome(result, champions, plan, budget)}")
         else:
             _require(result, job_name)
             sweep = materialization_metadata(result, "experiment_sweep")
