@@ -46,7 +46,7 @@ SWEEP_SHARE = 10  # the demo's capped sweep: one configuration, iterations and b
 # registration plus the predictions and KPIs took 2.1 times what the first training's did
 # (evaluation, gate, registration) on an idle and on a busy machine alike; a sweep in the
 # same sensor tick takes about twice its budget.
-TARGET_SECONDS = 570.0
+TARGET_SECONDS = 585.0
 AFTER_RETRAIN_FACTOR = 2.1
 SWEEP_COST_FACTOR = 2.0
 MIN_RETRAIN_SECONDS = 30.0

@@ -237,7 +237,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the dataclass defaults (small input, light backbone, few proposals, two CPU cores) with
     # the mirrored pass at prediction, merged at IoU 0.6: on 120 unseen synthetic photos it
     # lifted AP50 in five of six demo-like models (mean +0.013, scratch +0.026; 0.6 beat 0.5
-    # in each), at 85 -> 175 ms a photo on two cores
+    # in each), at twice the prediction time (the demo's test photos: 56 -> 109-117 ms each)
     "cpu": {"flip_tta": True, "merge_iou": 0.6},
     # real photos on two CPU cores, the design of issue 12 (measured in the README): anchors
     # learned from the training boxes (two sizes per level, five ratios, RPN positives from
