@@ -16,9 +16,8 @@ def test_config_survives_a_json_round_trip_unchanged():
     assert DetectorConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
-def test_cpu_preset_is_the_defaults_with_the_mirrored_pass_and_real_presets_go_larger():
-    assert DetectorConfig.preset("cpu") == DetectorConfig(flip_tta=True, merge_iou=0.6)
-    assert not DetectorConfig.preset("real_cpu").flip_tta  # unmeasured on the real photos
+def test_default_config_is_the_cpu_preset_and_real_data_presets_use_larger_inputs():
+    assert DetectorConfig() == DetectorConfig.preset("cpu")
     assert set(PRESETS) == {"cpu", "gpu", "real_cpu", "real_cpu_short"}
     for name in ("gpu", "real_cpu"):
         real = DetectorConfig.preset(name)
