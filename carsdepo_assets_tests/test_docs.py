@@ -64,10 +64,14 @@ def history_in(text: str) -> list[str]:
 
 
 def test_history_detector_finds_what_it_looks_for():
-    head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, check=True).stdout.strip()
-    text = f"Fixed in {head} for issue 12 (see #27), as an earlier session said."
-    assert history_in(text) == ["issue 12", "#27", "session", head]
+    # a recent commit whose short id has a letter: an all-digit one reads as a number and is
+    # left alone on purpose (HEX_WORD)
+    recent = subprocess.run(["git", "log", "-n", "50", "--format=%h", "--abbrev=10"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            check=True).stdout.split()
+    commit = next(short for short in recent if not short.isdigit())
+    text = f"Fixed in {commit} for issue 12 (see #27), as an earlier session said."
+    assert history_in(text) == ["issue 12", "#27", "session", commit]
     assert history_in("dataset cb1fa9a1a6f5, run 29311c1c; a session fixture; [x](#run-1)") == []
 
 
