@@ -14,7 +14,6 @@ the batches have light features only, and the drift report says so.
 # MLflow and torch are imported by the functions that use them: the code location loads
 # without them.
 
-import hashlib
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -39,6 +38,7 @@ from carsdepo_assets.datasets import latest_dataset, load_dataset
 from carsdepo_assets.detection.types import damage_answer
 from carsdepo_assets.fileio import atomic_write_json
 from carsdepo_assets.images.ingest import iter_stored_images
+from carsdepo_assets.images.store import sha256_hex
 from carsdepo_assets.monitoring import drift as drift_statistics
 from carsdepo_assets.monitoring.decision import decide
 from carsdepo_assets.monitoring.drift import DriftReport, drift_plot
@@ -280,7 +280,7 @@ def reference_inputs(layout: StateLayout, dataset_version: str, champion: str | 
     """What the reference profile is made from: the champion, its dataset, the settings, and
     the digests of the profile and content projection as written (a file replaced or removed
     since makes it stale)."""
-    digests = {name: hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    digests = {name: sha256_hex(path.read_bytes()) if path.is_file() else None
                for name, path in (("profile", layout.reference_profile_path()),
                                   ("projection", content_projection_path(layout)))}
     return {"dataset_version": dataset_version, "champion": champion,
