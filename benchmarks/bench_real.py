@@ -53,6 +53,8 @@ FIGURES = (  # report metric -> recorded name
     ("damage_AP50", "real_test_damage_AP50"),
     ("APs", "real_test_APs"),
     ("none_accuracy", "real_test_none_accuracy"),
+    ("precision", "real_test_precision"),  # at the operating point
+    ("recall", "real_test_recall"),
 )
 
 
@@ -137,6 +139,12 @@ def run_ablation(args: argparse.Namespace) -> None:
                 mirrored = record_with_flip_tta(home, report)
                 rows[f"{name} + flip TTA"] = mirrored
                 by_variant.setdefault(f"{variant} + flip TTA", []).append(mirrored)
+            if args.operating_precisions:
+                for label, metrics in record_operating_points(
+                        load_model(home, report), load_report_dataset(report), report,
+                        args.operating_precisions).items():
+                    rows[f"{name} + {label}"] = metrics
+                    by_variant.setdefault(f"{variant} + {label}", []).append(metrics)
             print(table_markdown(rows), flush=True)
     if args.seeds:
         print(seed_table(by_variant), flush=True)
@@ -153,6 +161,35 @@ def record_with_flip_tta(home: Path, report: dict) -> dict:
                         variant=f"{report['variant']} + flip TTA",
                         model_version=report["model_version"])
     return metrics
+
+
+def record_operating_points(detector, dataset, report: dict,
+                            precisions: list[float]) -> dict[str, dict]:
+    """The model evaluated on the test split with each class's operating point chosen on val
+    for each of ``precisions`` (``config.operating_precision``, the same weights; AP per class
+    is unchanged, precision, recall and the "None" answers are what moves). Returns the test
+    metrics by row label."""
+    from carsdepo_assets.detection.backends import predict_records, with_operating_points
+    from carsdepo_assets.detection.data import CocoSplit, load_split
+
+    val = load_split(CocoSplit(*dataset.val), require_every_class=False)
+    raw_predictions = predict_records(detector, val)
+    rows = {}
+    for precision in precisions:
+        detector.config = detector.config.replace(operating_precision=precision)
+        points = with_operating_points(detector, val, raw_predictions)
+        label = f"operating points at val precision {precision:g}"
+        rows[label] = evaluate_test_split(detector, dataset)
+        chosen = ", ".join(f"{point.label} {point.raw_threshold:.3f} (val P "
+                           f"{point.precision:.2f} R {point.recall:.2f})"
+                           for point in points.values())
+        data = (f"lensor test split, {report['test_images']} photos; the "
+                f"{report.get('variant') or report['preset']} model with each class's operating "
+                f"point chosen on val for precision >= {precision:g}: {chosen}")
+        record_test_metrics(rows[label], data, backend=report["backend"],
+                            preset=report["preset"], model_version=report["model_version"],
+                            variant=f"{report.get('variant') or report['preset']} + {label}")
+    return rows
 
 
 def seed_table(by_variant: dict[str, list[dict]]) -> str:
@@ -221,7 +258,8 @@ def record_test_metrics(metrics: dict, data: str, targets: dict[str, float] | No
         verdict = {} if target is None else {
             "target": target, "target_met": metrics[metric] >= target,
             "missed_by": round(max(0.0, target - metrics[metric]), 4)}
-        record(SUITE, name, round(metrics[metric], 4), "AP", data, **extra, **verdict)
+        unit = "AP" if "AP" in metric else "share"
+        record(SUITE, name, round(metrics[metric], 4), unit, data, **extra, **verdict)
     if "ms_per_image" in metrics:  # sliced at native resolution where the config says so
         record(SUITE, "real_test_ms_per_image", round(metrics["ms_per_image"], 1), "ms/image",
                data, **extra)
@@ -325,6 +363,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flip-tta", action="store_true",
                         help="with --ablation: evaluate each model again with the mirrored "
                         "pass (flip_tta) and record it as its own row")
+    parser.add_argument("--operating-precisions", type=float, nargs="+", metavar="P",
+                        help="with --reuse or --ablation: evaluate each model again with each "
+                        "class's operating point chosen on val for each of these precisions "
+                        "(operating_precision) and record each as its own row")
     parser.add_argument("--backend", default="auto", help="auto | torchvision | detectron2")
     parser.add_argument("--iterations", type=int, help="training iterations (preset's default)")
     parser.add_argument("--train-speed", type=int, metavar="ITERATIONS",
@@ -344,7 +386,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.ablation:
         run_ablation(args)
     elif args.reuse:
-        measure(args.home or DEFAULT_HOME, args.eval_sizes, args.reevaluate, args.variant)
+        measure(args.home or DEFAULT_HOME, args.eval_sizes, args.reevaluate, args.variant,
+                args.operating_precisions)
     elif args.home:
         train(args.home.resolve(), args)
         measure(args.home, args.eval_sizes)
@@ -355,13 +398,17 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def measure(home: Path, eval_sizes: list[int], reevaluate: bool = False,
-            variant: str | None = None) -> None:
+            variant: str | None = None, operating_precisions: list[float] | None = None,
+            ) -> None:
     report = read_report(home, variant)
     record_report(report)
     detector, dataset = load_model(home, report), load_report_dataset(report)
     if reevaluate:
         record_reevaluated(detector, dataset, report)
     record_native_time(detector, dataset, report)
+    if operating_precisions:
+        print(table_markdown(record_operating_points(detector, dataset, report,
+                                                     operating_precisions)), flush=True)
     if eval_sizes:
         record_resized(detector, dataset, report, eval_sizes)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -152,6 +153,12 @@ def page(results: Path = RESULTS_DIR) -> str:
          "at the `real_cpu_short` budget (see the [design notes](design.md)). *Baseline* undoes "
          "every change; *X only* is the baseline with that one change.",
          real_runs_table([r for r in rows if r.get("preset") == "real_cpu_short"])),
+        ("The ablation over seeds",
+         "The variants of the ablation trained with several seeds "
+         "(`python -m benchmarks.bench_real --ablation --seeds 0 1 2`): each figure's mean and, "
+         "in brackets, its range over the seeds. A row with \"+\" is the same models evaluated "
+         "again another way (the mirrored pass, operating points chosen on val).",
+         seed_summary_table([r for r in rows if r.get("preset") == "real_cpu_short"])),
         ("Other evaluations of a real-photo model",
          "A trained model evaluated again with other settings "
          "(`python -m benchmarks.bench_real --reuse --eval-sizes ...`).",
@@ -298,6 +305,7 @@ REAL_COLUMNS = (("AP50", "real_test_AP50"), ("AP", "real_test_AP"),
                 ("scratch AP50", "real_test_AP50_scratch"), ("dent AP50", "real_test_AP50_dent"),
                 ("damage AP50", "real_test_damage_AP50"), ("APs", "real_test_APs"),
                 ("AP75", "real_test_AP75"), ("\"None\" accuracy", "real_test_none_accuracy"),
+                ("precision", "real_test_precision"), ("recall", "real_test_recall"),
                 ("ms/photo", "real_test_ms_per_image"))
 
 
@@ -332,6 +340,27 @@ def real_runs_table(rows: list[dict]) -> str:
             + f" | {training} | "
             f"{_number(wall.get('images_per_s'), 2) if wall else '—'} |")
     return "\n".join(lines)
+
+
+# an ablation run of one seed: "<variant>, seed <n>", maybe followed by " + <evaluated again>"
+SEEDED_VARIANT = re.compile(r"^(?P<variant>.*), seed (?P<seed>\d+)(?P<again> \+ .*)?$")
+
+
+def seed_summary_table(rows: list[dict]) -> str:
+    """Each variant trained with several seeds (``bench_real --ablation --seeds``): the mean and
+    range of each figure over its seeds (the newest run of each seed)."""
+    from benchmarks.bench_real import FIGURES, seed_table
+
+    metric_of = {recorded: metric for metric, recorded in FIGURES}
+    runs: dict[str, dict[str, float]] = {}
+    for row in rows:
+        if row["name"] in metric_of and SEEDED_VARIANT.match(row.get("variant") or ""):
+            runs.setdefault(row["variant"], {})[metric_of[row["name"]]] = row["value"]
+    by_variant: dict[str, list[dict]] = {}
+    for name, metrics in runs.items():
+        match = SEEDED_VARIANT.match(name)
+        by_variant.setdefault(match["variant"] + (match["again"] or ""), []).append(metrics)
+    return seed_table(by_variant) if by_variant else ""
 
 
 def rows_table(rows: list[dict], qualifiers: tuple[str, ...]) -> str:

@@ -330,6 +330,26 @@ def test_a_run_recorded_twice_is_one_row(tmp_path: Path):
     assert [("0.250" in line, "0.300" in line) for line in rows] == [(True, False), (False, True)]
 
 
+def test_seeded_ablation_runs_are_summarised_by_mean_and_range_per_variant(tmp_path: Path):
+    def figure(variant: str, name: str, value: float) -> dict:
+        return {"name": name, "value": value, "unit": "AP", "preset": "real_cpu_short",
+                "machine": "m", "data": "lensor", "variant": variant,
+                "recorded_at": "2031-01-01T00:00:00+00:00"}
+
+    write_results(tmp_path, "real", [
+        figure("all changes, seed 0", "real_test_AP50", 0.10),
+        figure("all changes, seed 1", "real_test_AP50", 0.20),
+        figure("all changes, seed 2", "real_test_AP50", 0.15),
+        figure("all changes, seed 1 + flip TTA", "real_test_AP50", 0.30),
+        figure("baseline", "real_test_AP50", 0.01)])  # one run without a seed: no summary
+
+    section = report.page(tmp_path).split("## The ablation over seeds")[1].split("##")[0]
+
+    assert "| all changes | 3 | 0.150 (0.100-0.200) |" in section
+    assert "| all changes + flip TTA | 1 | 0.300 (0.300-0.300) |" in section
+    assert "baseline" not in section
+
+
 def test_benchmarks_page_without_results_says_so(tmp_path: Path):
     assert "No benchmark results yet" in report.page(tmp_path)
 

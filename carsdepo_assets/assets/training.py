@@ -190,6 +190,12 @@ def train_tracked(
         "config": MetadataValue.json(trained.config.to_dict()),
         "anchor_coverage": MetadataValue.json(coverage),
     }
+    if points := summary.get("operating_points"):
+        context.log.info(f"operating points chosen on val for precision >= "
+                         f"{resolved.operating_precision:g}: {points}")
+        mlflow.log_metrics({f"operating_{key}_{label}": value for label, point in points.items()
+                            for key, value in point.items() if isinstance(value, float)})
+        metadata["operating_points"] = MetadataValue.json(points)
     samples = sample_predictions_png(trained, dataset.coco("val"), dataset.image_root)
     if samples:
         mlflow.log_image(Image.open(io.BytesIO(samples)), "sample_predictions.png")

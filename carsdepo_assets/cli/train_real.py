@@ -196,6 +196,7 @@ def train_on_real_data(
         "train_images_per_s": detector.get("train_images_per_s"),
         "train_iterations": detector.get("train_iterations"),
         "train_stopped_by": detector.get("train_stopped_by"),
+        "operating_points": detector.get("operating_points") or {},
         "import_wall_s": round(imported_s, 1),
         "training_job_wall_s": round(training_s, 1),
         "test_images": outcome.test_images,
@@ -214,7 +215,8 @@ def train_on_real_data(
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("AP50", "AP50"), ("AP", "AP"), ("scratch AP50", "AP50_scratch"),
     ("dent AP50", "AP50_dent"), ("damage AP50", "damage_AP50"), ("APs", "APs"),
-    ('"None" acc.', "none_accuracy"), ("ms/photo", "ms_per_image"),
+    ("precision", "precision"), ("recall", "recall"), ('"None" acc.', "none_accuracy"),
+    ("ms/photo", "ms_per_image"),
 )
 
 
@@ -259,12 +261,26 @@ def format_report(report: dict[str, Any]) -> str:
              + f", trained in {report['train_wall_s']} s at {report['train_images_per_s']} "
              "images/s" + _stopped_by(report) + ")", "",
              table_markdown({report.get("variant") or report["preset"]: metrics}), ""]
+    if report.get("operating_points"):
+        lines += [operating_points_line(report), ""]
     if report["preset"] == "real_cpu" and not report.get("overrides"):
         lines += ["targets of issue 12:", *target_lines(metrics), ""]
     gate = f" ({report['gate']})" if report.get("gate") else ""
     lines.append(f"    promoted to champion{gate}" if report["promoted"]
                  else f"    stays a challenger: the quality gate did not pass{gate}")
     return "\n".join(lines)
+
+
+def operating_points_line(report: dict[str, Any]) -> str:
+    """Where each class operates (chosen on val) and what that gave there; precision and
+    recall in the table are the test split's at these points."""
+    target = (report.get("config") or {}).get("operating_precision")
+    points = ", ".join(
+        f"{label} from raw score {point['raw_threshold']:.2f} (val precision "
+        f"{point['precision']:.2f}, recall {point['recall']:.2f}"
+        + ("" if point["reached"] else ", the target not reached: best F1") + ")"
+        for label, point in report["operating_points"].items())
+    return f"    operating points, chosen on val for precision >= {target:g}: {points}"
 
 
 def cmd_train_real(args: argparse.Namespace, layout: StateLayout) -> int:

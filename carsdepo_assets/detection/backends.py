@@ -36,6 +36,11 @@ from carsdepo_assets.detection.data import (
     load_split,
 )
 from carsdepo_assets.detection.memory import keep_freed_memory
+from carsdepo_assets.detection.operating_point import (
+    OperatingPoint,
+    calibrated,
+    choose_operating_points,
+)
 from carsdepo_assets.detection.slicing import cut_by_tile, merge_detections, tiles
 from carsdepo_assets.detection.threads import RECHECK_SECONDS, ThreadRecheck, choose_threads
 from carsdepo_assets.detection.types import Detection, damage_answer
@@ -89,6 +94,8 @@ class TrainingSummary:
     anchor_coverage: dict[str, dict] = field(default_factory=dict)
     # "iterations", or "time budget" when config.time_budget_s ended training before them
     stopped_by: str = "iterations"
+    # with config.operating_precision: class -> operating_point.OperatingPoint.to_dict()
+    operating_points: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -138,17 +145,26 @@ class TrainedDetector(ABC):
         With ``config.flip_tta`` the mirrored images are predicted too and their detections,
         mirrored back, are merged with the others like the tiles' (one non-maximum suppression
         per class at ``config.merge_iou``); ``single_pass`` skips that, for the validations
-        inside a training, where the cheaper pass keeps the time budget for learning."""
+        inside a training, where the cheaper pass keeps the time budget for learning.
+
+        With ``config.score_calibration`` each class's scores are mapped to its operating point
+        chosen on val (operating_point.py)."""
         passes = [self._one_pass(images)]
         if self.config.flip_tta and not single_pass:
             mirrored = self._one_pass([ImageOps.mirror(image) for image in images])
             passes.append([[d.mirrored(image.width) for d in found]
                            for image, found in zip(images, mirrored, strict=True)])
         if len(passes) == 1 and not self.config.work_side:
-            return passes[0]  # the model's own output, already one box per object
-        return [merge_detections([d for found in per_pass for d in found],
-                                 self.config.merge_iou)[:self._max_detections]
-                for per_pass in zip(*passes, strict=True)]
+            found = passes[0]  # the model's own output, already one box per object
+        else:
+            found = [merge_detections([d for found in per_pass for d in found],
+                                      self.config.merge_iou)[:self._max_detections]
+                     for per_pass in zip(*passes, strict=True)]
+        if not self.config.score_calibration:
+            return found
+        raw_thresholds = dict(self.config.score_calibration)
+        return [sorted(calibrated(detections, raw_thresholds, self.config.score_threshold),
+                       key=lambda d: -d.score) for detections in found]
 
     def _one_pass(self, images: list[Image.Image]) -> list[list[Detection]]:
         """The whole-image pass and, with ``config.work_side``, every tile's detections in
@@ -291,6 +307,8 @@ class DetectorBackend(ABC):
             torch.set_num_threads(previous_threads)
         if detector.summary is not None:
             detector.summary.anchor_coverage = coverage_for(config, train_boxes)
+        if config.operating_precision and val_split is not None:
+            with_operating_points(detector, val_split)
         return detector
 
     @abstractmethod
@@ -322,7 +340,48 @@ def fine_tuning_config(config: DetectorConfig, start: DetectorConfig) -> Detecto
         raise ConfigError(f"cannot fine-tune a {start.backend} detector with the "
                           f"{config.backend} backend")
     schedule = {name: getattr(config, name) for name in SCHEDULE_FIELDS}
-    return start.replace(**schedule, learn_anchors=False, synthetic_pretrain_iterations=0)
+    # new weights need their own operating points, chosen (or not) as this config says
+    return start.replace(**schedule, learn_anchors=False, synthetic_pretrain_iterations=0,
+                         operating_precision=config.operating_precision, score_calibration=())
+
+
+def predict_records(detector: TrainedDetector, split: LoadedSplit, *,
+                    single_pass: bool = False) -> dict[int, list[Detection]]:
+    """The detector's detections for every image of ``split``, by image id, eight at a time."""
+    predictions = {}
+    for start in range(0, len(split.records), 8):
+        chunk = split.records[start:start + 8]
+        images = [_open_rgb(record.path) for record in chunk]
+        for record, found in zip(chunk, detector.predict(images, single_pass=single_pass),
+                                 strict=True):
+            predictions[record.image_id] = found
+    return predictions
+
+
+def with_operating_points(detector: TrainedDetector, val: LoadedSplit,
+                          raw_predictions: dict[int, list[Detection]] | None = None,
+                          ) -> dict[str, OperatingPoint]:
+    """Choose each class's operating point on ``val`` for ``config.operating_precision`` from
+    the detector's deployed predictions with raw scores (``raw_predictions`` when they have
+    been made already), and put them in its config (``score_calibration``) and summary.
+    Changes ``detector`` in place; returns the points."""
+    config = detector.config.replace(score_calibration=())
+    detector.config = config
+    if raw_predictions is None:
+        raw_predictions = predict_records(detector, val)
+    points = choose_operating_points(val.coco_ground_truth(), raw_predictions,
+                                     config.operating_precision)
+    detector.config = config.replace(score_calibration=tuple(
+        (label, point.raw_threshold) for label, point in points.items()))
+    if detector.summary is not None:
+        detector.summary.operating_points = {label: point.to_dict()
+                                             for label, point in points.items()}
+    return points
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
 
 
 def _adapting_threads(

@@ -104,6 +104,14 @@ class DetectorConfig:
     box_detections_per_img: int = 20
     box_score_thresh: float = 0.05  # lowest score a prediction keeps (for AP and ranking)
     score_threshold: float = 0.5  # the operating point: "damage" vs "None"
+    # at the end of training, choose each class's operating point on the validation split: the
+    # score with the most recall at this precision there (operating_point.py), to which the
+    # class's scores are then mapped as score_threshold. 0: off, every class operates at
+    # score_threshold on the model's raw scores
+    operating_precision: float = 0.0
+    # set by that choice: class -> the raw score mapped to score_threshold (a class not listed
+    # keeps its raw scores)
+    score_calibration: tuple[tuple[str, float], ...] = ()
     # augmentation
     brightness: float = 0.3  # factor drawn from [1 - b, 1 + b]
     contrast: float = 0.3
@@ -126,6 +134,8 @@ class DetectorConfig:
             (int(level),) if isinstance(level, int | float) else tuple(int(v) for v in level)
             for level in self.anchor_sizes))
         object.__setattr__(self, "aspect_ratios", tuple(float(v) for v in self.aspect_ratios))
+        object.__setattr__(self, "score_calibration", tuple(
+            (str(label), float(raw)) for label, raw in self.score_calibration))
         self._validate()
 
     def _validate(self) -> None:
@@ -163,9 +173,13 @@ class DetectorConfig:
                               "(0, 1]")
         for name in ("box_score_thresh", "score_threshold", "brightness", "contrast",
                      "rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "background_crops",
-                     "merge_iou", "repeat_factor_threshold"):
+                     "merge_iou", "repeat_factor_threshold", "operating_precision"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be within [0, 1]")
+        for label, raw in self.score_calibration:
+            if not 0.0 < raw <= 1.0:
+                raise ConfigError(f"score_calibration: {label}'s raw threshold {raw!r} must be "
+                                  "within (0, 1]")
         if not self.anchor_sizes or not self.aspect_ratios or not all(self.anchor_sizes):
             raise ConfigError("anchor_sizes (and each level of it) and aspect_ratios must not be "
                               "empty")
@@ -206,6 +220,7 @@ class DetectorConfig:
         data = dataclasses.asdict(self)
         data["anchor_sizes"] = [list(level) for level in self.anchor_sizes]
         data["aspect_ratios"] = list(self.aspect_ratios)
+        data["score_calibration"] = [list(pair) for pair in self.score_calibration]
         return data
 
     @classmethod

@@ -386,15 +386,22 @@ def _coco(dataset: dict) -> COCO:
     return coco
 
 
-def _match_one_class(truths: list[Box], boxes: list[Box]) -> set[int]:
-    """Greedy matching: each box (highest score first) takes the free truth it overlaps most;
-    returns the indices of the truths found."""
+def greedy_match(truths: Sequence[Box], boxes: Sequence[Box]) -> list[int | None]:
+    """Greedy matching of one class in one image: each box (highest score first) takes the free
+    truth it overlaps most at IoU >= ``MATCH_IOU``; the truth's index per box, None if none."""
     free = list(range(len(truths)))
+    matches: list[int | None] = []
     for box in boxes:
         best = _best_match(box, truths, free)
         if best is not None:
             free.remove(best)
-    return set(range(len(truths))) - set(free)
+        matches.append(best)
+    return matches
+
+
+def _match_one_class(truths: list[Box], boxes: list[Box]) -> set[int]:
+    """The indices of the truths found (``greedy_match``)."""
+    return {match for match in greedy_match(truths, boxes) if match is not None}
 
 
 def _box_outcomes(truths: list[Box], found: set[int], name: str,

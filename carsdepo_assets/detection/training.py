@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from carsdepo_assets.detection.backbones import BackboneBody
@@ -26,6 +25,7 @@ from carsdepo_assets.detection.backends import (
     TrainingDiverged,
     TrainingSummary,
     TrainProgress,
+    predict_records,
 )
 from carsdepo_assets.detection.config import DetectorConfig
 from carsdepo_assets.detection.data import (
@@ -169,24 +169,13 @@ def validate(detector: TrainedDetector, val: LoadedSplit) -> dict[str, float]:
     """COCO AP/AP50 (overall and per class, by the COCO protocol) and the "None" accuracy of
     ``detector`` on ``val`` (computed by metrics.py), without the mirrored pass of
     ``config.flip_tta``: it would double each validation's share of a time budget."""
-    predictions = {}
     with detector.output_limits(COCO_SCORE_FLOOR, COCO_MAX_DETECTIONS):
-        for start in range(0, len(val.records), 8):
-            chunk = val.records[start:start + 8]
-            images = [_open_rgb(record.path) for record in chunk]
-            for record, found in zip(chunk, detector.predict(images, single_pass=True),
-                                     strict=True):
-                predictions[record.image_id] = found
+        predictions = predict_records(detector, val, single_pass=True)
     result = evaluate_detections(val.coco_ground_truth(), predictions,
                                  detector.config.score_threshold)
     metrics = result.flat_metrics()
     wanted = ("AP", "AP50", "none_accuracy", *(f"AP50_{name}" for name in CLASS_NAMES))
     return {name: metrics[name] for name in wanted if name in metrics}
-
-
-def _open_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 def _parameter_groups(model: nn.Module, config: DetectorConfig) -> list[dict]:

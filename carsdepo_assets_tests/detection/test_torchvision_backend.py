@@ -195,6 +195,31 @@ def test_the_mirrored_pass_is_saved_with_the_model_and_merged_after_reloading(
     assert reloaded.predict(images) == found
 
 
+def test_operating_points_chosen_on_val_map_each_class_onto_the_threshold_and_are_saved(
+        panels, images, tmp_path):
+    config = DetectorConfig(iterations=2, eval_period=2, operating_precision=0.3, **TINY)
+
+    detector = train_detector(panels, panels, config, tmp_path)
+
+    calibration = dict(detector.config.score_calibration)
+    points = detector.summary.operating_points
+    assert set(calibration) == set(points) == set(CLASS_NAMES)  # the panels have both classes
+    assert all(calibration[label] == pytest.approx(point["raw_threshold"], abs=1e-4)
+               for label, point in points.items())
+    raw = type(detector)(detector.model, detector.config.replace(score_calibration=()))
+    cut = detector.config.score_threshold
+    for mapped, unmapped in zip(detector.predict(images), raw.predict(images), strict=True):
+        assert [d.score for d in mapped] == sorted((d.score for d in mapped), reverse=True)
+        assert sorted((d.label, d.box) for d in mapped) == sorted((d.label, d.box)
+                                                                 for d in unmapped)
+        # a box passes the one threshold exactly when its raw score reaches its class's point
+        assert ({(d.label, d.box) for d in mapped if d.score >= cut}
+                == {(d.label, d.box) for d in unmapped if d.score >= calibration[d.label]})
+    reloaded = load_detector(detector.save(tmp_path / "calibrated"))
+    assert reloaded.config.score_calibration == detector.config.score_calibration
+    assert reloaded.predict(images) == detector.predict(images)
+
+
 def test_native_resolution_training_with_crops_and_repeat_factors_runs_and_predicts(
         panels, images, tmp_path):
     reports = []
