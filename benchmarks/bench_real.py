@@ -6,7 +6,9 @@ the 5 with only "broken" damage are left out).
     python -m benchmarks.bench_real --reuse --eval-sizes 960 1280   # and at other input sizes
     python -m benchmarks.bench_real --reuse --variant NAME   # a `train-real --variant NAME` run
     python -m benchmarks.bench_real --ablation [--variants baseline "all changes"]
-    python -m benchmarks.bench_real --ablation --variants "all changes" --seeds 0 1 2 --flip-tta
+    python -m benchmarks.bench_real --ablation --variants "all changes" --seeds 0 1 2 \
+        --evaluate-also "flip TTA" --operating-precisions 0.4 0.5
+    python -m benchmarks.bench_real --reuse --variant "all changes, seed 0" --evaluate-also ...
 
 Trains as `make train-real` does (``carsdepo train-real``, in a temporary CARSDEPO_HOME unless
 ``--home`` names one to keep, with Label Studio on a free port), then records the test-split
@@ -14,9 +16,10 @@ figures of its report and the sliced prediction time of a 1600x1200 photo. ``--r
 the report already in ``--home`` (default ``.carsdepo-real``, where `make train-real` leaves
 it). ``--ablation`` trains its variants one after another in ``--home`` (default
 ``.carsdepo-real``: the photos are imported once, each variant adds a model version), once per
-``--seeds`` seed, and prints each variant's mean and range over the seeds; ``--flip-tta``
-evaluates every model of it again with the mirrored pass (``flip_tta``), the same weights, so
-each seed is a paired comparison. The data
+``--seeds`` seed, and prints each variant's mean and range over the seeds; ``--evaluate-also``
+evaluates every model of it again predicting another way (the mirrored pass, dent-aware scales)
+and ``--operating-precisions`` with operating points chosen on val, the same weights, so each
+seed is a paired comparison. The data
 set's class map and split caveats: see carsdepo_assets/cli/train_real.py. About an hour on two
 CPU cores (``real_cpu``).
 """
@@ -135,14 +138,10 @@ def run_ablation(args: argparse.Namespace) -> None:
             record_report(report)
             rows[name] = report["test_metrics"]
             by_variant.setdefault(variant, []).append(rows[name])
-            if args.flip_tta:
-                mirrored = record_with_flip_tta(home, report)
-                rows[f"{name} + flip TTA"] = mirrored
-                by_variant.setdefault(f"{variant} + flip TTA", []).append(mirrored)
-            if args.operating_precisions:
-                for label, metrics in record_operating_points(
-                        load_model(home, report), load_report_dataset(report), report,
-                        args.operating_precisions).items():
+            if args.evaluate_also or args.operating_precisions:
+                again = evaluate_again(load_model(home, report), load_report_dataset(report),
+                                       report, args)
+                for label, metrics in again.items():
                     rows[f"{name} + {label}"] = metrics
                     by_variant.setdefault(f"{variant} + {label}", []).append(metrics)
             print(table_markdown(rows), flush=True)
@@ -150,17 +149,38 @@ def run_ablation(args: argparse.Namespace) -> None:
         print(seed_table(by_variant), flush=True)
 
 
-def record_with_flip_tta(home: Path, report: dict) -> dict:
-    """The run's model evaluated again on the test split with the mirrored pass on."""
-    detector, dataset = load_model(home, report), load_report_dataset(report)
-    detector.config = detector.config.replace(flip_tta=True)
-    metrics = evaluate_test_split(detector, dataset)
-    data = (f"lensor test split, {report['test_images']} photos; the {report['variant']} model "
-            "evaluated again with the mirrored pass (flip_tta), the same weights")
-    record_test_metrics(metrics, data, backend=report["backend"], preset=report["preset"],
-                        variant=f"{report['variant']} + flip TTA",
-                        model_version=report["model_version"])
-    return metrics
+# Ways to predict with a trained model that change prediction alone (the same weights), for
+# --evaluate-also: each a paired comparison with the model as trained.
+PREDICTION_VARIANTS: dict[str, dict] = {
+    "flip TTA": {"flip_tta": True},  # the mirrored pass, merged like the tiles
+    # dent-aware scales: the whole-image pass at the scale the crops train at (lensor's 640 px
+    # photos at 2x), so that a dent the tiles cut is also seen whole at its trained scale ...
+    "whole pass at 1280 px": {"min_size": 1280, "max_size": 1280},
+    # ... or tiles large enough for most dents at that scale
+    "768 px tiles": {"crop_size": 768},
+}
+
+
+def evaluate_again(detector, dataset, report: dict, args: argparse.Namespace) -> dict[str, dict]:
+    """The trained model evaluated again on the test split in each way of
+    ``args.evaluate_also`` and with operating points for each of ``args.operating_precisions``,
+    each recorded as its own row; the test metrics by row label."""
+    trained = detector.config
+    variant = report.get("variant") or report["preset"]
+    rows = {}
+    for label in args.evaluate_also or []:
+        detector.config = trained.replace(**PREDICTION_VARIANTS[label])
+        rows[label] = evaluate_test_split(detector, dataset)
+        data = (f"lensor test split, {report['test_images']} photos; the {variant} model "
+                f"evaluated again with {PREDICTION_VARIANTS[label]}, the same weights")
+        record_test_metrics(rows[label], data, backend=report["backend"],
+                            preset=report["preset"], variant=f"{variant} + {label}",
+                            model_version=report["model_version"])
+    detector.config = trained
+    if args.operating_precisions:
+        rows.update(record_operating_points(detector, dataset, report,
+                                            args.operating_precisions))
+    return rows
 
 
 def record_operating_points(detector, dataset, report: dict,
@@ -360,11 +380,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", metavar="N",
                         help="with --ablation: train each variant once per seed and print each "
                         "variant's mean and range (three seeds are the unit of evidence)")
-    parser.add_argument("--flip-tta", action="store_true",
-                        help="with --ablation: evaluate each model again with the mirrored "
-                        "pass (flip_tta) and record it as its own row")
+    parser.add_argument("--evaluate-also", nargs="+", metavar="WAY",
+                        choices=list(PREDICTION_VARIANTS),
+                        help="with --ablation, or --reuse (then only these evaluations): "
+                        "evaluate each model again predicting this way, the same weights, "
+                        f"each its own row: {', '.join(map(repr, PREDICTION_VARIANTS))}")
     parser.add_argument("--operating-precisions", type=float, nargs="+", metavar="P",
-                        help="with --reuse or --ablation: evaluate each model again with each "
+                        help="with --ablation, or --reuse (then only these evaluations): "
+                        "evaluate each model again with each "
                         "class's operating point chosen on val for each of these precisions "
                         "(operating_precision) and record each as its own row")
     parser.add_argument("--backend", default="auto", help="auto | torchvision | detectron2")
@@ -385,9 +408,14 @@ def main(argv: list[str] | None = None) -> None:
                            args.malloc_default)
     elif args.ablation:
         run_ablation(args)
+    elif args.reuse and (args.evaluate_also or args.operating_precisions):
+        home = (args.home or DEFAULT_HOME).resolve()
+        report = read_report(home, args.variant)
+        again = evaluate_again(load_model(home, report), load_report_dataset(report), report,
+                               args)
+        print(table_markdown(again), flush=True)
     elif args.reuse:
-        measure(args.home or DEFAULT_HOME, args.eval_sizes, args.reevaluate, args.variant,
-                args.operating_precisions)
+        measure(args.home or DEFAULT_HOME, args.eval_sizes, args.reevaluate, args.variant)
     elif args.home:
         train(args.home.resolve(), args)
         measure(args.home, args.eval_sizes)
@@ -398,17 +426,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def measure(home: Path, eval_sizes: list[int], reevaluate: bool = False,
-            variant: str | None = None, operating_precisions: list[float] | None = None,
-            ) -> None:
+            variant: str | None = None) -> None:
     report = read_report(home, variant)
     record_report(report)
     detector, dataset = load_model(home, report), load_report_dataset(report)
     if reevaluate:
         record_reevaluated(detector, dataset, report)
     record_native_time(detector, dataset, report)
-    if operating_precisions:
-        print(table_markdown(record_operating_points(detector, dataset, report,
-                                                     operating_precisions)), flush=True)
     if eval_sizes:
         record_resized(detector, dataset, report, eval_sizes)
 
