@@ -93,6 +93,9 @@ class DetectorConfig:
     backbone_lr_factor: float = 0.1
     weight_decay: float = 1e-4
     warmup_iterations: int = 50
+    # validate and keep an exponential moving average of the weights with this decay instead
+    # of the last step's (torchvision backend; training.WeightAverage). 0: off
+    ema_decay: float = 0.0
     clip_grad_norm: float = 10.0
     # proposals and detections
     rpn_pre_nms_top_n_train: int = 600
@@ -173,7 +176,8 @@ class DetectorConfig:
                               "(0, 1]")
         for name in ("box_score_thresh", "score_threshold", "brightness", "contrast",
                      "rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "background_crops",
-                     "merge_iou", "repeat_factor_threshold", "operating_precision"):
+                     "merge_iou", "repeat_factor_threshold", "operating_precision",
+                     "ema_decay"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be within [0, 1]")
         for label, raw in self.score_calibration:

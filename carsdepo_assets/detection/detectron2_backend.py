@@ -405,6 +405,9 @@ class Detectron2Backend(DetectorBackend):
                 "the detectron2 backend trains on whole images: native-resolution crops "
                 "(work_side) are the torchvision backend's; train with work_side=0 (a trained "
                 "detectron2 model still predicts in tiles when its config sets work_side)")
+        if config.ema_decay:
+            reasons.append("an average of the weights (ema_decay) is the torchvision backend's: "
+                           "train with ema_decay=0")
         return reasons
 
     def _fit(

@@ -10,9 +10,10 @@ loss diverges the checkpoint on disk is known to be good.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,7 @@ def fit(
     losses: dict[str, float] = {}
     train_seconds, images_seen, started = 0.0, 0, time.perf_counter()
     schedule = Schedule(config)
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     iteration = 0
 
     while not schedule.done:
@@ -111,18 +113,21 @@ def fit(
         if config.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm)
         optimizer.step()
+        if average is not None:
+            average.update()
         train_seconds += time.perf_counter() - step_started
         images_seen += len(images)
 
         val_metrics = None
         if val is not None and (iteration % config.eval_period == 0 or schedule.done):
-            val_metrics = validate(as_detector(None), val)
-            history.append({"iteration": iteration, **val_metrics})
-            score = val_metrics.get(VAL_METRIC, -1.0)
-            if best is None or score > best:
-                best, best_iteration = score, iteration
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                as_detector(None).save(checkpoints / BEST_CHECKPOINT)
+            with average.applied() if average else contextlib.nullcontext():
+                val_metrics = validate(as_detector(None), val)
+                history.append({"iteration": iteration, **val_metrics})
+                score = val_metrics.get(VAL_METRIC, -1.0)
+                if best is None or score > best:
+                    best, best_iteration = score, iteration
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    as_detector(None).save(checkpoints / BEST_CHECKPOINT)
         if on_progress is not None:
             on_progress(TrainProgress(
                 iteration=iteration, iterations=schedule.iterations, losses=losses, lr=lr,
@@ -139,8 +144,10 @@ def fit(
         train_images=len(train.records), val_images=len(val.records) if val else 0,
         stopped_by=schedule.stopped_by,
     )
-    if best_iteration is not None and best_iteration != iteration:
+    if best_iteration is not None and (best_iteration != iteration or average is not None):
         model.load_state_dict(best_state)
+    elif average is not None:  # no validation chose: the average of the last weights
+        average.copy_to_model()
     detector = as_detector(summary)
     detector.save(checkpoints / LAST_CHECKPOINT)
     return detector
@@ -197,6 +204,42 @@ def _optimizer(groups: list[dict], config: DetectorConfig) -> torch.optim.Optimi
         return torch.optim.SGD(groups, lr=config.lr, momentum=0.9,
                                weight_decay=config.weight_decay)
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+class WeightAverage:
+    """An exponential moving average of the model's weights (and buffers), what validation and
+    the saved model use when ``config.ema_decay`` is set: the average of the last few hundred
+    steps is often better than the last step's weights. The decay ramps up from 0 as
+    (1 + n) / (10 + n) over the first steps, so the average is not anchored to the start."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.model = model
+        self.decay = decay
+        self.updates = 0
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()
+                      if v.dtype.is_floating_point}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        weight = 1.0 - min(self.decay, (1 + self.updates) / (10 + self.updates))
+        live = self.model.state_dict()
+        for key, average in self.state.items():
+            average.lerp_(live[key].detach(), weight)
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """The averaged weights in the model inside the block, the live ones again after."""
+        live = {k: v.detach().clone() for k, v in self.model.state_dict().items()
+                if k in self.state}
+        self.copy_to_model()
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(live, strict=False)
+
+    def copy_to_model(self) -> None:
+        self.model.load_state_dict(self.state, strict=False)
 
 
 class Schedule:

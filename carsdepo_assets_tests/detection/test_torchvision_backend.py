@@ -303,6 +303,42 @@ def test_backbone_body_learns_at_its_factor_of_the_learning_rate(panels, tmp_pat
     assert moved(slow, "roi_heads.") == pytest.approx(moved(full, "roi_heads."), rel=0.2)
 
 
+def test_the_moving_average_tracks_recent_weights_and_swaps_in_only_inside_its_block():
+    from carsdepo_assets.detection.training import WeightAverage
+
+    layer = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(0.0)
+    average = WeightAverage(layer, decay=0.5)
+    expected = 0.0
+    for step, value in enumerate([1.0, 2.0, 3.0], start=1):
+        with torch.no_grad():
+            layer.weight.fill_(value)
+        average.update()
+        weight = 1 - min(0.5, (1 + step) / (10 + step))  # the ramp, then the decay
+        expected += weight * (value - expected)
+
+    assert average.state["weight"].item() == pytest.approx(expected)
+    with average.applied():
+        assert layer.weight.item() == pytest.approx(expected)
+    assert layer.weight.item() == 3.0  # the live weights again after the block
+
+
+def test_with_ema_decay_training_validates_and_keeps_the_averaged_weights(panels, tmp_path):
+    def kept(decay: float) -> dict[str, torch.Tensor]:
+        config = DetectorConfig(iterations=3, eval_period=3, ema_decay=decay, **TINY)
+        detector = train_detector(panels, panels, config, tmp_path / str(decay))
+        assert detector.summary.best_iteration == 3
+        return detector.model.state_dict()
+
+    last, averaged = kept(0.0), kept(0.9)
+
+    assert any(not torch.equal(last[key], averaged[key]) for key in last
+               if key.startswith("roi_heads."))
+    best = torch.load(tmp_path / "0.9" / "best" / "model.pt", weights_only=True)
+    assert all(torch.equal(best[key], averaged[key]) for key in averaged)
+
+
 def test_synthetic_pretraining_trains_on_generated_panels_before_the_real_training(panels,
                                                                                   tmp_path):
     def trained_weights(pretrain_iterations: int) -> dict[str, torch.Tensor]:
