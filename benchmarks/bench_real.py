@@ -9,6 +9,8 @@ the 5 with only "broken" damage are left out).
     python -m benchmarks.bench_real --ablation --variants "all changes" --seeds 0 1 2 \
         --evaluate-also "flip TTA" --operating-precisions 0.4 0.5
     python -m benchmarks.bench_real --reuse --variant "all changes, seed 0" --evaluate-also ...
+    python -m benchmarks.bench_real --ablation --variants "all changes" --seeds 0 1 2 \
+        --set ema_decay=0.995                       # a change tried on top, three seeds
 
 Trains as `make train-real` does (``carsdepo train-real``, in a temporary CARSDEPO_HOME unless
 ``--home`` names one to keep, with Label Studio on a free port), then records the test-split
@@ -38,6 +40,7 @@ from pathlib import Path
 
 from benchmarks._record import record
 from benchmarks.bench_demo import free_port
+from carsdepo_assets.cli.train import parse_overrides
 from carsdepo_assets.cli.train_real import TABLE_COLUMNS, TARGETS, report_file, table_markdown
 
 SUITE = "real"
@@ -130,7 +133,11 @@ def run_ablation(args: argparse.Namespace) -> None:
     home = (args.home or DEFAULT_HOME).resolve()
     rows: dict[str, dict] = {}
     by_variant: dict[str, list[dict]] = {}
+    changed = parse_overrides(args.set or [])
     for variant, overrides in ablation_variants(args.variants).items():
+        if changed:  # a change tried on top of each variant, named in its rows
+            variant += " with " + ", ".join(f"{key}={value}" for key, value in changed.items())
+            overrides = {**overrides, **changed}
         for seed in args.seeds or [None]:
             name = variant if seed is None else f"{variant}, seed {seed}"
             train(home, args, {**overrides, **({} if seed is None else {"seed": seed})}, name)
@@ -380,6 +387,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", metavar="N",
                         help="with --ablation: train each variant once per seed and print each "
                         "variant's mean and range (three seeds are the unit of evidence)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="with --ablation: train every variant with this detector config "
+                        "field changed too (repeatable), e.g. --set ema_decay=0.995")
     parser.add_argument("--evaluate-also", nargs="+", metavar="WAY",
                         choices=list(PREDICTION_VARIANTS),
                         help="with --ablation, or --reuse (then only these evaluations): "
