@@ -164,7 +164,7 @@ PREDICTION_VARIANTS: dict[str, dict] = {
     # photos at 2x), so that a dent the tiles cut is also seen whole at its trained scale ...
     "whole pass at 1280 px": {"min_size": 1280, "max_size": 1280},
     # ... or tiles large enough for most dents at that scale
-    "768 px tiles": {"crop_size": 768},
+    "768 px tiles": {"tile_size": 768},
 }
 
 

@@ -63,6 +63,9 @@ class DetectorConfig:
     # overlapping crop_size tiles of it (tile_overlap) plus the whole-image pass, merged per class.
     work_side: int = 0
     crop_size: int = 512
+    # the side of the prediction tiles at the working scale; 0: crop_size (larger tiles cut
+    # fewer large boxes; the model is convolutional, so it reads them at the scale it trained)
+    tile_size: int = 0
     background_crops: float = 0.25
     tile_overlap: float = 0.25
     merge_iou: float = 0.5  # detections of one class overlapping more (IoU) are one (NMS)
@@ -161,7 +164,7 @@ class DetectorConfig:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be at least 1")
         for name in ("freeze_at", "warmup_iterations", "num_threads", "work_side",
-                     "synthetic_pretrain_iterations"):
+                     "synthetic_pretrain_iterations", "tile_size"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must not be negative")
         if self.min_size > self.max_size:
@@ -202,6 +205,11 @@ class DetectorConfig:
                 "norm='gn' cannot start from BatchNorm weights: use pretrained=False and no "
                 "weights_path to train from scratch, or norm='frozen_bn'/'bn'"
             )
+
+    @property
+    def tile_side(self) -> int:
+        """The prediction tiles' side: ``tile_size``, or ``crop_size`` where it is 0."""
+        return self.tile_size or self.crop_size
 
     @property
     def starts_from_weights(self) -> bool:

@@ -1,7 +1,7 @@
 """Sliced prediction at native resolution: the tiles a photo is read in, and how the
 detections of the tiles and of the whole-image pass become one list.
 
-Tiles are ``config.crop_size`` squares of the photo at its working scale (``data.Crop``,
+Tiles are ``config.tile_side`` squares of the photo at its working scale (``data.Crop``,
 read from the full-resolution photo in one resampling step), overlapping by
 ``config.tile_overlap``; the last tile of a row or column is moved back to end at the edge, so
 every tile is whole. A tile's detection that touches one of its inner borders (a border that is
@@ -36,8 +36,9 @@ def tiles(width: int, height: int, config: DetectorConfig) -> list[Crop]:
     """The tiles of a ``width`` x ``height`` photo, row by row."""
     scale = working_scale(width, height, config.work_side)
     scaled = (int(width * scale), int(height * scale))
-    columns, rows = (_starts(side, config.crop_size, config.tile_overlap) for side in scaled)
-    size = (min(config.crop_size, scaled[0]), min(config.crop_size, scaled[1]))
+    tile = config.tile_side
+    columns, rows = (_starts(side, tile, config.tile_overlap) for side in scaled)
+    size = (min(tile, scaled[0]), min(tile, scaled[1]))
     return [Crop(scale, (float(x), float(y)), size) for y in rows for x in columns]
 
 

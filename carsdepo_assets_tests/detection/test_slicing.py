@@ -79,6 +79,14 @@ def test_tiles_of_a_2000x1500_photo_are_read_at_full_resolution():
                           np.asarray(photo.crop(tuple(int(v) for v in corner.photo_window))))
 
 
+def test_prediction_tiles_take_tile_size_when_set_and_the_crop_size_otherwise():
+    trained_on_512 = DetectorConfig(work_side=1280, crop_size=512)
+
+    assert {crop.size for crop in tiles(1280, 1280, trained_on_512)} == {(512, 512)}
+    larger = tiles(1280, 1280, trained_on_512.replace(tile_size=768))
+    assert {crop.size for crop in larger} == {(768, 768)} and len(larger) == 4
+
+
 def test_a_small_photo_is_enlarged_to_the_work_side_before_tiling():
     crops = tiles(640, 480, DetectorConfig(work_side=1280, crop_size=512))
     assert {crop.scale for crop in crops} == {2.0}
