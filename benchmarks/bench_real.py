@@ -200,7 +200,9 @@ def record_operating_points(detector, dataset, report: dict,
     from carsdepo_assets.detection.data import CocoSplit, load_split
 
     val = load_split(CocoSplit(*dataset.val), require_every_class=False)
+    detector.config = detector.config.replace(score_calibration=())  # the model's own scores
     raw_predictions = predict_records(detector, val)
+    variant = report.get("variant") or report["preset"]
     rows = {}
     for precision in precisions:
         detector.config = detector.config.replace(operating_precision=precision)
@@ -210,12 +212,12 @@ def record_operating_points(detector, dataset, report: dict,
         chosen = ", ".join(f"{point.label} {point.raw_threshold:.3f} (val P "
                            f"{point.precision:.2f} R {point.recall:.2f})"
                            for point in points.values())
-        data = (f"lensor test split, {report['test_images']} photos; the "
-                f"{report.get('variant') or report['preset']} model with each class's operating "
-                f"point chosen on val for precision >= {precision:g}: {chosen}")
+        data = (f"lensor test split, {report['test_images']} photos; the {variant} model with "
+                f"each class's operating point chosen on val for precision >= {precision:g}: "
+                f"{chosen}")
         record_test_metrics(rows[label], data, backend=report["backend"],
                             preset=report["preset"], model_version=report["model_version"],
-                            variant=f"{report.get('variant') or report['preset']} + {label}")
+                            variant=f"{variant} + {label}")
     return rows
 
 

@@ -157,7 +157,7 @@ class TrainedDetector(ABC):
         if len(passes) == 1 and not self.config.work_side:
             found = passes[0]  # the model's own output, already one box per object
         else:
-            found = [merge_detections([d for found in per_pass for d in found],
+            found = [merge_detections([d for detections in per_pass for d in detections],
                                       self.config.merge_iou)[:self._max_detections]
                      for per_pass in zip(*passes, strict=True)]
         if not self.config.score_calibration:
