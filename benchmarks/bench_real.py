@@ -11,6 +11,8 @@ the 5 with only "broken" damage are left out).
     python -m benchmarks.bench_real --reuse --variant "all changes, seed 0" --evaluate-also ...
     python -m benchmarks.bench_real --ablation --variants "all changes" --seeds 0 1 2 \
         --set ema_decay=0.995                       # a change tried on top, three seeds
+    python -m benchmarks.bench_real --ablation --seeds 0 1 2 \
+        --variants "all but repeat_factors" "all but backbone_lr"   # leave-one-out rows
 
 Trains as `make train-real` does (``carsdepo train-real``, in a temporary CARSDEPO_HOME unless
 ``--home`` names one to keep, with Label Studio on a free port), then records the test-split
@@ -104,14 +106,17 @@ def record_report(report: dict) -> None:
 
 
 def ablation_variants(only: list[str] | None = None) -> dict[str, dict]:
-    """Issue 12's ablation at real_cpu_short's fixed budget: the old design (every change
-    undone), all together, and each change alone."""
+    """The small-damage design's ablation at real_cpu_short's fixed budget: the old design
+    (every change undone), all together, each change alone ("X only") and each change left
+    out of the rest ("all but X", the leave-one-out ablation)."""
     from carsdepo_assets.detection.config import WITHOUT_CHANGE
 
     # the ends first, so that a cut-short run still compares them
     variants = {"baseline": undone(WITHOUT_CHANGE), "all changes": {}}
     for change in WITHOUT_CHANGE:
         variants[f"{change} only"] = undone(WITHOUT_CHANGE, keep=change)
+    for change, undo in WITHOUT_CHANGE.items():
+        variants[f"all but {change}"] = dict(undo)
     if only:
         unknown = sorted(set(only) - set(variants))
         if unknown:
@@ -380,9 +385,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="auto",
                         help="auto | real_cpu | real_cpu_short | gpu")
     parser.add_argument("--ablation", action="store_true",
-                        help="issue 12's ablation: the old design, each change alone and all "
-                        "together at real_cpu_short's budget, one training after another "
-                        "in --home (seven trainings, about 100 minutes)")
+                        help="the small-damage design's ablation at real_cpu_short's budget, "
+                        "one training after another in --home: the old design, all changes, "
+                        "each change alone ('X only') and each left out ('all but X'); twelve "
+                        "trainings of about 14 minutes each on two cores, per seed")
     parser.add_argument("--variants", nargs="+", metavar="NAME",
                         help="with --ablation: only these variants (e.g. baseline "
                         "'all changes')")
