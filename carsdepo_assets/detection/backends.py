@@ -330,7 +330,8 @@ class DetectorBackend(ABC):
 SCHEDULE_FIELDS = ("iterations", "time_budget_s", "batch_size", "optimizer", "lr",
                    "backbone_lr_factor", "weight_decay", "warmup_iterations", "clip_grad_norm",
                    "brightness", "contrast", "hflip", "seed", "device", "num_threads",
-                   "adapt_threads", "eval_period", "checkpoint_period", "ema_decay")
+                   "adapt_threads", "eval_period", "checkpoint_period", "ema_decay",
+                   "copy_paste")
 
 
 def fine_tuning_config(config: DetectorConfig, start: DetectorConfig) -> DetectorConfig:

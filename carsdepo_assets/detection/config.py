@@ -122,6 +122,10 @@ class DetectorConfig:
     brightness: float = 0.3  # factor drawn from [1 - b, 1 + b]
     contrast: float = 0.3
     hflip: bool = True
+    # copy-paste (torchvision backend; copy_paste.py): paste 0 to this many annotated damage
+    # instances of other training photos onto each training sample, where no box is, with
+    # scale, mirror and colour jitter. 0: off
+    copy_paste: int = 0
     # run
     seed: int = 0
     device: str = "auto"
@@ -164,7 +168,7 @@ class DetectorConfig:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be at least 1")
         for name in ("freeze_at", "warmup_iterations", "num_threads", "work_side",
-                     "synthetic_pretrain_iterations", "tile_size"):
+                     "synthetic_pretrain_iterations", "tile_size", "copy_paste"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must not be negative")
         if self.min_size > self.max_size:

@@ -20,6 +20,7 @@ from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
 from carsdepo_assets.detection.config import DetectorConfig
+from carsdepo_assets.detection.copy_paste import DamageBank, paste_damage
 from carsdepo_assets.taxonomy import (
     CATEGORY_ID_BY_NAME,
     CLASS_NAME_BY_ID,
@@ -296,14 +297,35 @@ def training_sample(
     max_size: int,
     augmentation: Augmentation | None,
     rng: np.random.Generator,
+    pasting: Pasting | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Decode, resize and augment one image; boxes follow. Empty targets have shape (0, 4)."""
     with Image.open(record.path) as image:
         tensor, scale = image_tensor(image, min_size, max_size)
-    boxes = torch.from_numpy(record.boxes * scale)
+    return _augmented(tensor, torch.from_numpy(record.boxes * scale),
+                      torch.from_numpy(record.labels), scale, augmentation, pasting, rng)
+
+
+@dataclass(frozen=True)
+class Pasting:
+    """Copy-paste augmentation (copy_paste.py): up to ``most`` instances from ``bank`` per
+    training sample."""
+
+    bank: DamageBank
+    most: int
+
+
+def _augmented(tensor: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, scale: float,
+               augmentation: Augmentation | None, pasting: Pasting | None,
+               rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A training sample's pasted instances first, then the photometric and flip jitter over
+    the whole of it."""
+    if pasting is not None:
+        tensor, boxes, labels = paste_damage(tensor, boxes, labels, scale, pasting.bank,
+                                             pasting.most, rng)
     if augmentation is not None:
         tensor, boxes = augmentation.apply(tensor, boxes, rng)
-    return tensor, {"boxes": boxes.reshape(-1, 4), "labels": torch.from_numpy(record.labels)}
+    return tensor, {"boxes": boxes.reshape(-1, 4), "labels": labels}
 
 
 # A box larger than this share of the crop side is read at a smaller scale (keeps its context).
@@ -413,6 +435,7 @@ def crop_sample(
     config: DetectorConfig,
     augmentation: Augmentation | None,
     rng: np.random.Generator,
+    pasting: Pasting | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """A native-resolution training sample: a damage-centred crop (a random box of the photo)
     or, for ``background_crops`` of the samples and for photos without boxes, a random one."""
@@ -423,10 +446,8 @@ def crop_sample(
     with Image.open(record.path) as image:
         tensor = pil_to_tensor(crop.read(image)).float().div_(255.0)
     boxes, labels = boxes_in_crop(crop, record.boxes, record.labels)
-    boxes = torch.from_numpy(boxes)
-    if augmentation is not None:
-        tensor, boxes = augmentation.apply(tensor, boxes, rng)
-    return tensor, {"boxes": boxes.reshape(-1, 4), "labels": torch.from_numpy(labels)}
+    return _augmented(tensor, torch.from_numpy(boxes), torch.from_numpy(labels), crop.scale,
+                      augmentation, pasting, rng)
 
 
 def repeat_factors(records: list[ImageRecord], threshold: float) -> np.ndarray:

@@ -408,6 +408,9 @@ class Detectron2Backend(DetectorBackend):
         if config.ema_decay:
             reasons.append("an average of the weights (ema_decay) is the torchvision backend's: "
                            "train with ema_decay=0")
+        if config.copy_paste:
+            reasons.append("copy-paste augmentation (copy_paste) is the torchvision backend's: "
+                           "train with copy_paste=0")
         return reasons
 
     def _fit(

@@ -29,10 +29,12 @@ from carsdepo_assets.detection.backends import (
     predict_records,
 )
 from carsdepo_assets.detection.config import DetectorConfig
+from carsdepo_assets.detection.copy_paste import DamageBank
 from carsdepo_assets.detection.data import (
     Augmentation,
     CocoSplit,
     LoadedSplit,
+    Pasting,
     crop_sample,
     load_split,
     repeat_factors,
@@ -70,6 +72,8 @@ def fit(
     model.to(device)
     rng = np.random.default_rng(config.seed)
     augmentation = Augmentation(config.brightness, config.contrast, config.hflip)
+    pasting = Pasting(DamageBank(train.records), config.copy_paste) if config.copy_paste \
+        else None
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(_parameter_groups(model, config), config)
     batches = _batch_indices(repeat_factors(train.records, config.repeat_factor_threshold),
@@ -90,9 +94,10 @@ def fit(
         iteration += 1
         step_started = time.perf_counter()
         model.train()
-        samples = [crop_sample(train.records[i], config, augmentation, rng) if config.work_side
+        samples = [crop_sample(train.records[i], config, augmentation, rng, pasting)
+                   if config.work_side
                    else training_sample(train.records[i], config.min_size, config.max_size,
-                                        augmentation, rng)
+                                        augmentation, rng, pasting)
                    for i in next(batches)]
         images = [image.to(device) for image, _ in samples]
         targets = [{k: v.to(device) for k, v in target.items()} for _, target in samples]
@@ -168,7 +173,8 @@ def pretrain_on_synthetic_panels(
     panels = load_split(CocoSplit.from_folder(folder), require_every_class=True)
     # its own fixed length: the time budget is the real photos' training that follows
     fit(model, panels, None, config.replace(iterations=config.synthetic_pretrain_iterations,
-                                            time_budget_s=0.0), folder, as_detector)
+                                            time_budget_s=0.0, copy_paste=0), folder,
+        as_detector)
     return folder
 
 

@@ -104,6 +104,12 @@ def test_a_time_budget_is_refused_so_auto_trains_it_on_torchvision():
     assert Detectron2Backend.refusals(DetectorConfig()) == []
 
 
+@pytest.mark.parametrize(("field", "value"), [("ema_decay", 0.99), ("copy_paste", 2)])
+def test_the_torchvision_backends_training_extras_are_refused_by_name(field, value):
+    reasons = Detectron2Backend.refusals(DetectorConfig(**{field: value}))
+    assert any(f"{field}=0" in reason for reason in reasons)
+
+
 def test_training_reports_every_iteration_and_selects_weights_on_the_val_split(trained):
     detector, progress, workdir = trained
     assert [p.iteration for p in progress] == [1, 2, 3, 4]

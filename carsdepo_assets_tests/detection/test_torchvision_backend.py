@@ -220,11 +220,11 @@ def test_operating_points_chosen_on_val_map_each_class_onto_the_threshold_and_ar
     assert reloaded.predict(images) == detector.predict(images)
 
 
-def test_native_resolution_training_with_crops_and_repeat_factors_runs_and_predicts(
+def test_native_resolution_training_with_crops_repeat_factors_and_copy_paste_runs_and_predicts(
         panels, images, tmp_path):
     reports = []
     config = DetectorConfig(iterations=3, eval_period=3, work_side=320, crop_size=128,
-                            repeat_factor_threshold=0.9, **TINY)
+                            repeat_factor_threshold=0.9, copy_paste=2, **TINY)
 
     detector = train_detector(panels, panels, config, tmp_path, reports.append)
 
