@@ -8,7 +8,8 @@ opaque over its box and fades out over the margin, so the source's paint blends 
 target's instead of leaving a hard rectangle edge. The pasted box is the new label.
 
 Classes are drawn uniformly (then an instance of the class), so a rare class (dents) is pasted
-as often as a common one.
+as often as a common one. Another instance that lies in a patch's margin or box goes with it
+unlabelled: patches are small, so this is rare, and it is the price of not needing masks.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from carsdepo_assets.detection.data import ImageRecord
 
 # the patch reaches this share of its box's side beyond the box on each side (the blend zone)
 MARGIN_SHARE = 0.2
@@ -55,7 +60,7 @@ class Patch:
 class DamageBank:
     """Every box of the training records, cut from its photo the first time it is drawn."""
 
-    def __init__(self, records: Sequence) -> None:
+    def __init__(self, records: Sequence[ImageRecord]) -> None:
         self._by_label: dict[int, list[DamageInstance]] = {}
         for record in records:
             for box, label in zip(record.boxes.tolist(), record.labels.tolist(), strict=True):
