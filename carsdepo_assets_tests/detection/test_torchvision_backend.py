@@ -252,6 +252,16 @@ def test_from_scratch_training_with_groupnorm_stays_finite(panels, tmp_path, bac
     assert all(torch.isfinite(p).all() for p in detector.model.parameters())
 
 
+def test_the_lite2_backbone_trains_from_its_imagenet_weights_and_reloads(panels, images,
+                                                                         tmp_path):
+    config = DetectorConfig(backbone="efficientnet_lite2", iterations=2, eval_period=100, **TINY)
+    detector = train_detector(panels, None, config, tmp_path / "work")
+    assert detector.config.backbone == "efficientnet_lite2"
+    assert detector.config.norm == "frozen_bn"  # from the packaged weights
+    reloaded = load_detector(detector.save(tmp_path / "detector"))
+    assert reloaded.predict(images[:2]) == detector.predict(images[:2])
+
+
 def test_class_without_instances_fails_before_any_training(panels, tmp_path):
     coco = json.loads(panels.annotations.read_text())
     coco["annotations"] = [a for a in coco["annotations"] if a["category_id"] == 1]
