@@ -9,7 +9,8 @@ stopped. One JSON line per seed (suite ``demo``, name ``demo_run``) records: the
 the whole command and its exit code, test AP50 and its bootstrap lower bound (what the gate
 compared) of v1 and of the challenger v2 that drift retrained, the champions in order, whether
 answers were printed, what the pre-annotations saved the reviewers (boxes accepted unchanged,
-adjusted, deleted, drawn), and the final champion's AP50 and damaged-vs-"None" accuracy on a
+adjusted, deleted, drawn), every change of a training's torch thread count (from the demo's
+full log), and the final champion's AP50 and damaged-vs-"None" accuracy on a
 fixed synthetic batch no demo ever sees (seed ``UNSEEN_SEED``). Targets (issues 13, 24): a
 champion with printed answers on every seed, unseen AP50 >= 0.90 and "None" accuracy >= 0.95,
 <= 600 s. The demo's own per-step seconds are
@@ -61,6 +62,10 @@ ANSWERS_LINE = re.compile(r"^\s+\d+ photos answered: ")
 THREADS_LINE = re.compile(r"(?P<threads>\d+) torch threads? \(")
 TRAINED_LINE = re.compile(r": (?P<iterations>\d+) iterations(?P<budget> \(its time budget\))? "
                           r"in (?P<seconds>[\d.]+)s at")
+# in the demo's full log (Dagster's), when a training chose its torch thread count again
+THREAD_CHANGE_LINE = re.compile(r" - (?P<job>\w+) - [0-9a-f-]+ - \w+ - "
+                                r"iteration (?P<iteration>\d+): "
+                                r"torch threads (?P<before>\d+) -> (?P<after>\d+) torch thread")
 
 
 def free_port() -> int:
@@ -107,6 +112,15 @@ def demo_outcome(output: str) -> dict:
         if "threads" not in outcome and (match := THREADS_LINE.search(line)):
             outcome["threads"] = int(match["threads"])
     return outcome
+
+
+def thread_changes(log: str) -> list[dict]:
+    """Each change of a training's torch thread count in the demo's full log, in order: a
+    training on one thread where two were free is the first suspect when a seed's training
+    speed falls."""
+    return [{"job": match["job"], "iteration": int(match["iteration"]),
+             "threads": [int(match["before"]), int(match["after"])]}
+            for match in THREAD_CHANGE_LINE.finditer(log)]
 
 
 def unseen_quality(home: Path, unseen: Path) -> dict:
@@ -181,12 +195,17 @@ def run_seed(seed: int, args: argparse.Namespace, unseen: Path) -> dict:
         finally:
             subprocess.run([*cli, "labelstudio", "stop"], cwd=PROJECT_ROOT, env=env,
                            capture_output=True)
+        full_log = "".join(path.read_text(errors="replace")
+                           for path in sorted((home / "logs").glob("demo-*.log")))
         if args.keep_output:
-            log = Path(args.keep_output) / f"demo-seed{seed}.out"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            log.write_text(demo.stderr + "\n--- stdout ---\n" + demo.stdout)
+            kept = Path(args.keep_output)
+            kept.mkdir(parents=True, exist_ok=True)
+            (kept / f"demo-seed{seed}.out").write_text(
+                demo.stderr + "\n--- stdout ---\n" + demo.stdout)
+            (kept / f"demo-seed{seed}.log").write_text(full_log)
         quality = unseen_quality(home, unseen)
-    outcome = {"exit_code": demo.returncode, **demo_outcome(demo.stderr), **quality}
+    outcome = {"exit_code": demo.returncode, **demo_outcome(demo.stderr), **quality,
+               "thread_changes": thread_changes(full_log)}
     met = {
         "champion_and_answers": outcome["promoted"] and outcome["answers_printed"],
         **{name: name in outcome and outcome[name] >= target
@@ -217,7 +236,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--iterations", type=int, help="training iterations (demo default)")
     parser.add_argument("--train-seconds", type=float,
                         help="the first training's time budget (demo default)")
-    parser.add_argument("--keep-output", help="folder for each seed's console output")
+    parser.add_argument("--keep-output",
+                        help="folder for each seed's console output and full log")
     parser.add_argument("--busy-after", type=float, metavar="SECONDS",
                         help="start one other CPU-bound process this many seconds into each demo")
     args = parser.parse_args(argv)

@@ -42,7 +42,7 @@ from carsdepo_assets.detection.operating_point import (
     choose_operating_points,
 )
 from carsdepo_assets.detection.slicing import cut_by_tile, merge_detections, tiles
-from carsdepo_assets.detection.threads import RECHECK_SECONDS, ThreadRecheck, choose_threads
+from carsdepo_assets.detection.threads import ThreadRecheck, choose_threads
 from carsdepo_assets.detection.types import Detection, damage_answer
 from carsdepo_assets.fileio import DamagedFile, atomic_write_bytes, atomic_write_json
 
@@ -400,9 +400,7 @@ def _adapting_threads(
         choice = recheck.check()
         if choice is not None:
             torch.set_num_threads(choice.threads)
-            progress = replace(progress, note=(
-                f"torch threads {previous} -> {choice.describe()}, re-checked every "
-                f"{RECHECK_SECONDS:.0f} s of training"))
+            progress = replace(progress, note=choice.change_note(previous))
         if on_progress is not None:
             on_progress(progress)
 

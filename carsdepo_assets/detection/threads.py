@@ -89,6 +89,12 @@ class ThreadChoice:
         return (f"{count} ({self.cores} cores, {self.busy_elsewhere:.1f} busy with other "
                 f"processes{aside})")
 
+    def change_note(self, previous: int) -> str:
+        """How a training's log tells that it now runs on this choice instead of ``previous``
+        threads (``benchmarks.bench_demo`` reads it back)."""
+        return (f"torch threads {previous} -> {self.describe()}, re-checked every "
+                f"{RECHECK_SECONDS:.0f} s of training")
+
 
 def threads_for(cores: int, busy_elsewhere: float) -> int:
     """The thread count for ``cores`` usable cores of which ``busy_elsewhere`` cores' worth is
