@@ -271,7 +271,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the mirrored pass (flip_tta): on saved demo models it lifted unseen AP50 (five of six,
     # mean +0.013, scratch +0.026), but in the ten-minute demo its doubled prediction time
     # left the retrain less training, and five seeds ended no better (AP50 0.90-0.95, scratch
-    # 0.85-0.93, against 0.92-0.95 and 0.895-0.938 without it)
+    # 0.85-0.93, against 0.92-0.95 and 0.895-0.938 without it). Nor an average of the
+    # weights (ema_decay 0.995): four seeds ended at AP50 0.91-0.95, scratch 0.85-0.94
     "cpu": {},
     # real photos on two CPU cores, the design of issue 12 (measured in the README): anchors
     # learned from the training boxes (two sizes per level, five ratios, RPN positives from
