@@ -33,25 +33,6 @@ TINY = ["--images", "24", "--labelled-images", "40", "--test-images", "24", "--i
 LOG_LINE = re.compile(r"the full log \(Dagster's\) goes to (?P<path>\S+\.log)")
 
 
-@contextmanager
-def demo_run(home: Path, pytestconfig: pytest.Config, *extra: str
-             ) -> Iterator[tuple[subprocess.CompletedProcess, dict[str, str]]]:
-    """The demo as a user runs it, in ``home``, and its environment; Label Studio starts from
-    an already migrated database (migrations take minutes) and stops when the block ends."""
-    template = migrated_data_dir(pytestconfig.cache.mkdir("label-studio"),
-                                 server.label_studio_bin())
-    shutil.copytree(template, home / "label-studio" / server.DATA_FOLDER)
-    env = {**os.environ, "CARSDEPO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
-           "LABEL_STUDIO_URL": f"http://127.0.0.1:{free_port()}", "MLFLOW_TRACKING_URI": ""}
-    cli = [sys.executable, "-m", "carsdepo_assets.cli"]
-    try:
-        yield subprocess.run([*cli, "demo", *TINY, *extra], cwd=PROJECT_ROOT, env=env,
-                             capture_output=True, text=True, timeout=900), env
-    finally:
-        subprocess.run([*cli, "labelstudio", "stop"], cwd=PROJECT_ROOT, env=env,
-                       capture_output=True, timeout=120)
-
-
 @dataclass(frozen=True)
 class FinishedDemo:
     home: Path
@@ -60,13 +41,61 @@ class FinishedDemo:
     env: dict[str, str]
 
 
+@dataclass(frozen=True)
+class RunningDemo:
+    """A demo started in the background: its console goes to files (a pipe nobody reads
+    would fill and stall it)."""
+    home: Path
+    process: subprocess.Popen
+    env: dict[str, str]
+
+    def finish(self, timeout_s: float = 900) -> FinishedDemo:
+        self.process.wait(timeout=timeout_s)
+        console = (self.home / "demo.out").read_text() + (self.home / "demo.err").read_text()
+        return FinishedDemo(self.home, console, self.process.returncode, self.env)
+
+
+@contextmanager
+def demo_started(home: Path, pytestconfig: pytest.Config, *extra: str) -> Iterator[RunningDemo]:
+    """The demo as a user runs it, in ``home``, started in the background; Label Studio starts
+    from an already migrated database (migrations take minutes). When the block ends, the demo
+    is stopped if it still runs, and its Label Studio with it."""
+    template = migrated_data_dir(pytestconfig.cache.mkdir("label-studio"),
+                                 server.label_studio_bin())
+    shutil.copytree(template, home / "label-studio" / server.DATA_FOLDER)
+    env = {**os.environ, "CARSDEPO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
+           "LABEL_STUDIO_URL": f"http://127.0.0.1:{free_port()}", "MLFLOW_TRACKING_URI": ""}
+    cli = [sys.executable, "-m", "carsdepo_assets.cli"]
+    with (home / "demo.out").open("w") as out, (home / "demo.err").open("w") as err:
+        process = subprocess.Popen([*cli, "demo", *TINY, *extra], cwd=PROJECT_ROOT, env=env,
+                                   stdout=out, stderr=err, text=True, start_new_session=True)
+    try:
+        yield RunningDemo(home, process, env)
+    finally:
+        stop_process_group(process, grace_s=20)
+        subprocess.run([*cli, "labelstudio", "stop"], cwd=PROJECT_ROOT, env=env,
+                       capture_output=True, timeout=120)
+
+
+@dataclass(frozen=True)
+class TwoDemos:
+    gate_held: FinishedDemo  # the default gate, which two training iterations cannot pass
+    finished: FinishedDemo  # a gate that lets every model through; its Label Studio still runs
+
+
 @pytest.fixture(scope="module")
-def finished_demo(tmp_path_factory, pytestconfig: pytest.Config) -> Iterator[FinishedDemo]:
-    """A tiny demo whose gate lets every model through, its Label Studio still running."""
-    home = tmp_path_factory.mktemp("demo") / "home"
-    with demo_run(home, pytestconfig, "--min-ap50", "0", "--min-none-accuracy", "0") as (
-            demo, env):
-        yield FinishedDemo(home, demo.stdout + demo.stderr, demo.returncode, env)
+def two_demos(tmp_path_factory, pytestconfig: pytest.Config) -> Iterator[TwoDemos]:
+    """Two tiny demos side by side (on two cores the pair takes little longer than one)."""
+    root = tmp_path_factory.mktemp("demo")
+    with demo_started(root / "held", pytestconfig) as held, \
+            demo_started(root / "home", pytestconfig, "--min-ap50", "0",
+                         "--min-none-accuracy", "0") as finished:
+        yield TwoDemos(held.finish(), finished.finish())
+
+
+@pytest.fixture(scope="module")
+def finished_demo(two_demos: TwoDemos) -> FinishedDemo:
+    return two_demos.finished
 
 
 def log_of(console: str) -> str:
@@ -76,10 +105,10 @@ def log_of(console: str) -> str:
 
 
 def test_gate_that_cannot_pass_stops_with_one_paragraph_and_a_nonzero_exit(
-    tmp_path: Path, pytestconfig: pytest.Config
+    two_demos: TwoDemos,
 ):
-    with demo_run(tmp_path / "home", pytestconfig) as (demo, _):
-        console = demo.stdout + demo.stderr
+    demo = two_demos.gate_held
+    console = demo.console
 
     assert demo.returncode == 1, console
     assert "The demo stopped before the end of the loop." in console
