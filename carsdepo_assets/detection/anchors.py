@@ -195,7 +195,10 @@ def coverage_for(config: DetectorConfig,
 def with_learned_anchors(config: DetectorConfig,
                          boxes_by_class: Mapping[str, np.ndarray]) -> DetectorConfig:
     """``config`` with anchors learned from the boxes when they cover at least as much as its
-    own (``mean_coverage``); else ``config`` unchanged."""
+    own (``mean_coverage``); else, or with fewer boxes than aspect ratios to learn, ``config``
+    unchanged."""
+    if sum(len(boxes) for boxes in boxes_by_class.values()) < config.anchor_ratio_count:
+        return config
     sizes, ratios = learn_anchors(boxes_by_class, config.anchor_sizes_per_level,
                                   config.anchor_ratio_count, config.rpn_fg_iou_thresh)
     learned = config.replace(anchor_sizes=sizes, aspect_ratios=ratios)

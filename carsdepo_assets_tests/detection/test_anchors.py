@@ -79,6 +79,14 @@ def test_learned_anchors_never_cover_less_than_the_configured_ones(seed, positiv
         mean_coverage(coverage_for(configured, boxes))
 
 
+def test_too_few_boxes_to_learn_every_aspect_ratio_keep_the_configured_anchors():
+    configured = DetectorConfig(learn_anchors=True, anchor_ratio_count=5)
+    boxes = {"scratch": np.array([[10, 10, 60, 20], [5, 30, 40, 38]], dtype=float),
+             "dent": np.array([[50, 50, 90, 92]], dtype=float)}
+
+    assert with_learned_anchors(configured, boxes) == configured
+
+
 def test_learned_anchors_cover_thin_small_scratches_better_than_one_size_per_level():
     train, test = damage_like(seed=10), damage_like(seed=11)
     configured = DetectorConfig(anchor_sizes=((16,), (32,), (96,), (256,)), learn_anchors=True,
