@@ -10,8 +10,9 @@ the whole command and its exit code, test AP50 and its bootstrap lower bound (wh
 compared) of v1 and of the challenger v2 that drift retrained, the champions in order, whether
 answers were printed, what the pre-annotations saved the reviewers (boxes accepted unchanged,
 adjusted, deleted, drawn), every change of a training's torch thread count (from the demo's
-full log), and the final champion's AP50 and damaged-vs-"None" accuracy on a
-fixed synthetic batch no demo ever sees (seed ``UNSEEN_SEED``). Targets (issues 13, 24): a
+full log), and the AP50 and damaged-vs-"None" accuracy of the final champion, and of every
+version the demo registered, on a fixed synthetic batch no demo ever sees (seed
+``UNSEEN_SEED``). Targets (issues 13, 24): a
 champion with printed answers on every seed, unseen AP50 >= 0.90 and "None" accuracy >= 0.95,
 <= 600 s. The demo's own per-step seconds are
 recorded beside it (name ``demo_step_s``).
@@ -124,18 +125,19 @@ def thread_changes(log: str) -> list[dict]:
 
 
 def unseen_quality(home: Path, unseen: Path) -> dict:
-    """AP50 (overall and per class) and "None" accuracy of the champion the demo ended with,
-    on the unseen batch; {} when the demo promoted none."""
+    """AP50 (overall and per class) and "None" accuracy on the unseen batch of the champion the
+    demo ended with, and under ``unseen_by_version`` the same figures for every version it
+    registered, so a run shows whether the gate kept the better model; {} when the demo
+    promoted none."""
+    from mlflow import MlflowClient
+
     from carsdepo_assets.detection.champion import (
         configure_mlflow,
         current_champion,
         local_tracking_uri,
     )
-    from carsdepo_assets.detection.metrics import evaluate_detections
-    from carsdepo_assets.prediction.pyfunc import load_registered_detector
     from carsdepo_assets.resources.mlflow import DEFAULT_MODEL_NAME
     from carsdepo_assets.state import StateLayout
-    from carsdepo_assets.taxonomy import CLASS_NAMES
 
     # this home's own store: configuring MLflow for a previous seed set $MLFLOW_TRACKING_URI
     # in this process (mlflow.set_tracking_uri does), which would win over the layout
@@ -143,19 +145,31 @@ def unseen_quality(home: Path, unseen: Path) -> dict:
     champion = current_champion(DEFAULT_MODEL_NAME)
     if champion is None:
         return {}
-    detector = load_registered_detector(f"models:/{DEFAULT_MODEL_NAME}/{champion}")
     coco = json.loads((unseen / "annotations.json").read_text())
+    versions = sorted((str(found.version) for found in MlflowClient().search_model_versions(
+        f"name='{DEFAULT_MODEL_NAME}'")), key=int)  # MLflow 3 gives ints, the alias a str
+    by_version = {version: version_quality(f"models:/{DEFAULT_MODEL_NAME}/{version}", coco,
+                                           unseen) for version in versions}
+    return {**{f"unseen_{name}": value for name, value in by_version[champion].items()},
+            "unseen_by_version": by_version}
+
+
+def version_quality(model_uri: str, coco: dict, unseen: Path) -> dict:
+    """AP50, per-class AP50 and "None" accuracy of one registered model on the unseen batch."""
+    from carsdepo_assets.detection.metrics import evaluate_detections
+    from carsdepo_assets.prediction.pyfunc import load_registered_detector
+    from carsdepo_assets.taxonomy import CLASS_NAMES
+
+    detector = load_registered_detector(model_uri)
     predictions = {}
     for image in coco["images"]:
         with Image.open(unseen / "images" / image["file_name"]) as photo:
             predictions[image["id"]] = detector.predict([photo.convert("RGB")])[0]
-    metrics = evaluate_detections(coco, predictions, detector.config.score_threshold)
-    flat = metrics.flat_metrics()
+    flat = evaluate_detections(coco, predictions, detector.config.score_threshold).flat_metrics()
     return {
-        "unseen_AP50": round(flat.get("AP50", 0.0), 4),
-        **{f"unseen_AP50_{name}": round(flat.get(f"AP50_{name}", 0.0), 4)
-           for name in CLASS_NAMES},
-        "unseen_none_accuracy": round(flat.get("none_accuracy", 0.0), 4),
+        "AP50": round(flat.get("AP50", 0.0), 4),
+        **{f"AP50_{name}": round(flat.get(f"AP50_{name}", 0.0), 4) for name in CLASS_NAMES},
+        "none_accuracy": round(flat.get("none_accuracy", 0.0), 4),
     }
 
 

@@ -234,16 +234,16 @@ def demo_runs_table(rows: list[dict]) -> str:
     lines = ["| recorded | machine | seed | wall | iterations trained: first / second model | "
              "first model: test AP50 (lower bound) | "
              "pre-annotations reviewed: accepted / adjusted / deleted / drawn | "
-             "second model: test AP50 (lower bound) | champions | unseen AP50 (scratch / dent) "
-             "| unseen \"None\" accuracy | targets missed |",
+             "second model: test AP50 (lower bound) | champions | "
+             "unseen AP50 (scratch / dent): the final champion; the other versions | "
+             "unseen \"None\" accuracy | targets missed |",
              "|---|---|---:|---:|---|---|---|---|---|---|---:|---|"]
     for run in runs:
         review = run.get("prelabel_review")
         reviewed = (" / ".join(str(review[k]) for k in ("accepted", "adjusted", "deleted",
                                                       "drawn")) if review else "—")
         missed = [name for name, met in run.get("targets_met", {}).items() if not met]
-        unseen = (f"{_number(run.get('unseen_AP50'))} ({_number(run.get('unseen_AP50_scratch'))}"
-                  f" / {_number(run.get('unseen_AP50_dent'))})")
+        unseen = _unseen(run)
         lines.append(
             f"| {run['recorded_at'][:10]} | {_cell(run['machine'])} | {run.get('seed', '—')} | "
             f"{run['value']:.0f} {run['unit']}{_under_load(run)} | {_iterations(run)} | "
@@ -258,6 +258,21 @@ def demo_runs_table(rows: list[dict]) -> str:
             f"{name} {'at most' if name.endswith('_s') else 'at least'} {value}"
             for name, value in targets.items()) + "; and a champion that answered a batch."]
     return "\n".join(lines)
+
+
+def _unseen(run: dict) -> str:
+    """The final champion's unseen AP50 (scratch / dent) and, where the run recorded them, each
+    registered version's (newer runs): "0.941 (0.926 / 0.957); v1 0.930 (0.905 / 0.955)"."""
+    def figures(quality: dict, prefix: str) -> str:
+        return (f"{_number(quality.get(prefix + 'AP50'))} "
+                f"({_number(quality.get(prefix + 'AP50_scratch'))} / "
+                f"{_number(quality.get(prefix + 'AP50_dent'))})")
+
+    champion = figures(run, "unseen_")
+    others = [f"v{version} {figures(quality, '')}"
+              for version, quality in run.get("unseen_by_version", {}).items()
+              if not run.get("champions") or not run["champions"][-1].endswith(f" v{version}")]
+    return "; ".join([champion, *others])
 
 
 def _iterations(run: dict) -> str:

@@ -319,6 +319,21 @@ def test_benchmarks_page_comes_from_the_results(tmp_path: Path):
     assert "## The ablation" not in page  # no rows, no section
 
 
+def test_a_demo_row_shows_the_unseen_figures_of_the_versions_it_did_not_end_with(tmp_path: Path):
+    run = {"name": "demo_run", "value": 500.0, "unit": "s", "data": "demo", "machine": "m",
+           "recorded_at": "2031-04-05T06:07:08+00:00", "seed": 8,
+           "champions": ["detector v1", "detector v2"],
+           "unseen_AP50": 0.941, "unseen_AP50_scratch": 0.926, "unseen_AP50_dent": 0.957,
+           "unseen_by_version": {
+               "1": {"AP50": 0.95, "AP50_scratch": 0.931, "AP50_dent": 0.969},
+               "2": {"AP50": 0.941, "AP50_scratch": 0.926, "AP50_dent": 0.957}}}
+    write_results(tmp_path, "demo", [run])
+
+    row = next(line for line in report.page(tmp_path).splitlines() if "| 8 |" in line)
+
+    assert "| 0.941 (0.926 / 0.957); v1 0.950 (0.931 / 0.969) |" in row
+
+
 def test_a_run_recorded_twice_is_one_row(tmp_path: Path):
     row = {"name": "real_test_AP50", "value": 0.25, "unit": "AP", "preset": "real_cpu",
            "machine": "m", "data": "lensor; torchvision real_cpu preset: 10 it x 4"}
