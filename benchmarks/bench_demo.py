@@ -12,9 +12,8 @@ answers were printed, what the pre-annotations saved the reviewers (boxes accept
 adjusted, deleted, drawn), every change of a training's torch thread count (from the demo's
 full log), and the AP50 and damaged-vs-"None" accuracy of the final champion, and of every
 version the demo registered, on a fixed synthetic batch no demo ever sees (seed
-``UNSEEN_SEED``). Targets (issues 13, 24): a
-champion with printed answers on every seed, unseen AP50 >= 0.90 and "None" accuracy >= 0.95,
-<= 600 s. The demo's own per-step seconds are
+``UNSEEN_SEED``). Targets (issues 13, 24): a champion with printed answers on every seed,
+unseen AP50 >= 0.90 and "None" accuracy >= 0.95, <= 600 s. The demo's own per-step seconds are
 recorded beside it (name ``demo_step_s``).
 
 ``--busy-after S`` starts one other CPU-bound process at normal priority S seconds into each
